@@ -1,0 +1,104 @@
+"""Errors and drop reasons.
+
+Three kinds of failure (ARCHITECTURE.md §2.4):
+
+* Untrusted network bytes never raise out of a core's ``receive_*``: the core drops them
+  and counts a :class:`DropReason`. Inside a core, raise :class:`_Drop` and convert it
+  at the single receive boundary.
+* Caller misuse and bad configuration raise :class:`ConfigError` (a ``ValueError``),
+  whose message is written for a user.
+* A fatal condition inside one flow becomes an event, never an exception.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class WgSlirpError(Exception):
+    """Base class of every error wgslirpy raises on purpose."""
+
+
+class ConfigError(WgSlirpError, ValueError):
+    """Bad configuration or API misuse; the message is meant for the user."""
+
+
+class DropReason(enum.Enum):
+    """Why an incoming datagram or packet was dropped (counted in stats)."""
+
+    # --- WireGuard outer datagrams (wg/) ---
+    WG_SHORT = "wg_short"  # shorter than any message
+    WG_UNKNOWN_TYPE = "wg_unknown_type"
+    WG_BAD_SIZE = "wg_bad_size"  # handshake message of the wrong exact size
+    WG_BAD_MAC1 = "wg_bad_mac1"
+    WG_BAD_MAC2 = "wg_bad_mac2"
+    WG_UNDER_LOAD = "wg_under_load"  # answered with a cookie reply instead
+    WG_HANDSHAKE_FAILED = "wg_handshake_failed"  # DH/AEAD failure, unknown peer key
+    WG_REPLAYED_INITIATION = "wg_replayed_initiation"  # TAI64N not newer
+    WG_INITIATION_FLOOD = "wg_initiation_flood"
+    WG_UNEXPECTED_RESPONSE = "wg_unexpected_response"
+    WG_UNEXPECTED_COOKIE = "wg_unexpected_cookie"
+    WG_UNKNOWN_INDEX = "wg_unknown_index"
+    WG_DECRYPT_FAILED = "wg_decrypt_failed"
+    WG_REPLAYED = "wg_replayed"
+    WG_KEY_EXPIRED = "wg_key_expired"
+    WG_BAD_INNER = "wg_bad_inner"  # decrypted payload is not a well-formed IPv4/IPv6 packet
+    WG_NOT_ALLOWED_SOURCE = "wg_not_allowed_source"
+
+    # --- IP layer (net/packet.py, net/fragments.py) ---
+    MALFORMED = "malformed"
+    BAD_CHECKSUM = "bad_checksum"
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    FRAGMENT_OVERLAP = "fragment_overlap"
+    FRAGMENT_TOO_LARGE = "fragment_too_large"
+    FRAGMENT_TIMEOUT = "fragment_timeout"
+    FRAGMENT_LIMIT = "fragment_limit"
+    NOT_FOR_US = "not_for_us"  # e.g. an ICMP echo to an address that is not -P
+
+    # --- TCP (net/tcp.py) ---
+    TCP_NO_FLOW = "tcp_no_flow"  # non-SYN for an unknown flow (answered with RST)
+    TCP_OUT_OF_WINDOW = "tcp_out_of_window"
+    TCP_BAD_ACK = "tcp_bad_ack"
+    TCP_BAD_STATE = "tcp_bad_state"
+    TCP_DUPLICATE_SYN = "tcp_duplicate_syn"
+    TCP_LOOPBACK_REFUSED = "tcp_loopback_refused"
+    TCP_FLOW_LIMIT = "tcp_flow_limit"
+
+    # --- UDP / DNS (net/udp_nat.py, net/dns.py) ---
+    UDP_LOOPBACK_REFUSED = "udp_loopback_refused"
+    UDP_TOO_LARGE = "udp_too_large"
+    DNS_MALFORMED = "dns_malformed"
+
+    # --- Outgoing queue ---
+    TRANSMIT_QUEUE_FULL = "transmit_queue_full"
+
+
+class _Drop(Exception):
+    """Internal: raised inside a core to drop the current input; never escapes a core."""
+
+    def __init__(self, reason: DropReason, detail: str = "") -> None:
+        super().__init__(reason.value if not detail else f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class DropCounter:
+    """Counts drops by reason; each core owns one and exposes it as ``drops``."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        #: reason -> number of inputs dropped for it; never negative.
+        self.counts: dict[DropReason, int] = {}
+
+    def add(self, reason: DropReason, n: int = 1) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + n
+
+    def __getitem__(self, reason: DropReason) -> int:
+        return self.counts.get(reason, 0)
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, int]:
+        return {r.value: n for r, n in self.counts.items()}
