@@ -68,6 +68,8 @@ class DropReason(enum.Enum):
     UDP_LOOPBACK_REFUSED = "udp_loopback_refused"
     UDP_TOO_LARGE = "udp_too_large"
     DNS_MALFORMED = "dns_malformed"
+    UDP_NO_BINDING = "udp_no_binding"  # reply for a binding already closed/expired/evicted
+    DNS_NOT_A_QUERY = "dns_not_a_query"  # QR=1: never answer a response (no loops)
 
     # --- Outgoing queue ---
     TRANSMIT_QUEUE_FULL = "transmit_queue_full"

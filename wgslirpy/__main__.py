@@ -1,0 +1,7 @@
+"""``python -m wgslirpy``: the same as the ``wgslirpy`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,193 @@
+"""wgslirpy: give a WireGuard peer network access through this host's ordinary sockets.
+
+The peer's TCP and UDP flows are terminated in userspace and relayed through OS sockets
+(SLiRP for WireGuard); no root, no TUN device.
+
+Usage:
+  wgslirpy (-k KEY | -f FILE) -K KEY [options] [-v...] [-P IP]... [-D ADDR]...
+  wgslirpy -h | --help
+  wgslirpy --version
+
+Options:
+  -k KEY, --private-key KEY        Our private key, base64 (as `wg genkey` prints it).
+  -f FILE, --private-key-file FILE
+                                   Read our private key from FILE; surrounding
+                                   whitespace is ignored.
+  -K KEY, --peer-key KEY           The peer's public key, base64.
+  -p ADDR, --peer-endpoint ADDR    The peer's UDP address (IP:PORT or [IPv6]:PORT). We
+                                   then start the handshake and send keepalives there;
+                                   without it we wait for the peer to dial us. Either
+                                   way the address follows the peer when it roams.
+  -a SECS, --keepalive-interval SECS
+                                   Persistent keepalive interval in seconds.
+  -b ADDR, --bind-ip-port ADDR     Where to bind our WireGuard UDP socket
+                                   [default: 0.0.0.0:51820].
+  -D ADDR, --dns ADDR              Answer DNS (A and AAAA from this host's resolver, over
+                                   UDP and TCP) at this tunnel address (IP or IP:PORT,
+                                   port 53 by default). May be given more than once.
+  -P IP, --pingable IP             Answer ICMP echo at this tunnel address. May be given
+                                   more than once (e.g. one IPv4 and one IPv6).
+  --mtu N                          Tunnel MTU [default: 1420].
+  --tcp-buffer-size N              Bytes buffered per TCP connection in each direction
+                                   [default: 65535].
+  --transmit-queue-capacity N      Packets held for the peer while no session is up
+                                   [default: 256].
+  --connect-timeout SECS           How long to wait for a TCP destination to answer
+                                   before the peer gets ICMP unreachable [default: 10].
+  --tcp-idle-timeout SECS          Close TCP connections silent for this long
+                                   [default: 7200].
+  --udp-idle-timeout SECS          Close UDP bindings silent for this long [default: 92].
+  --max-udp-bindings N             Most UDP bindings at once; the least recently used
+                                   goes first [default: 4096].
+  --allow-loopback                 Let the peer reach this host's loopback (127.0.0.0/8,
+                                   ::1). Refused by default.
+  --preshared-key-file FILE        Read a WireGuard preshared key from FILE.
+  -v, --verbose                    More logging; twice for debug output.
+  -q, --quiet                      Log only errors.
+  -h, --help                       Show this help.
+  --version                        Show the version.
+
+Signals: SIGINT and SIGTERM stop the gateway (exit status 0); SIGUSR1 writes one line
+"wgslirpy stats: {json}" to standard error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+from typing import Any, Sequence
+
+from . import __version__
+from .config import Config, parse_key, read_key_file
+from .errors import ConfigError
+
+log = logging.getLogger("wgslirpy")
+
+
+def _number(opts: dict[str, Any], name: str, *, integer: bool = False) -> float:
+    text = str(opts[name])
+    try:
+        value = float(int(text, 10)) if integer else float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a {'whole ' if integer else ''}number") from None
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{name}: must be a positive number, got {text}")
+    return value
+
+
+def config_from_options(opts: dict[str, Any]) -> Config:
+    """Turn docopt's option dict into a validated :class:`Config` (ConfigError on bad input)."""
+    if opts["--private-key-file"] is not None:
+        private_key = read_key_file(opts["--private-key-file"], "--private-key-file")
+    else:
+        private_key = parse_key(opts["--private-key"], "--private-key")
+    preshared = opts.get("--preshared-key-file")
+    config = Config.create(
+        private_key=private_key,
+        peer_key=opts["--peer-key"],
+        bind=opts["--bind-ip-port"],
+        peer_endpoint=opts["--peer-endpoint"],
+        pingable=opts["--pingable"],
+        dns=opts["--dns"],
+        mtu=int(_number(opts, "--mtu", integer=True)),
+        tcp_buffer_size=int(_number(opts, "--tcp-buffer-size", integer=True)),
+        transmit_queue_capacity=int(_number(opts, "--transmit-queue-capacity", integer=True)),
+        connect_timeout=_number(opts, "--connect-timeout"),
+        tcp_idle_timeout=_number(opts, "--tcp-idle-timeout"),
+        udp_idle_timeout=_number(opts, "--udp-idle-timeout"),
+        max_udp_bindings=int(_number(opts, "--max-udp-bindings", integer=True)),
+        keepalive_interval=_number(opts, "--keepalive-interval") if opts["--keepalive-interval"] else None,
+        allow_loopback=bool(opts["--allow-loopback"]),
+        preshared_key=read_key_file(preshared, "--preshared-key-file") if preshared else None,
+    )
+    return config
+
+
+def parse_args(argv: Sequence[str]) -> dict[str, Any]:
+    from docopt import DocoptExit, docopt
+
+    try:
+        opts: dict[str, Any] = docopt(__doc__, argv=list(argv))
+    except DocoptExit as e:
+        raise ConfigError(_explain_usage_error(argv, str(e))) from None
+    return opts
+
+
+def _explain_usage_error(argv: Sequence[str], docopt_message: str) -> str:
+    """One line saying what is wrong with the command line (docopt only says "usage")."""
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
+    keys = given & {"-k", "--private-key", "-f", "--private-key-file"}
+    if not keys:
+        return "give our private key with -k/--private-key or -f/--private-key-file"
+    if keys & {"-k", "--private-key"} and keys & {"-f", "--private-key-file"}:
+        return "give only one of -k/--private-key and -f/--private-key-file"
+    if not given & {"-K", "--peer-key"}:
+        return "give the peer's public key with -K/--peer-key"
+    known = set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", __doc__ or ""))
+    unknown = sorted(a for a in given if a not in known and not (a[1:2] != "-" and len(a) > 2))
+    if unknown:
+        return f"unknown option {unknown[0]}; see `wgslirpy --help`"
+    detail = docopt_message.strip().splitlines()[0] if docopt_message.strip() else ""
+    if detail.startswith("Usage") or not detail:
+        return "bad arguments; see `wgslirpy --help`"
+    return f"bad arguments ({detail}); see `wgslirpy --help`"
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="wgslirpy: %(levelname)s: %(message)s", stream=sys.stderr)
+    if not quiet:
+        # "listening on ..." is printed even without -v: it tells where to point the peer.
+        logging.getLogger("wgslirpy").setLevel(min(level, logging.INFO))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the gateway until SIGINT/SIGTERM; return the exit status (0 ok, 2 bad config)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(__doc__.strip())
+        return 0
+    if "--version" in args:
+        print(f"wgslirpy {__version__}")
+        return 0
+    try:
+        opts = parse_args(args)
+        _setup_logging(int(opts["--verbose"] or 0), bool(opts["--quiet"]))
+        config = config_from_options(opts)
+        from .io.server import Gateway
+
+        gateway = Gateway(config)
+        gateway.start()
+    except ConfigError as e:
+        print(f"wgslirpy: error: {e}", file=sys.stderr)
+        return 2
+    _serve(gateway)
+    return 0
+
+
+def _serve(gateway: Any) -> None:
+    import gevent
+
+    def stop() -> None:
+        log.info("stopping")
+        gateway._stop_event.set()
+
+    def dump_stats() -> None:
+        print(gateway.stats_line(), file=sys.stderr, flush=True)
+
+    handlers = [
+        gevent.signal_handler(signal.SIGINT, stop),
+        gevent.signal_handler(signal.SIGTERM, stop),
+        gevent.signal_handler(signal.SIGUSR1, dump_stats),
+    ]
+    try:
+        gateway.serve_forever()
+    finally:
+        for h in handlers:
+            h.cancel()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Gateway configuration: validated values, parsed from user-facing strings.
+
+Every parser here raises :class:`~wgslirpy.errors.ConfigError` with a one-line message a
+user understands ("--peer-key: not valid base64"), never a traceback-worthy exception.
+``Config`` is immutable; the CLI builds one from its options and a library user may build
+one directly (``Config.create(private_key=..., peer_key=...)`` accepts the same strings).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from . import constants as C
+from .errors import ConfigError
+from .net.segments import IPAddress
+
+Address = tuple[str, int]
+
+
+def parse_key(text: str, what: str) -> bytes:
+    """A base64 WireGuard key (32 bytes); surrounding whitespace is ignored."""
+    s = text.strip()
+    if not s:
+        raise ConfigError(f"{what}: empty key")
+    try:
+        raw = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{what}: not valid base64") from None
+    if len(raw) != 32:
+        raise ConfigError(f"{what}: a key must decode to 32 bytes, this one has {len(raw)}")
+    return raw
+
+
+def read_key_file(path: str, what: str) -> bytes:
+    """Read a key file as written by ``wg genkey`` (trailing newline and spaces trimmed)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read(4096)
+    except OSError as e:
+        raise ConfigError(f"{what}: cannot read {path!r}: {e.strerror or e}") from None
+    return parse_key(text, f"{what} {path!r}")
+
+
+def parse_ip(text: str, what: str) -> IPAddress:
+    s = text.strip()
+    if s.startswith("[") and s.endswith("]"):
+        s = s[1:-1]
+    try:
+        return ipaddress.ip_address(s)
+    except ValueError:
+        raise ConfigError(f"{what}: {text!r} is not an IPv4 or IPv6 address") from None
+
+
+def parse_port(text: str, what: str) -> int:
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise ConfigError(f"{what}: port {text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{what}: port {port} is out of range 0-65535")
+    return port
+
+
+def parse_socket_address(text: str, what: str, *, default_port: int | None = None) -> tuple[IPAddress, int]:
+    """``1.2.3.4:5``, ``[::1]:5``, or (with ``default_port``) a bare ``1.2.3.4`` / ``::1``."""
+    s = text.strip()
+    if s.startswith("["):
+        host, sep, rest = s[1:].partition("]")
+        if not sep:
+            raise ConfigError(f"{what}: {text!r}: missing ']' after the IPv6 address")
+        if rest.startswith(":"):
+            return parse_ip(host, what), parse_port(rest[1:], what)
+        if rest == "" and default_port is not None:
+            return parse_ip(host, what), default_port
+        raise ConfigError(f"{what}: {text!r}: expected [IPv6]:port")
+    if s.count(":") == 1:
+        host, _, port = s.partition(":")
+        return parse_ip(host, what), parse_port(port, what)
+    if default_port is not None:
+        return parse_ip(s, what), default_port
+    if s.count(":") > 1:
+        raise ConfigError(f"{what}: {text!r}: write IPv6 addresses with a port as [addr]:port")
+    raise ConfigError(f"{what}: {text!r}: expected address:port")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the gateway needs; validated on construction.
+
+    Invariants: keys are 32 bytes; ``mtu`` in 1280..65535 (IPv6 needs 1280);
+    ``pingable`` and ``dns`` hold at most one address per IP version each is given for.
+    """
+
+    private_key: bytes
+    peer_public_key: bytes
+    preshared_key: bytes | None = None
+    #: where to bind the WireGuard UDP socket
+    bind: tuple[IPAddress, int] = (ipaddress.IPv4Address("0.0.0.0"), C.DEFAULT_WG_PORT)
+    #: the peer's first known UDP address; lets us initiate handshakes and keepalives
+    peer_endpoint: tuple[IPAddress, int] | None = None
+    #: persistent keepalive interval in seconds (-a)
+    keepalive_interval: float | None = None
+    #: tunnel addresses that answer ICMP echo (-P)
+    pingable: tuple[IPAddress, ...] = ()
+    #: tunnel socket addresses of the built-in DNS responder (-D)
+    dns: tuple[tuple[IPAddress, int], ...] = ()
+    mtu: int = C.DEFAULT_MTU
+    tcp_buffer_size: int = C.DEFAULT_TCP_BUFFER_SIZE
+    transmit_queue_capacity: int = C.DEFAULT_TRANSMIT_QUEUE_CAPACITY
+    connect_timeout: float = C.DEFAULT_CONNECT_TIMEOUT
+    tcp_idle_timeout: float = C.DEFAULT_TCP_IDLE_TIMEOUT
+    udp_idle_timeout: float = C.DEFAULT_UDP_IDLE_TIMEOUT
+    max_udp_bindings: int = C.DEFAULT_MAX_UDP_BINDINGS
+    dns_ttl: int = C.DEFAULT_DNS_TTL
+    #: permit flows to the host's loopback (127.0.0.0/8, ::1); off by default
+    allow_loopback: bool = False
+    #: tunnel source prefixes accepted from the peer (default: any)
+    allowed_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        default=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("private_key", "peer_public_key"):
+            v = getattr(self, name)
+            if not isinstance(v, bytes) or len(v) != 32:
+                raise ConfigError(f"{name}: must be 32 bytes")
+        if self.preshared_key is not None and len(self.preshared_key) != 32:
+            raise ConfigError("preshared_key: must be 32 bytes")
+        if not 1280 <= self.mtu <= 65535:
+            raise ConfigError(f"--mtu: must be between 1280 and 65535, got {self.mtu}")
+        if self.tcp_buffer_size < 1024 or self.tcp_buffer_size > 1 << 30:
+            raise ConfigError(f"--tcp-buffer-size: must be between 1024 and 2^30, got {self.tcp_buffer_size}")
+        if self.transmit_queue_capacity < 1:
+            raise ConfigError("--transmit-queue-capacity: must be at least 1")
+        if self.max_udp_bindings < 1:
+            raise ConfigError("--max-udp-bindings: must be at least 1")
+        for name in ("connect_timeout", "tcp_idle_timeout", "udp_idle_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be positive")
+        if self.keepalive_interval is not None and not 0 < self.keepalive_interval <= 65535:
+            raise ConfigError("--keepalive-interval: must be between 1 and 65535 seconds")
+        if self.private_key == self.peer_public_key:
+            raise ConfigError("--peer-key: this is our own private key, not the peer's public key")
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        private_key: str | bytes,
+        peer_key: str | bytes,
+        bind: str = f"0.0.0.0:{C.DEFAULT_WG_PORT}",
+        peer_endpoint: str | None = None,
+        pingable: Sequence[str] = (),
+        dns: Sequence[str] = (),
+        preshared_key: str | bytes | None = None,
+        **kwargs: Any,
+    ) -> "Config":
+        """Build a Config from what a user writes: base64 keys (or raw 32-byte keys),
+        ``ip:port`` / ``[ipv6]:port`` addresses; other fields pass through unchanged."""
+        return cls(
+            private_key=_key(private_key, "--private-key"),
+            peer_public_key=_key(peer_key, "--peer-key"),
+            preshared_key=_key(preshared_key, "preshared key") if preshared_key else None,
+            bind=parse_socket_address(bind, "--bind-ip-port"),
+            peer_endpoint=parse_socket_address(peer_endpoint, "--peer-endpoint") if peer_endpoint else None,
+            pingable=tuple(dict.fromkeys(parse_ip(p, "--pingable") for p in pingable)),
+            dns=tuple(dict.fromkeys(parse_socket_address(d, "--dns", default_port=53) for d in dns)),
+            **kwargs,
+        )
+
+
+def _key(value: str | bytes, what: str) -> bytes:
+    return value if isinstance(value, bytes) else parse_key(value, what)

@@ -1,0 +1,386 @@
+"""The gevent shell: owns the WireGuard UDP socket, the clock and every greenlet.
+
+:class:`Gateway` is shaped like gevent's ``BaseServer`` (``start``, ``stop(timeout)``,
+``serve_forever``, ``close``, ``started``/``closed``, ``address``, context manager) without
+subclassing ``DatagramServer``, which would spawn a greenlet per datagram.
+
+One central greenlet reads the WireGuard socket. Each turn it waits for readability at most
+until the cores' next deadline (capped by ``max_tick``), drains the socket in a burst
+(``max_burst`` datagrams), feeds each datagram through the WireGuard endpoint into the IP
+stack, runs due timers, flushes every outbox through the socket, dispatches the stack's
+events (spawning flow greenlets into one ``gevent.pool.Group``) and wakes the flow greenlets
+whose TCP connection moved. Cores never block, so each call into them is atomic under
+gevent and no locks guard them; only ``sendto`` is serialised, because a full socket
+buffer makes it wait.
+
+Importing this module never monkey-patches; it uses ``gevent.socket`` explicitly.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket as _stdsocket
+import time
+from typing import Any, Callable
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.pool
+from gevent import socket as gsocket
+
+from ..config import Config
+from ..errors import ConfigError
+from ..net.stack import (
+    DnsLookup,
+    DnsTcpRequested,
+    Stack,
+    StackConfig,
+    TcpConnectRequested,
+    UdpBindingClosed,
+    UdpBindingOpened,
+    UdpSend,
+)
+from ..net.tcp import TcpConfig, TcpConnection
+from ..wg.endpoint import PeerConfig, WireGuardEndpoint
+from .dns_server import serve_dns_tcp, serve_dns_udp_lookup
+from .tcp_forward import TcpFlow
+from .udp_forward import UdpBindingRelay
+
+log = logging.getLogger("wgslirpy")
+
+#: socket buffer size we ask for on the WireGuard socket (bulk bursts overflow the default)
+WG_SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+class Gateway:
+    """A running wgslirpy gateway. See the module docstring.
+
+    ``listener`` overrides ``config.bind`` and may be an ``(host, port)`` tuple or an
+    already bound UDP socket (gevent or stdlib); ``config`` holds everything else.
+    """
+
+    #: longest wait between turns of the central loop, in seconds; bounds how late a
+    #: deadline set by a flow greenlet (retransmit, delayed ACK) can be noticed
+    max_tick: float = 0.05
+    #: datagrams read per burst before timers and flushing run
+    max_burst: int = 256
+    #: seconds ``stop()`` waits for flow greenlets before killing them
+    stop_timeout: float = 1.0
+    #: size of one read from the WireGuard socket (a datagram never exceeds it)
+    recv_size: int = 65535
+
+    def __init__(
+        self,
+        config: Config,
+        listener: tuple[str, int] | Any | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._listener = listener
+        self.socket: _stdsocket.socket | None = None
+        self._send_lock = gevent.lock.Semaphore()
+        self._group = gevent.pool.Group()
+        self._reader: gevent.Greenlet | None = None
+        self._stop_event = gevent.event.Event()
+        self._stopped = True
+        #: TCP flow greenlet handles by connection; entries leave when the flow ends
+        self.tcp_flows: dict[TcpConnection, TcpFlow] = {}
+        #: UDP relays by binding id; entries leave when the binding closes
+        self.udp_relays: dict[int, UdpBindingRelay] = {}
+        now = clock()
+        peer = PeerConfig(
+            public_key=config.peer_public_key,
+            preshared_key=config.preshared_key,
+            endpoint=(str(config.peer_endpoint[0]), config.peer_endpoint[1]) if config.peer_endpoint else None,
+            persistent_keepalive=config.keepalive_interval,
+            allowed_ips=config.allowed_ips,
+        )
+        self.endpoint = WireGuardEndpoint(
+            config.private_key,
+            peer,
+            now=now,
+            wall_clock=wall_clock,
+            queue_capacity=config.transmit_queue_capacity,
+        )
+        tcp = TcpConfig(
+            mtu=config.mtu,
+            rcv_buffer=config.tcp_buffer_size,
+            snd_buffer=config.tcp_buffer_size,
+            idle_timeout=config.tcp_idle_timeout,
+        )
+        self.stack = Stack(
+            StackConfig(
+                mtu=config.mtu,
+                tcp=tcp,
+                pingable=frozenset(config.pingable),
+                dns=frozenset(config.dns),
+                allow_loopback=config.allow_loopback,
+                udp_idle_timeout=config.udp_idle_timeout,
+                max_udp_bindings=config.max_udp_bindings,
+                dns_ttl=config.dns_ttl,
+            )
+        )
+
+    # --- BaseServer-shaped surface -----------------------------------------------------
+
+    def now(self) -> float:
+        return self._clock()
+
+    @property
+    def started(self) -> bool:
+        return not self._stopped
+
+    @property
+    def closed(self) -> bool:
+        return self.socket is None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self.socket is None:
+            raise RuntimeError("the gateway has no socket yet: call start() first")
+        name = self.socket.getsockname()
+        return (name[0], name[1])
+
+    @property
+    def server_port(self) -> int:
+        return self.address[1]
+
+    def init_socket(self) -> None:
+        if self.socket is not None:
+            return
+        listener = self._listener
+        if listener is not None and hasattr(listener, "fileno"):
+            sock = _stdsocket.socket(fileno=os.dup(listener.fileno()))
+        else:
+            host, port = listener if listener is not None else (str(self.config.bind[0]), self.config.bind[1])
+            family = _stdsocket.AF_INET6 if ":" in host else _stdsocket.AF_INET
+            sock = _stdsocket.socket(family, _stdsocket.SOCK_DGRAM)
+            if family == _stdsocket.AF_INET6:
+                # "[::]:port" serves IPv4 peers too, as mapped addresses.
+                sock.setsockopt(_stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY, 0)
+            try:
+                sock.bind((host, port))
+            except OSError as e:
+                sock.close()
+                raise ConfigError(f"--bind-ip-port: cannot bind {host}:{port}: {e.strerror or e}") from None
+        for opt in (_stdsocket.SO_RCVBUF, _stdsocket.SO_SNDBUF):
+            try:
+                sock.setsockopt(_stdsocket.SOL_SOCKET, opt, WG_SOCKET_BUFFER)
+            except OSError:
+                pass
+        sock.setblocking(False)
+        self.socket = sock
+
+    def start(self) -> None:
+        if self.started:
+            return
+        self.init_socket()
+        self._stopped = False
+        self._stop_event.clear()
+        log.info("listening on %s:%d", *self.address)
+        if self.endpoint.endpoint is not None:
+            self.endpoint.initiate_handshake(now=self.now())
+        self._reader = gevent.spawn(self._run_reader)
+
+    def serve_forever(self, stop_timeout: float | None = None) -> None:
+        if not self.started:
+            self.start()
+        try:
+            self._stop_event.wait()
+        finally:
+            gevent.spawn(self.stop, timeout=stop_timeout).join()
+
+    def close(self) -> None:
+        sock, self.socket = self.socket, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop reading, close every flow (RST to the peer), then close the socket."""
+        if self._stopped:
+            self.close()
+            return
+        self._stopped = True
+        self._stop_event.set()
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not gevent.getcurrent():
+            reader.kill(block=True, timeout=1.0)
+        for flow in list(self.tcp_flows.values()):
+            flow.abort()
+        self.flush()
+        self._group.join(timeout=self.stop_timeout if timeout is None else timeout)
+        self._group.kill(block=True, timeout=1.0)
+        for relay in list(self.udp_relays.values()):
+            relay.close()
+        self.udp_relays.clear()
+        self.tcp_flows.clear()
+        self.close()
+
+    def __enter__(self) -> "Gateway":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- the central greenlet ----------------------------------------------------------
+
+    def _wait_time(self) -> float:
+        deadlines = [d for d in (self.endpoint.next_deadline(), self.stack.next_deadline()) if d is not None]
+        if not deadlines:
+            return self.max_tick
+        return max(0.0, min(min(deadlines) - self.now(), self.max_tick))
+
+    def _run_reader(self) -> None:
+        sock = self.socket
+        assert sock is not None
+        fd = sock.fileno()
+        endpoint, stack = self.endpoint, self.stack
+        recv = sock.recvfrom
+        size = self.recv_size
+        burst = self.max_burst
+        while not self._stopped:
+            try:
+                gsocket.wait_read(fd, timeout=self._wait_time(), timeout_exc=_Timeout)
+            except _Timeout:
+                pass
+            except OSError as e:  # the socket was closed under us
+                if self._stopped:
+                    return
+                log.error("WireGuard socket failed: %s; stopping", e)
+                self._stop_event.set()
+                return
+            now = self.now()
+            for _ in range(burst):
+                try:
+                    data, addr = recv(size)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as e:
+                    if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                        continue  # an ICMP error about an earlier send: not fatal
+                    if self._stopped:
+                        return
+                    log.error("WireGuard socket failed: %s; stopping", e)
+                    self._stop_event.set()
+                    return
+                try:
+                    inner = endpoint.receive_datagram(data, addr, now=now)
+                    if inner is not None:
+                        stack.receive_ip(inner, now=now)
+                except Exception:  # a bug in a core must not kill the gateway
+                    log.exception("internal error while handling a datagram from %s", addr)
+            self._after_turn()
+
+    def _after_turn(self) -> None:
+        now = self.now()
+        try:
+            self.endpoint.handle_timer(now=now)
+            self.stack.handle_timer(now=now)
+        except Exception:
+            log.exception("internal error in timers")
+        self._dispatch_events()
+        self.flush()
+        for conn in self.stack.touched_flows():
+            flow = self.tcp_flows.get(conn)
+            if flow is not None:
+                flow.wake()
+
+    def flush(self) -> None:
+        """Send everything the cores have queued. Safe from any greenlet."""
+        sock = self.socket
+        if sock is None:
+            return
+        now = self.now()
+        endpoint = self.endpoint
+        for packet in self.stack.packets_to_send(now=now):
+            endpoint.send_ip(packet, now=now)
+        out = endpoint.datagrams_to_send()
+        if not out:
+            return
+        with self._send_lock:
+            for data, addr in out:
+                self._sendto(sock, data, addr)
+
+    def _sendto(self, sock: _stdsocket.socket, data: bytes, addr: tuple[str, int]) -> None:
+        for _ in range(100):
+            try:
+                sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                try:
+                    gsocket.wait_write(sock.fileno(), timeout=1.0, timeout_exc=_Timeout)
+                except (_Timeout, OSError):
+                    return
+            except OSError as e:
+                log.debug("sendto %s failed: %s", addr, e)
+                return
+
+    def _dispatch_events(self) -> None:
+        stack = self.stack
+        while (ev := stack.next_event()) is not None:
+            if isinstance(ev, TcpConnectRequested):
+                flow = TcpFlow(self, ev.conn)
+                self.tcp_flows[ev.conn] = flow
+                self._group.spawn(flow.run)
+            elif isinstance(ev, DnsTcpRequested):
+                flow = TcpFlow(self, ev.conn)
+                self.tcp_flows[ev.conn] = flow
+                self._group.spawn(serve_dns_tcp, self, flow)
+            elif isinstance(ev, UdpSend):
+                relay = self.udp_relays.get(ev.binding.id)
+                if relay is None:
+                    relay = UdpBindingRelay(self, ev.binding)
+                    if not relay.open():
+                        continue
+                    self.udp_relays[ev.binding.id] = relay
+                    self._group.spawn(relay.run)
+                relay.send(ev.dst, ev.dport, ev.payload)
+            elif isinstance(ev, UdpBindingClosed):
+                relay = self.udp_relays.pop(ev.binding.id, None)
+                if relay is not None:
+                    relay.close()
+            elif isinstance(ev, UdpBindingOpened):
+                pass  # the relay opens lazily on its first UdpSend
+            elif isinstance(ev, DnsLookup):
+                self._group.spawn(serve_dns_udp_lookup, self, ev)
+
+    def flow_finished(self, conn: TcpConnection) -> None:
+        """Called by a flow greenlet as it ends."""
+        self.tcp_flows.pop(conn, None)
+
+    # --- introspection -----------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        drops = dict(self.endpoint.drops.as_dict())
+        for k, v in self.stack.drops.as_dict().items():
+            drops[k] = drops.get(k, 0) + v
+        return {
+            "tcp_flows": len(self.tcp_flows),
+            "tcp_flows_in_stack": self.stack.open_flow_count(),
+            "udp_bindings": len(self.udp_relays),
+            "greenlets": len(self._group),
+            "has_session": self.endpoint.has_session,
+            "peer_endpoint": self.endpoint.endpoint,
+            "stack": dict(self.stack.stats),
+            "drops": drops,
+        }
+
+    def stats_line(self) -> str:
+        """One line for logs and the SIGUSR1 handler: ``wgslirpy stats: {json}``."""
+        return "wgslirpy stats: " + json.dumps(self.stats(), default=str, sort_keys=True)
+
+
+class _Timeout(Exception):
+    """Raised by wait_read/wait_write when the wait ends without readiness."""

@@ -1,0 +1,268 @@
+"""One forwarded TCP connection: dial the destination, then pump bytes both ways.
+
+A :class:`TcpFlow` owns the host socket of one :class:`~wgslirpy.net.tcp.TcpConnection`.
+``run`` (the flow's greenlet) dials with a timeout, answers the peer's SYN (SYN-ACK, RST,
+or an ICMP unreachable through the stack) and then pumps host -> peer itself while a child
+greenlet pumps peer -> host. A pending dial blocks only this greenlet, never another flow
+or the tunnel reader.
+
+Backpressure both ways comes from the core: ``conn.send`` takes at most ``send_space``
+bytes (we stop reading the host socket while the peer's window and our buffer are full),
+and ``conn.read`` is called only after the previous ``sendall`` finished, so the window we
+advertise to the peer shrinks while the host is slow.
+
+Wake-ups: the central greenlet calls :meth:`wake` whenever the stack touched the
+connection (new data, ACKs, FIN, RST, timers). Each pump waits on its own event with the
+clear-check-wait pattern, which is race-free because greenlets switch only on waits.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket as _stdsocket
+import struct
+from typing import TYPE_CHECKING
+
+import gevent
+import gevent.event
+from gevent import socket as gsocket
+
+from ..net.segments import Unreachable
+from ..net.tcp import PeerFin, PeerReset, TcpConnection, TimedOut
+
+if TYPE_CHECKING:
+    from .server import Gateway
+
+log = logging.getLogger("wgslirpy.tcp")
+
+#: largest single read from the host socket
+HOST_READ_SIZE = 256 * 1024
+
+_UNREACHABLE_BY_ERRNO = {
+    errno.ENETUNREACH: Unreachable.NET,
+    errno.EHOSTUNREACH: Unreachable.HOST,
+    errno.EHOSTDOWN: Unreachable.HOST,
+    errno.ETIMEDOUT: Unreachable.HOST,
+    errno.EACCES: Unreachable.ADMIN,
+    errno.EPERM: Unreachable.ADMIN,
+    errno.EADDRNOTAVAIL: Unreachable.NET,
+    errno.EAFNOSUPPORT: Unreachable.NET,
+}
+
+
+class FlowClosed(Exception):
+    """The connection to the peer is gone (reset, timed out or fully closed)."""
+
+
+class TcpFlow:
+    """The shell side of one TCP connection; see the module docstring."""
+
+    def __init__(self, gateway: "Gateway", conn: TcpConnection) -> None:
+        self.gw = gateway
+        self.conn = conn
+        self.sock: gsocket.socket | None = None
+        #: set when the peer may have sent data, FIN or RST (peer -> host pump waits on it)
+        self._rx_event = gevent.event.Event()
+        #: set when send space may have opened (host -> peer pump waits on it)
+        self._tx_event = gevent.event.Event()
+        #: the peer reset or the core gave up: the host socket gets an abortive close
+        self._aborted = False
+        key = conn.key
+        self.label = f"{key[0]}:{key[1]} -> {key[2]}:{key[3]}"
+
+    # --- driven by the central greenlet ------------------------------------------------
+
+    def wake(self) -> None:
+        self._rx_event.set()
+        self._tx_event.set()
+
+    def abort(self) -> None:
+        """Reset the peer side and close the host socket at once (gateway stop)."""
+        self.conn.abort()
+        self.gw.stack.mark(self.conn)
+        self._aborted = True
+        self._close_socket(abortive=True)
+        self.wake()
+
+    # --- helpers for the pumps and for in-process services (DNS over TCP) -------------
+
+    def _commit(self) -> None:
+        self.gw.stack.mark(self.conn)
+        self.gw.flush()
+
+    def accept(self) -> None:
+        self.conn.accept(now=self.gw.now())
+        self._commit()
+
+    def recv_from_peer(self) -> bytes:
+        """Block until the peer sent data (returned) or EOF (``b""``); FlowClosed on reset."""
+        conn = self.conn
+        while True:
+            self._handle_events()
+            data = conn.read()
+            if data:
+                self._commit()  # the window opened: let the peer know
+                return data
+            if conn.peer_eof:
+                return b""
+            if conn.is_closed or self._aborted:
+                raise FlowClosed()
+            self._rx_event.clear()
+            self._rx_event.wait()
+
+    def send_to_peer(self, data: bytes | memoryview) -> None:
+        """Block until the core took all of ``data``; FlowClosed if the connection died."""
+        conn = self.conn
+        view = memoryview(data)
+        while view:
+            if conn.is_closed or self._aborted:
+                raise FlowClosed()
+            n = conn.send(view, now=self.gw.now()) if conn.send_space > 0 else 0
+            if n:
+                view = view[n:]
+                self._commit()
+                continue
+            self._tx_event.clear()
+            if conn.send_space > 0 or conn.is_closed:
+                continue
+            self._tx_event.wait()
+
+    def close_to_peer(self) -> None:
+        """Our side is done sending: FIN after the queued data."""
+        self.conn.close(now=self.gw.now())
+        self._commit()
+
+    def _handle_events(self) -> None:
+        while (ev := self.conn.next_event()) is not None:
+            if isinstance(ev, (PeerReset, TimedOut)):
+                if isinstance(ev, TimedOut):
+                    log.debug("%s: peer stopped answering; aborting", self.label)
+                self._aborted = True
+                self._close_socket(abortive=True)
+            elif isinstance(ev, PeerFin):
+                pass  # seen through conn.peer_eof once all data before it was read
+
+    # --- the flow's greenlet -----------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            if self._dial():
+                self._pump()
+        except Exception:
+            log.exception("%s: internal error; resetting the flow", self.label)
+            self.conn.abort()
+            self.gw.stack.mark(self.conn)
+            self.gw.flush()
+        finally:
+            self._close_socket(abortive=self._aborted)
+            self.gw.flow_finished(self.conn)
+
+    def _dial(self) -> bool:
+        conn, gw = self.conn, self.gw
+        host, port = str(conn.key[2]), conn.key[3]
+        family = _stdsocket.AF_INET6 if conn.key[2].version == 6 else _stdsocket.AF_INET
+        sock = gsocket.socket(family, _stdsocket.SOCK_STREAM)
+        self.sock = sock
+        sock.settimeout(gw.config.connect_timeout)
+        try:
+            sock.connect((host, port))
+        except ConnectionRefusedError:
+            log.debug("%s: refused", self.label)
+            conn.refuse()
+            self._commit()
+            return False
+        except (_stdsocket.timeout, OSError) as e:
+            err = getattr(e, "errno", None)
+            kind = _UNREACHABLE_BY_ERRNO.get(err or errno.ETIMEDOUT, Unreachable.HOST)
+            log.info("%s: cannot connect: %s", self.label, e if str(e) else "timed out")
+            gw.stack.tcp_unreachable(conn, kind)
+            gw.flush()
+            return False
+        if conn.is_closed:  # the peer gave up while we dialled
+            return False
+        sock.settimeout(None)
+        try:
+            sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self.accept()
+        return True
+
+    def _pump(self) -> None:
+        writer = gevent.spawn(self._peer_to_host)
+        try:
+            self._host_to_peer()
+        finally:
+            writer.join()
+
+    def _host_to_peer(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        conn = self.conn
+        try:
+            while True:
+                space = conn.send_space
+                if space <= 0:
+                    self._tx_event.clear()
+                    if conn.is_closed or self._aborted:
+                        return
+                    if conn.send_space <= 0:
+                        self._tx_event.wait()
+                    continue
+                data = sock.recv(min(space, HOST_READ_SIZE))
+                if self._aborted or conn.is_closed:
+                    return
+                if not data:
+                    self.close_to_peer()
+                    return
+                self.send_to_peer(data)
+        except FlowClosed:
+            return
+        except OSError as e:
+            if self._aborted:
+                return
+            # The host reset the connection (or the socket broke): reset the peer too.
+            log.debug("%s: host socket error: %s", self.label, e)
+            self.conn.abort()
+            self._aborted = True
+            self._commit()
+            self._close_socket(abortive=True)
+            self._rx_event.set()
+
+    def _peer_to_host(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        try:
+            while True:
+                data = self.recv_from_peer()
+                if not data:
+                    sock.shutdown(_stdsocket.SHUT_WR)
+                    return
+                sock.sendall(data)
+        except FlowClosed:
+            return
+        except OSError as e:
+            if self._aborted:
+                return
+            log.debug("%s: host socket error while writing: %s", self.label, e)
+            self.conn.abort()
+            self._aborted = True
+            self._commit()
+            self._close_socket(abortive=True)
+        finally:
+            self._tx_event.set()
+
+    def _close_socket(self, *, abortive: bool) -> None:
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        if abortive:
+            try:  # SO_LINGER 0: close sends RST to the host side
+                sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        try:
+            sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,181 @@
+"""WireGuard's cryptographic primitives (whitepaper §5.4, "Notation").
+
+The only module that imports nacl. Everything else in ``wg/`` calls these functions:
+
+* ``DH``: X25519 via libsodium's ``crypto_scalarmult`` (private keys are clamped per RFC 7748).
+  An all-zero shared secret (a low-order public key) raises :class:`CryptoError`.
+* ``AEAD``: ChaCha20-Poly1305 (RFC 8439); the 96-bit nonce is 32 zero bits followed by the
+  64-bit little-endian counter.
+* ``XAEAD``: XChaCha20-Poly1305 with a 24-byte random nonce (cookie replies).
+* ``HASH``: BLAKE2s-256; ``MAC``: keyed BLAKE2s-128; ``HMAC``: RFC 2104 over BLAKE2s (64-byte
+  block); ``KDF1..3``: HKDF (RFC 5869) built from that HMAC.
+* ``TAI64N``: 12-byte big-endian external TAI64N label of a wall-clock time.
+
+Transport encryption/decryption are the hot path: they take and return plain ``bytes`` with no
+intermediate copies beyond the one nacl makes (a later change may switch to the cffi ``lib``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac as _hmac
+import struct
+from typing import Callable
+
+from nacl.bindings import (
+    crypto_aead_chacha20poly1305_ietf_decrypt as _aead_dec,
+    crypto_aead_chacha20poly1305_ietf_encrypt as _aead_enc,
+    crypto_aead_xchacha20poly1305_ietf_decrypt as _xaead_dec,
+    crypto_aead_xchacha20poly1305_ietf_encrypt as _xaead_enc,
+    crypto_scalarmult as _scalarmult,
+    crypto_scalarmult_base as _scalarmult_base,
+)
+from nacl.exceptions import CryptoError as _NaclCryptoError
+from nacl.exceptions import RuntimeError as _NaclRuntimeError
+
+KEY_SIZE = 32
+HASH_SIZE = 32
+MAC_SIZE = 16
+TAG_SIZE = 16
+XNONCE_SIZE = 24
+TIMESTAMP_SIZE = 12
+
+CONSTRUCTION = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
+IDENTIFIER = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
+LABEL_MAC1 = b"mac1----"
+LABEL_COOKIE = b"cookie--"
+
+ZERO_KEY = bytes(KEY_SIZE)
+
+# 4 zero bytes then the counter as u64 little-endian (whitepaper §5.4.6).
+_NONCE = struct.Struct("<4xQ")
+_TAI64N = struct.Struct(">QI")
+# TAI64 label of the Unix epoch: 2**62 plus the 10 s TAI-UTC offset of 1970 (as wireguard-go).
+_TAI64_BASE = 0x400000000000000A
+# wireguard-go rounds the nanoseconds down to a multiple of 2**24 ns (~16.8 ms) so the
+# timestamp does not leak a precise clock; peers only compare timestamps for order.
+_WHITENER_MASK = (1 << 24) - 1
+
+
+class CryptoError(Exception):
+    """An authentication tag did not verify, or a DH produced the all-zero secret."""
+
+
+def clamp(private_key: bytes) -> bytes:
+    """RFC 7748 clamping of an X25519 scalar (what ``wg genkey`` stores)."""
+    if len(private_key) != KEY_SIZE:
+        raise ValueError("private key must be 32 bytes")
+    b = bytearray(private_key)
+    b[0] &= 248
+    b[31] = (b[31] & 127) | 64
+    return bytes(b)
+
+
+def generate_private_key(rng: Callable[[int], bytes]) -> bytes:
+    """DH-GENERATE: a fresh clamped private key from ``rng``."""
+    return clamp(rng(KEY_SIZE))
+
+
+def public_key(private_key: bytes) -> bytes:
+    """The X25519 public key of ``private_key``."""
+    return bytes(_scalarmult_base(clamp(private_key)))
+
+
+def dh(private_key: bytes, public: bytes) -> bytes:
+    """DH(private, public); raises CryptoError for an all-zero result (low-order point)."""
+    try:
+        out = bytes(_scalarmult(clamp(private_key), public))
+    except (_NaclRuntimeError, _NaclCryptoError) as e:  # libsodium rejects all-zero output
+        raise CryptoError("low-order public key") from e
+    if out == ZERO_KEY:
+        raise CryptoError("low-order public key")
+    return out
+
+
+def hash_(*parts: bytes) -> bytes:
+    """HASH(a || b || ...): BLAKE2s-256."""
+    h = hashlib.blake2s()
+    for p in parts:
+        h.update(p)
+    return h.digest()
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    """MAC(key, data): keyed BLAKE2s with a 16-byte output."""
+    return hashlib.blake2s(data, key=key, digest_size=MAC_SIZE).digest()
+
+
+def hmac(key: bytes, data: bytes) -> bytes:
+    """HMAC(key, data): RFC 2104 HMAC over BLAKE2s-256 (block size 64)."""
+    return _hmac.digest(key, data, hashlib.blake2s)
+
+
+def kdf1(key: bytes, data: bytes) -> bytes:
+    """KDF1(key, data) = T1."""
+    prk = hmac(key, data)
+    return hmac(prk, b"\x01")
+
+
+def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
+    """KDF2(key, data) = (T1, T2)."""
+    prk = hmac(key, data)
+    t1 = hmac(prk, b"\x01")
+    return t1, hmac(prk, t1 + b"\x02")
+
+
+def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
+    """KDF3(key, data) = (T1, T2, T3)."""
+    prk = hmac(key, data)
+    t1 = hmac(prk, b"\x01")
+    t2 = hmac(prk, t1 + b"\x02")
+    return t1, t2, hmac(prk, t2 + b"\x03")
+
+
+def aead_nonce(counter: int) -> bytes:
+    """The 12-byte ChaCha20-Poly1305 nonce WireGuard derives from a 64-bit counter."""
+    return _NONCE.pack(counter)
+
+
+def aead_encrypt(key: bytes, counter: int, plaintext: bytes, aad: bytes = b"") -> bytes:
+    """AEAD(key, counter, plaintext, aad): ciphertext || 16-byte tag."""
+    return _aead_enc(plaintext, aad, _NONCE.pack(counter), key)  # type: ignore[no-any-return]
+
+
+def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, aad: bytes = b"") -> bytes:
+    """Inverse of :func:`aead_encrypt`; raises CryptoError if the tag does not verify."""
+    try:
+        return _aead_dec(ciphertext, aad, _NONCE.pack(counter), key)  # type: ignore[no-any-return]
+    except _NaclCryptoError as e:
+        raise CryptoError("AEAD tag mismatch") from e
+
+
+def chacha20poly1305_encrypt_raw(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """ChaCha20-Poly1305 with an arbitrary 12-byte nonce (for RFC 8439 known-answer tests)."""
+    return _aead_enc(plaintext, aad, nonce, key)  # type: ignore[no-any-return]
+
+
+def xaead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """XAEAD(key, nonce, plaintext, aad): XChaCha20-Poly1305, 24-byte nonce."""
+    return _xaead_enc(plaintext, aad, nonce, key)  # type: ignore[no-any-return]
+
+
+def xaead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """Inverse of :func:`xaead_encrypt`; raises CryptoError if the tag does not verify."""
+    try:
+        return _xaead_dec(ciphertext, aad, nonce, key)  # type: ignore[no-any-return]
+    except _NaclCryptoError as e:
+        raise CryptoError("XAEAD tag mismatch") from e
+
+
+def tai64n(wall_clock: float) -> bytes:
+    """TAI64N label of a Unix wall-clock time (seconds since 1970, UTC), whitened like wireguard-go."""
+    secs = int(wall_clock // 1)
+    nanos = int(round((wall_clock - secs) * 1e9))
+    if nanos >= 1_000_000_000:  # float rounding just below the next second
+        secs, nanos = secs + 1, nanos - 1_000_000_000
+    return _TAI64N.pack(_TAI64_BASE + secs, nanos & ~_WHITENER_MASK)
+
+
+# Noise initial state (whitepaper §5.4.2): C_i = HASH(CONSTRUCTION), H_i = HASH(C_i || IDENTIFIER).
+INITIAL_CHAINING_KEY = hash_(CONSTRUCTION)
+INITIAL_HASH = hash_(INITIAL_CHAINING_KEY, IDENTIFIER)
