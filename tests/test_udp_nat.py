@@ -56,7 +56,8 @@ def test_same_client_endpoint_reuses_binding_for_any_destination(clock: FakeCloc
     t = UdpNatTable()
     b = t.outbound(dgram(dport=53), now=clock.now)
     clock.advance(1)
-    assert t.outbound(dgram(dst=IPv4Address("198.51.100.1"), dport=123, payload=b"xy"), now=clock.now) is b
+    other = dgram(dst=IPv4Address("198.51.100.1"), dport=123, payload=b"xy")
+    assert t.outbound(other, now=clock.now) is b
     assert len(t) == 1
     assert (b.tx_datagrams, b.tx_bytes) == (2, 7)
     assert b.last_seen == clock.now and b.created == clock.now - 1
@@ -80,7 +81,7 @@ def test_replies_from_any_remote_reach_the_client_with_that_source(clock: FakeCl
     remotes = [(SERVER, 3478), (SERVER, 9999), (IPv4Address("203.0.113.7"), 40000)]
     for i, (addr, port) in enumerate(remotes):
         reply = t.inbound(b.id, addr, port, b"r%d" % i, now=clock.now)
-        assert reply == UdpDatagram(src=addr, dst=CLIENT, sport=port, dport=5000, payload=b"r%d" % i)
+        assert reply == UdpDatagram(addr, CLIENT, sport=port, dport=5000, payload=b"r%d" % i)
     assert (b.rx_datagrams, b.rx_bytes) == (3, 6)
 
 
@@ -256,7 +257,9 @@ def test_binding_compares_by_identity() -> None:
     assert a != UdpBinding(1, CLIENT, 1, 0.0, 0.0) and a == a
 
 
-@pytest.mark.parametrize("kwargs", [{"idle_timeout": 0.0}, {"idle_timeout": -1.0}, {"max_bindings": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"idle_timeout": 0.0}, {"idle_timeout": -1.0}, {"max_bindings": 0}]
+)
 def test_bad_config_raises(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         UdpNatTable(**kwargs)  # type: ignore[arg-type]

@@ -44,6 +44,7 @@ class DropReason(enum.Enum):
     WG_KEY_EXPIRED = "wg_key_expired"
     WG_BAD_INNER = "wg_bad_inner"  # decrypted payload is not a well-formed IPv4/IPv6 packet
     WG_NOT_ALLOWED_SOURCE = "wg_not_allowed_source"
+    WG_NO_SESSION = "wg_no_session"  # staged outgoing packets flushed: handshake gave up / keys zeroed
 
     # --- IP layer (net/packet.py, net/fragments.py) ---
     MALFORMED = "malformed"

@@ -79,7 +79,7 @@ def serve_dns_tcp(gw: "Gateway", flow: "TcpFlow") -> None:
             if len(buf) > 4 * 65537:
                 break  # a client that never completes a message
             for wire in split_tcp_messages(buf):
-                result = responder.handle_query(wire)
+                result = responder.handle_query(wire, tcp=True)
                 if result is None:
                     continue
                 answer = result if isinstance(result, bytes) else resolve(gw, result)

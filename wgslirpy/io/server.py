@@ -364,7 +364,7 @@ class Gateway:
 
     def stats(self) -> dict[str, Any]:
         drops = dict(self.endpoint.drops.as_dict())
-        for k, v in self.stack.drops.as_dict().items():
+        for k, v in self.stack.all_drops().as_dict().items():
             drops[k] = drops.get(k, 0) + v
         return {
             "tcp_flows": len(self.tcp_flows),

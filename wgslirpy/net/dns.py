@@ -27,7 +27,7 @@ Decisions, in the order :meth:`~DnsResponder.handle_query` applies them:
   (MX, TXT, PTR...): NOERROR with no answers, since we only know addresses.
 
 Every response has the query's id and opcode, QR=1, RA=1, RD copied and the question
-echoed (except header-only FORMERRs and QDCOUNT errors). A UDP response larger than the
+echoed (except for unparseable queries and QDCOUNT errors). A UDP response larger than the
 client allows (its EDNS size, 512 without EDNS), and never larger than
 :data:`EDNS_PAYLOAD` (we do not fragment tunnel packets), is truncated with TC=1 by
 dnspython; over TCP (``tcp=True``) the limit is 65535. TSIG-signed queries are
@@ -193,13 +193,16 @@ class DnsResponder:
             try:
                 ip = addr if not isinstance(addr, str) else ipaddress.ip_address(addr)
             except ValueError:
-                raise ConfigError(f"resolver returned {addr!r}, which is not an IP address") from None
+                raise ConfigError(
+                    f"resolver returned {addr!r}, which is not an IP address"
+                ) from None
             if ip.version == version:
                 texts.append(str(ipaddress.ip_address(ip.packed)))  # drops any %scope
         if not texts:
             return self.nodata(q)
         qname = q.query.question[0].name
-        return self._reply(q.query, q.max_size, dns.rcode.NOERROR, [self._rrset(qname, q.rdtype, texts)])
+        rrset = self._rrset(qname, q.rdtype, texts)
+        return self._reply(q.query, q.max_size, dns.rcode.NOERROR, [rrset])
 
     def nxdomain(self, q: DnsQuestion) -> bytes:
         """The name does not exist."""
@@ -284,5 +287,7 @@ def split_tcp_messages(buf: bytearray) -> list[bytes]:
 def frame_tcp_message(wire: bytes) -> bytes:
     """Prefix ``wire`` with its 2-byte length for DNS over TCP."""
     if len(wire) > TCP_MAX_SIZE:
-        raise ConfigError(f"a DNS message over TCP is at most {TCP_MAX_SIZE} bytes, got {len(wire)}")
+        raise ConfigError(
+            f"a DNS message over TCP is at most {TCP_MAX_SIZE} bytes, got {len(wire)}"
+        )
     return _TCP_LENGTH.pack(len(wire)) + wire

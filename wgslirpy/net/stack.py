@@ -270,8 +270,8 @@ class Stack:
         self.stats["dns_queries"] += 1
         result = self.dns.handle_query(d.payload)
         if result is None:
-            self.drops.add(DropReason.DNS_MALFORMED)
-        elif isinstance(result, bytes):
+            return  # counted in self.dns.drops
+        if isinstance(result, bytes):
             self.dns_udp_reply((d.src, d.sport), (d.dst, d.dport), result)
         else:
             self._events.append(DnsLookup(result, (d.src, d.sport), (d.dst, d.dport)))
@@ -398,10 +398,6 @@ class Stack:
 
     def handle_timer(self, *, now: float) -> None:
         self.reassembler.handle_timer(now=now)
-        for reason, n in self.reassembler.drops.counts.items():
-            if n:
-                self.drops.add(reason, n)
-        self.reassembler.drops.counts.clear()
         self.nat.handle_timer(now=now)
         self._pull_nat_events()
         timers = self._timers
@@ -415,3 +411,11 @@ class Stack:
 
     def open_flow_count(self) -> int:
         return len(self.flows)
+
+    def all_drops(self) -> DropCounter:
+        """Drops counted here and in the sub-cores (reassembly, NAT, DNS), merged."""
+        total = DropCounter()
+        for counter in (self.drops, self.reassembler.drops, self.nat.drops, self.dns.drops):
+            for reason, n in counter.counts.items():
+                total.add(reason, n)
+        return total
