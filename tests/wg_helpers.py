@@ -50,10 +50,10 @@ class WgPair:
         self.b_addr = B_ADDR
         self.a = WireGuardEndpoint(
             A_PRIVATE,
-            PeerConfig(B_PUBLIC, psk, endpoint=B_ADDR, **(a_peer or {})),  # type: ignore[arg-type]
+            PeerConfig(B_PUBLIC, **({"preshared_key": psk, "endpoint": B_ADDR} | (a_peer or {}))),  # type: ignore[arg-type]
             now=self.clock.now, wall_clock=wall, rng=seeded_rng(1), **(a_kwargs or {}))  # type: ignore[arg-type]
         self.b = WireGuardEndpoint(
-            B_PRIVATE, PeerConfig(A_PUBLIC, psk, **(b_peer or {})),  # type: ignore[arg-type]
+            B_PRIVATE, PeerConfig(A_PUBLIC, **({"preshared_key": psk} | (b_peer or {}))),  # type: ignore[arg-type]
             now=self.clock.now, wall_clock=wall, rng=seeded_rng(2), **(b_kwargs or {}))  # type: ignore[arg-type]
 
     @property
@@ -102,29 +102,92 @@ class WgPair:
         assert self.a.has_session
         assert self.b.has_session, "responder confirmed by a's keepalive"
 
-    def advance(self, seconds: float, step: float | None = None, *, deliver: bool = True) -> None:
-        """Move time forward, firing both endpoints' timers at their deadlines."""
+    def advance(self, seconds: float, *, deliver: bool = True) -> None:
+        """Move time forward, firing both endpoints' timers at each deadline on the way
+        (and delivering what they send, unless ``deliver`` is False)."""
         end = self.now + seconds
         for _ in range(100_000):
             ds = [d for d in (self.a.next_deadline(), self.b.next_deadline()) if d is not None]
-            nxt = min(ds) if ds else end
-            if step is not None:
-                nxt = min(nxt, self.now + step)
-            if nxt > end:
+            if not ds or min(ds) > end:
                 break
-            self.clock.now = max(self.now, nxt)
+            self.clock.now = max(self.now, min(ds))
             self.a.handle_timer(now=self.now)
             self.b.handle_timer(now=self.now)
             if deliver:
                 self.roundtrip(self.a)
-            if self.now >= end and not ds:
-                break
         self.clock.now = end
-        self.a.handle_timer(now=self.now)
-        self.b.handle_timer(now=self.now)
+        self.a.handle_timer(now=end)
+        self.b.handle_timer(now=end)
         if deliver:
             self.roundtrip(self.a)
 
 
 def assert_dropped(ep: WireGuardEndpoint, reason: DropReason, n: int = 1) -> None:
     assert ep.drops[reason] == n, (reason, ep.drops.as_dict())
+
+
+# --- golden transcript (tests/data/wg_handshake_golden.json) --------------------------------
+
+GOLDEN_PATH = "tests/data/wg_handshake_golden.json"
+
+
+def fixed_rng(*chunks: bytes) -> Callable[[int], bytes]:
+    """An rng that returns ``chunks`` in order (each call must ask for the chunk's length)."""
+    it = iter(chunks)
+
+    def rng(n: int) -> bytes:
+        chunk = next(it)
+        assert len(chunk) == n, (len(chunk), n)
+        return chunk
+    return rng
+
+
+def golden_transcript(psk: bytes | None = None) -> dict[str, str]:
+    """Initiation, response, first transport messages and a cookie reply from fixed inputs."""
+    from wgslirpy.wg.cookie import CookieChecker, CookieGenerator
+    from wgslirpy.wg.messages import decode_cookie_reply, decode_initiation, decode_response
+    from wgslirpy.wg.noise import Handshake
+
+    wall = 1_700_000_000.123456789
+    eph_i = crypto.hash_(b"golden initiator ephemeral")
+    eph_r = crypto.hash_(b"golden responder ephemeral")
+    hs_i = Handshake(A_PRIVATE, B_PUBLIC, psk)
+    hs_r = Handshake(B_PRIVATE, A_PUBLIC, psk)
+    gen_i, gen_r = CookieGenerator(B_PUBLIC), CookieGenerator(A_PUBLIC)
+    init = gen_i.add_macs(hs_i.create_initiation(local_index=0x11223344, wall_clock=wall,
+                                                 rng=fixed_rng(eph_i)), now=0.0)
+    hs_r.consume_initiation(decode_initiation(init), now=0.0)
+    resp = gen_r.add_macs(hs_r.create_response(local_index=0x55667788, rng=fixed_rng(eph_r)),
+                          now=0.0)
+    hs_i.consume_response(decode_response(resp))
+    kp_i = hs_i.derive_keypair(now=0.0)
+    kp_r = hs_r.derive_keypair(now=0.0)
+    first = kp_i.encrypt(ipv4_packet(b"golden"))
+    keepalive = kp_i.encrypt(b"")
+    reply_to_r = kp_r.encrypt(ipv4_packet(b"back", src="10.0.0.1", dst="10.0.0.2"))
+    checker = CookieChecker(B_PUBLIC, fixed_rng(bytes(range(24)), bytes(range(32, 64))))
+    cookie_reply = checker.create_reply(init, 0x11223344, A_ADDR, now=0.0)
+    # mac2 of a retried initiation carrying that cookie
+    gen_i.consume_reply(decode_cookie_reply(cookie_reply), now=0.0)
+    retry = gen_i.add_macs(init[:-32] + bytes(32), now=0.0)
+    return {
+        "initiator_private": A_PRIVATE.hex(), "initiator_public": A_PUBLIC.hex(),
+        "responder_private": B_PRIVATE.hex(), "responder_public": B_PUBLIC.hex(),
+        "preshared_key": (psk or bytes(32)).hex(),
+        "initiator_ephemeral": eph_i.hex(), "responder_ephemeral": eph_r.hex(),
+        "wall_clock": repr(wall), "tai64n": crypto.tai64n(wall).hex(),
+        "initiation": init.hex(), "response": resp.hex(),
+        "initiator_send_key": kp_i.send_key.hex(), "initiator_recv_key": kp_i.recv_key.hex(),
+        "first_transport": first.hex(), "keepalive": keepalive.hex(),
+        "responder_transport": reply_to_r.hex(),
+        "cookie_reply": cookie_reply.hex(), "retry_initiation_with_mac2": retry.hex(),
+    }
+
+
+if __name__ == "__main__":  # regenerate: python -m tests.wg_helpers (only on purpose!)
+    import json
+
+    with open(GOLDEN_PATH, "w") as f:
+        json.dump({"no_psk": golden_transcript(), "psk": golden_transcript(bytes(range(200, 232)))},
+                  f, indent=1, sort_keys=True)
+        f.write("\n")

@@ -159,34 +159,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .io.server import Gateway
 
         gateway = Gateway(config)
-        gateway.start()
     except ConfigError as e:
         print(f"wgslirpy: error: {e}", file=sys.stderr)
         return 2
-    _serve(gateway)
-    return 0
-
-
-def _serve(gateway: Any) -> None:
-    import gevent
-
-    def stop() -> None:
-        log.info("stopping")
-        gateway._stop_event.set()
-
-    def dump_stats() -> None:
-        print(gateway.stats_line(), file=sys.stderr, flush=True)
-
-    handlers = [
-        gevent.signal_handler(signal.SIGINT, stop),
-        gevent.signal_handler(signal.SIGTERM, stop),
-        gevent.signal_handler(signal.SIGUSR1, dump_stats),
-    ]
+    handlers = _install_signal_handlers(gateway)
     try:
+        try:
+            gateway.start()
+        except ConfigError as e:
+            print(f"wgslirpy: error: {e}", file=sys.stderr)
+            return 2
         gateway.serve_forever()
     finally:
         for h in handlers:
             h.cancel()
+    return 0
+
+
+def _install_signal_handlers(gateway: Any) -> list[Any]:
+    """SIGINT/SIGTERM stop the gateway; SIGUSR1 prints its stats (installed before start,
+    so a signal that arrives right after "listening on" is never fatal)."""
+    import gevent
+
+    def stop() -> None:
+        log.info("stopping")
+        gateway.request_stop()
+
+    def dump_stats() -> None:
+        print(gateway.stats_line(), file=sys.stderr, flush=True)
+
+    return [
+        gevent.signal_handler(signal.SIGINT, stop),
+        gevent.signal_handler(signal.SIGTERM, stop),
+        gevent.signal_handler(signal.SIGUSR1, dump_stats),
+    ]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -124,16 +124,16 @@ def cmd_relay(args: argparse.Namespace) -> int:
     while not stopping:
         now = time.monotonic()
         while pending and pending[0][0] <= now:
-            _, _, data, to_up = heapq.heappop(pending)
-            send(data, to_up)
+            _, _, held, held_to_up = heapq.heappop(pending)
+            send(held, held_to_up)
         timeout = min(0.2, max(0.0, pending[0][0] - now)) if pending else 0.2
         try:
             ready = sel.select(timeout)
         except InterruptedError:
             continue
         for key, _ in ready:
-            sock: socket.socket = key.fileobj  # type: ignore[assignment]
-            to_up: bool = key.data
+            sock = down if key.data else up
+            to_up = bool(key.data)
             for _burst in range(256):
                 try:
                     data, addr = sock.recvfrom(65535)

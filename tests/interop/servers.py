@@ -672,8 +672,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["udp-sizes"].add_argument("--sizes", default="1500,4000,16000,32000")
     sub.choices["udp-cone"].add_argument("--reply-port", type=int, default=UDP_CONE_REPLY_PORT)
     args = p.parse_args(argv)
-    fn: Callable[[argparse.Namespace], int] = args.fn
-    return fn(args)
+    run: Callable[[argparse.Namespace], int] = args.fn
+    return run(args)
 
 
 if __name__ == "__main__":

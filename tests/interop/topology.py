@@ -719,11 +719,21 @@ class Topology:
     def set_client_endpoint(self, endpoint: str) -> None:
         self.client_wg.set_peer(self.gateway.public_key, endpoint=endpoint)
 
-    def reset_client_peer(self) -> None:
+    def reset_client_peer(self, endpoint: str | None = None) -> None:
         """Forget the session (remove and re-add the peer): the next packet starts a handshake."""
         self.client_wg.remove_peer(self.gateway.public_key)
-        self.client_wg.set_peer(self.gateway.public_key, endpoint=self.gateway.endpoint,
+        self.client_wg.set_peer(self.gateway.public_key, endpoint=endpoint or self.gateway.endpoint,
                                 allowed_ips=CLIENT_ALLOWED_IPS, keepalive=self.client_keepalive)
+
+    def wait_for_ping(self, host: str, *, timeout: float = 10.0) -> float | None:
+        """Seconds until a single ping to ``host`` succeeds (None: not within ``timeout``)."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            left = timeout - (time.monotonic() - t0)
+            _, rx, _ = self.ping(host, count=1, wait=max(1.0, min(2.0, left)), timeout=left + 5)
+            if rx:
+                return time.monotonic() - t0
+        return None
 
     def client_initiate_endpoint(self) -> str:
         """Where a gateway can reach the client's wireguard-go (for ``-p``)."""

@@ -157,7 +157,7 @@ class Gateway:
         if self.socket is not None:
             return
         listener = self._listener
-        if listener is not None and hasattr(listener, "fileno"):
+        if listener is not None and not isinstance(listener, tuple):
             sock = _stdsocket.socket(fileno=os.dup(listener.fileno()))
         else:
             host, port = listener if listener is not None else (str(self.config.bind[0]), self.config.bind[1])
@@ -197,6 +197,10 @@ class Gateway:
             self._stop_event.wait()
         finally:
             gevent.spawn(self.stop, timeout=stop_timeout).join()
+
+    def request_stop(self) -> None:
+        """Make ``serve_forever`` return (it then stops the gateway). Safe from a signal handler."""
+        self._stop_event.set()
 
     def close(self) -> None:
         sock, self.socket = self.socket, None

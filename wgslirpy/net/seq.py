@@ -2,8 +2,9 @@
 
 Sequence numbers are plain ints in ``0 .. 2**32-1``. Two numbers compare through their
 signed distance, which is meaningful as long as they are less than 2**31 apart (smoltcp's
-``SeqNumber``). Everything here is a pure function; ``net/tcp.py`` inlines the same
-expressions on its hot path and uses these helpers everywhere else.
+``SeqNumber``). Everything here is a pure function. ``net/tcp.py`` is hot-path code and
+inlines the same expressions with ``MASK``/``HALF`` (``0 < (a - b) & MASK < HALF`` is
+``seq_gt(a, b)``) instead of calling these helpers.
 """
 
 from __future__ import annotations

@@ -23,12 +23,14 @@ rekey rules of whichever side initiated the current keypair.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 from ..constants import (
+    DEFAULT_MTU,
     DEFAULT_TRANSMIT_QUEUE_CAPACITY,
     MESSAGE_COOKIE_REPLY_TYPE,
     MESSAGE_INITIATION_SIZE,
@@ -53,6 +55,8 @@ from .messages import (
 from .noise import Handshake, HandshakeState
 from .session import Keypair, Keypairs
 from .timers import PeerTimers, TimerAction, should_rekey_on_receive, should_rekey_on_send
+
+_log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 IpNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -154,9 +158,13 @@ class WireGuardEndpoint:
     def __init__(self, private_key: bytes, peer: PeerConfig, *, now: float,
                  wall_clock: Callable[[], float], rng: Callable[[int], bytes] = os.urandom,
                  queue_capacity: int = DEFAULT_TRANSMIT_QUEUE_CAPACITY,
-                 handshake_load_threshold: int = 64) -> None:
+                 handshake_load_threshold: int = 64, mtu: int = DEFAULT_MTU) -> None:
         if not isinstance(private_key, bytes) or len(private_key) != 32:
             raise ConfigError("private key must be 32 bytes")
+        if not 68 <= mtu <= 65535:
+            raise ConfigError(f"tunnel MTU {mtu} out of range (68..65535)")
+        #: tunnel MTU: padding stops there.
+        self._mtu = mtu
         if queue_capacity < 1:
             raise ConfigError("queue capacity must be at least 1")
         try:
@@ -219,15 +227,14 @@ class WireGuardEndpoint:
     def staged_count(self) -> int:
         return len(self._staged)
 
-    def receive_datagram(self, data: bytes, addr: tuple[Any, ...], *,
-                         now: float) -> bytes | None:
+    def receive_datagram(self, datagram: bytes | bytearray | memoryview, addr: tuple[Any, ...],
+                         *, now: float) -> bytes | None:
         """Process one datagram from ``addr``; returns the inner IP packet, if any."""
         self._now = now
+        data = datagram if type(datagram) is bytes else bytes(datagram)
         stats = self.stats
         stats["rx_datagrams"] += 1
         stats["rx_bytes"] += len(data)
-        if type(data) is not bytes:
-            data = bytes(data)
         try:
             if len(data) >= MESSAGE_TRANSPORT_MIN_SIZE:
                 msg_type, receiver, counter = TRANSPORT_HEADER.unpack_from(data, 0)
@@ -237,6 +244,8 @@ class WireGuardEndpoint:
             return None
         except _Drop as drop:
             self.drops.add(drop.reason)
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("dropped %d-byte datagram from %s: %s", len(data), addr, drop)
             return None
 
     def send_ip(self, packet: bytes, *, now: float) -> None:
@@ -445,7 +454,7 @@ class WireGuardEndpoint:
         stats["tx_bytes"] += len(data)
 
     def _send_now(self, kp: Keypair, endpoint: Address, packet: bytes, now: float) -> None:
-        self._emit(kp.encrypt(packet), endpoint)
+        self._emit(kp.encrypt(packet, self._mtu), endpoint)
         timers = self._timers
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent(now)
@@ -527,6 +536,7 @@ class WireGuardEndpoint:
     def _handshake_completed(self, *, is_initiator: bool) -> None:
         self.stats["handshakes_completed"] += 1
         assert self.endpoint is not None  # set by the authenticated packet that completed it
+        _log.debug("handshake completed with %s (we initiated: %s)", self.endpoint, is_initiator)
         self._events.append(HandshakeCompleted(is_initiator, self.endpoint))
 
     def _zero_all(self) -> None:
@@ -536,3 +546,4 @@ class WireGuardEndpoint:
         self._handshake.clear()
         self._flush_staged()
         self._events.append(PeerKeysZeroed())
+        _log.debug("key material zeroed")

@@ -10,8 +10,8 @@ send counter, the receive replay filter and the indexes that name it on the wire
   transport packet received with it (key confirmation), demoting ``current`` to ``previous``.
 
 Methods that retire keypairs return them so the owner can drop their receiver indexes.
-Transport encryption pads plaintext with zeros to a multiple of 16 bytes (keepalives, which are
-empty, stay empty).
+Transport encryption pads plaintext with zeros to a multiple of 16 bytes, but not beyond the
+tunnel MTU (keepalives, which are empty, stay empty).
 """
 
 from __future__ import annotations
@@ -66,13 +66,22 @@ class Keypair:
     def can_receive(self, now: float) -> bool:
         return now - self.created < REJECT_AFTER_TIME and bool(self.recv_key)
 
-    def encrypt(self, plaintext: bytes) -> bytes:
-        """A whole transport message for ``plaintext`` (caller checked :meth:`can_send`)."""
+    def encrypt(self, plaintext: bytes, mtu: int = 1 << 31) -> bytes:
+        """A whole transport message for ``plaintext`` (caller checked :meth:`can_send`).
+
+        Padding never makes the plaintext longer than ``mtu`` (wireguard-go
+        ``calculatePaddingSize``), so a full-MTU packet still fits the outer path.
+        """
         counter = self.send_counter
         self.send_counter = counter + 1
-        rem = len(plaintext) % MESSAGE_PADDING_MULTIPLE
+        n = len(plaintext)
+        rem = n % MESSAGE_PADDING_MULTIPLE
         if rem:
-            plaintext = plaintext + _PAD[rem:]
+            pad = MESSAGE_PADDING_MULTIPLE - rem
+            if n + pad > mtu:
+                pad = mtu - n if mtu > n else 0
+            if pad:
+                plaintext = plaintext + _PAD[:pad]
         return (TRANSPORT_HEADER.pack(MESSAGE_TRANSPORT_TYPE, self.remote_index, counter)
                 + crypto.aead_encrypt(self.send_key, counter, plaintext))
 

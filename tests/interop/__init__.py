@@ -1,0 +1,1 @@
+"""Interop tests: wireguard-go and the kernel's TCP stack against the gateway, in network namespaces."""

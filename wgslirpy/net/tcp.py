@@ -1,0 +1,1155 @@
+"""One terminated TCP flow: the server half of a userspace TCP, sans I/O.
+
+The WireGuard peer is the TCP client; we are the server and relay the byte stream to an OS
+socket (slirp style). Implements RFC 9293 (state machine, segment acceptance), RFC 1122
+(delayed ACK, SWS avoidance), RFC 5681 + RFC 6582 (NewReno congestion control), RFC 6298
+(retransmission timer), RFC 7323 (window scaling, timestamps), RFC 2018 (we *send* SACK
+blocks; received SACK blocks are ignored, which RFC 2018 allows) and RFC 5961 (challenge
+ACKs for in-window RSTs and SYNs).
+
+Driving contract (aioquic/smoltcp style, see ARCHITECTURE.md):
+
+* Network side: :meth:`TcpConnection.handle_segment` never raises on any segment; bad
+  input is dropped and counted in ``drops``. :meth:`segments_to_send` returns everything
+  due now; call it after *every* other call. :meth:`next_deadline` / :meth:`handle_timer`
+  drive the timers. :meth:`next_event` pops :data:`TcpEvent` values.
+* Host side: :meth:`accept` / :meth:`refuse` once the shell's dial finished, then
+  :meth:`send` (bounded by :attr:`send_space`: that is the backpressure), :meth:`read`,
+  :meth:`close` (host EOF) and :meth:`abort` (host reset).
+* After :class:`Closed`, :meth:`segments_to_send` may still return a final RST: drain it
+  before forgetting the flow. :meth:`read` keeps returning buffered peer data after close.
+
+Simplifications, on purpose:
+
+* PAWS (RFC 7323 §5) is the simple form: a non-RST segment whose TSval is older than
+  TS.Recent is dropped and re-ACKed; the 24-day idle rule is not implemented. Segments
+  without timestamps on a timestamp connection are accepted.
+* Data carried on the SYN is ignored (not ACKed); the peer sends it again.
+* Zero-window probes are Linux style: an empty ACK with ``seq = SND.UNA - 1`` that the peer
+  must answer; probes back off exponentially and only give up after ``max_retransmits``
+  probes *without any answer*.
+* A new SYN in TIME-WAIT gets a (rate-limited) challenge ACK; a real client answers it
+  with a RST, which closes us, and its retransmitted SYN then opens a new flow.
+  :meth:`can_reopen` tells the stack whether RFC 6191-style immediate reuse would be safe.
+* FIN-WAIT-2 ends after ``fin_wait_2_timeout`` seconds *without any segment from the
+  peer* (a half-closed peer that keeps sending is never cut off).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from wgslirpy.constants import (
+    DEFAULT_MSS_IPV4,
+    DEFAULT_MSS_IPV6,
+    IPV4_HEADER_SIZE,
+    IPV6_HEADER_SIZE,
+    TCP_HEADER_SIZE,
+)
+from wgslirpy.errors import ConfigError, DropCounter, DropReason, _Drop
+from wgslirpy.net.segments import IPAddress, TcpFlags, TcpSegment
+from wgslirpy.net.seq import HALF, MASK, MOD
+
+__all__ = [
+    "State",
+    "TcpConfig",
+    "TcpConnection",
+    "RttEstimator",
+    "PeerFin",
+    "PeerReset",
+    "TimedOut",
+    "Closed",
+    "TcpEvent",
+]
+
+# Raw flag bits: cheaper than IntFlag arithmetic on the hot path.
+_FIN = 0x01
+_SYN = 0x02
+_RST = 0x04
+_ACK = 0x10
+
+_F_ACK = TcpFlags.ACK
+_F_ACK_PSH = TcpFlags.ACK | TcpFlags.PSH
+_F_FIN_ACK = TcpFlags.FIN | TcpFlags.ACK
+_F_FIN_ACK_PSH = TcpFlags.FIN | TcpFlags.ACK | TcpFlags.PSH
+_F_SYN_ACK = TcpFlags.SYN | TcpFlags.ACK
+_F_RST = TcpFlags.RST
+_F_RST_ACK = TcpFlags.RST | TcpFlags.ACK
+
+# Smallest peer MSS we honour (Linux tcp_min_snd_mss): a tiny MSS would mean huge overhead.
+MIN_MSS = 48
+# Timestamp option on every segment: NOP NOP kind len TSval TSecr (RFC 7323 appendix A).
+TS_OPTION_LEN = 12
+# RFC 5961 challenge ACKs allowed per connection and second.
+CHALLENGE_ACK_LIMIT = 10
+# RTT samples above this (seconds) are treated as garbage (e.g. a bogus TSecr).
+MAX_RTT_SAMPLE = 120.0
+# Clock granularity G of RFC 6298 (our timestamp clock ticks in ms).
+CLOCK_GRANULARITY = 0.001
+_MAX_CWND = 1 << 30
+
+
+class State(enum.Enum):
+    SYN_RECEIVED = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSING = "CLOSING"
+    TIME_WAIT = "TIME-WAIT"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    LAST_ACK = "LAST-ACK"
+    CLOSED = "CLOSED"
+
+
+class Timer(enum.Enum):
+    """The single main timer (smoltcp ``Timer``); the delayed-ACK deadline is separate."""
+
+    NONE = "none"
+    RETRANSMIT = "retransmit"  # data, FIN or SYN-ACK in flight
+    PERSIST = "persist"  # zero peer window with data waiting, nothing in flight
+    CLOSE = "close"  # TIME-WAIT 2MSL, or FIN-WAIT-2 inactivity
+    IDLE = "idle"  # nothing to do: abort after idle_timeout without traffic
+
+
+# States in which we may (re)transmit data or our FIN.
+_SENDING = frozenset(
+    {State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK}
+)
+# States in which the peer may still send data / its FIN.
+_RECEIVING = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
+
+
+@dataclass(frozen=True, slots=True)
+class PeerFin:
+    """The peer's FIN arrived in order: after reading what is buffered, shut down host writes."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReset:
+    """An acceptable RST arrived: reset the host socket."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """We gave up (``why``: retransmit, syn-ack, persist, idle, fin-wait-2); a RST went out."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The flow is finished for good and can be forgotten (emitted exactly once)."""
+
+
+TcpEvent = Union[PeerFin, PeerReset, TimedOut, Closed]
+
+
+@dataclass(frozen=True, slots=True)
+class TcpConfig:
+    """Per-flow knobs; validated on construction (ConfigError)."""
+
+    #: tunnel MTU; our MSS = min(peer MSS, mtu - 40 (IPv4) / mtu - 60 (IPv6)).
+    mtu: int = 1420
+    #: peer bytes received and not yet read() by the host (--tcp-buffer-size).
+    rcv_buffer: int = 65535
+    #: host bytes accepted by send() and not yet acknowledged by the peer.
+    snd_buffer: int = 65535
+    #: no segment either way for this long -> RST + TimedOut("idle").
+    idle_timeout: float = 7200.0
+    #: 2MSL in TIME-WAIT.
+    time_wait: float = 30.0
+    min_rto: float = 0.2
+    max_rto: float = 60.0
+    initial_rto: float = 1.0
+    #: consecutive RTOs (or unanswered zero-window probes) before giving up.
+    max_retransmits: int = 10
+    syn_ack_retries: int = 5
+    #: longest ACK delay; every second full-sized segment is ACKed at once.
+    delayed_ack: float = 0.04
+    window_scale: bool = True
+    timestamps: bool = True
+    sack: bool = True
+    #: FIN-WAIT-2 ends after this long without any segment from the peer.
+    fin_wait_2_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.mtu < IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS:
+            raise ConfigError(f"MTU {self.mtu} is too small for TCP (need at least {IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS})")
+        if self.rcv_buffer < 1 or self.snd_buffer < 1:
+            raise ConfigError("TCP buffer sizes must be at least 1 byte")
+        if self.rcv_buffer > (0xFFFF << 14):
+            raise ConfigError(f"TCP receive buffer {self.rcv_buffer} exceeds the largest scaled window ({0xFFFF << 14})")
+        if not 0 < self.min_rto <= self.initial_rto <= self.max_rto:
+            raise ConfigError("TCP RTO bounds must satisfy 0 < min_rto <= initial_rto <= max_rto")
+        if self.max_retransmits < 1 or self.syn_ack_retries < 0:
+            raise ConfigError("TCP retry counts must be positive")
+        if self.delayed_ack < 0 or self.time_wait < 0 or self.idle_timeout <= 0 or self.fin_wait_2_timeout <= 0:
+            raise ConfigError("TCP timeouts must be positive")
+
+
+class RttEstimator:
+    """RFC 6298 smoothed RTT and retransmission timeout, with exponential backoff."""
+
+    __slots__ = ("srtt", "rttvar", "rto", "_min", "_max")
+
+    def __init__(self, *, initial_rto: float, min_rto: float, max_rto: float) -> None:
+        #: smoothed RTT in seconds; None until the first sample.
+        self.srtt: float | None = None
+        #: RTT variation; meaningful once srtt is set.
+        self.rttvar = 0.0
+        #: current RTO, always within [min_rto, max_rto].
+        self.rto = initial_rto
+        self._min = min_rto
+        self._max = max_rto
+
+    def sample(self, rtt: float) -> None:
+        """Feed one valid measurement (Karn's rule or a timestamp echo); resets backoff."""
+        if rtt < 0:
+            return
+        if self.srtt is None:
+            self.srtt = rtt
+            self.rttvar = rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        rto = self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar)
+        self.rto = min(max(rto, self._min), self._max)
+
+    def backoff(self) -> None:
+        """RFC 6298 §5.5: double the RTO on expiry, up to the maximum."""
+        self.rto = min(self.rto * 2, self._max)
+
+
+def _window_shift(buffer: int) -> int:
+    """Smallest RFC 7323 shift that lets ``buffer`` fit the 16-bit window field."""
+    shift = 0
+    while (buffer >> shift) > 0xFFFF and shift < 14:
+        shift += 1
+    return shift
+
+
+def _sack_option_len(blocks: int) -> int:
+    """Bytes a SACK option with ``blocks`` blocks takes, padded to 4."""
+    return 0 if blocks == 0 else ((2 + 8 * blocks + 3) // 4) * 4
+
+
+class TcpConnection:
+    """Server-side TCP for one 4-tuple, created from the client's bare SYN."""
+
+    def __init__(
+        self,
+        syn: TcpSegment,
+        config: TcpConfig,
+        *,
+        now: float,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        flags = int(syn.flags)
+        if not flags & _SYN or flags & (_ACK | _RST):
+            raise ConfigError("TcpConnection needs the client's bare SYN (SYN without ACK/RST)")
+        self.config = config
+        #: the SYN that created us (the stack quotes it in ICMP errors).
+        self.syn = syn
+        #: (peer_addr, peer_port, local_addr, local_port), as the stack keys flows.
+        self.key: tuple[IPAddress, int, IPAddress, int] = (syn.src, syn.sport, syn.dst, syn.dport)
+        self._local = syn.dst
+        self._peer = syn.src
+        self._lport = syn.dport
+        self._pport = syn.sport
+        self.drops = DropCounter()
+        self.state = State.SYN_RECEIVED
+        #: True once accept() queued our SYN-ACK.
+        self.accepted = False
+        self._events: deque[TcpEvent] = deque()
+
+        # --- options negotiated from the SYN -----------------------------------------
+        v6 = syn.src.version == 6
+        hdr = IPV6_HEADER_SIZE if v6 else IPV4_HEADER_SIZE
+        #: MSS we advertise: what the tunnel MTU lets us receive.
+        self.local_mss = config.mtu - hdr - TCP_HEADER_SIZE
+        peer_mss = syn.mss if syn.mss else (DEFAULT_MSS_IPV6 if v6 else DEFAULT_MSS_IPV4)
+        #: MSS for our segments: peer's, clamped to the tunnel MTU (payload + options <= mss).
+        self.mss = max(min(peer_mss, self.local_mss), MIN_MSS)
+        self._ts_ok = config.timestamps and syn.ts_val is not None
+        self._sack_ok = config.sack and syn.sack_permitted
+        self._ws_ok = config.window_scale and syn.wscale is not None
+        #: shift applied to windows the peer advertises (0 without scaling).
+        self._snd_ws = min(syn.wscale or 0, 14) if self._ws_ok else 0
+        #: shift applied to windows we advertise (0 without scaling).
+        self._rcv_ws = _window_shift(config.rcv_buffer) if self._ws_ok else 0
+        #: payload bytes in a full-sized segment we send (MSS minus fixed options).
+        self._smss = self.mss - (TS_OPTION_LEN if self._ts_ok else 0)
+
+        isn = int.from_bytes(rng(4), "big")
+        #: TSval = ms clock + this per-connection random offset (RFC 7323 §7.1).
+        self._ts_offset = int.from_bytes(rng(4), "big") if self._ts_ok else 0
+        #: most recent peer TSval to echo (TS.Recent), None without timestamps.
+        self._ts_recent: int | None = syn.ts_val if self._ts_ok else None
+
+        # --- send side ------------------------------------------------------------------
+        #: our initial sequence number (the SYN-ACK's seq).
+        self.iss = isn
+        #: oldest unacknowledged seq; == iss until our SYN is acked, then tx[0] is at snd_una.
+        self.snd_una = isn
+        #: next seq to (re)transmit; snd_una <= snd_nxt <= snd_max (go-back-N rewinds it).
+        self.snd_nxt = isn
+        #: highest seq ever sent + 1; ACKs beyond it acknowledge unsent data.
+        self.snd_max = isn
+        #: unacked + unsent host bytes; tx[0] is at snd_una (iss+1 before the SYN is acked).
+        #: Doubles as the retransmit queue. len(tx) <= snd_buffer.
+        self.tx = bytearray()
+        #: peer's receive window in bytes (scaled), counted from snd_una.
+        self.snd_wnd = syn.window
+        self._snd_wl1 = syn.seq  # seq of the segment that last updated snd_wnd
+        self._snd_wl2 = isn  # ack of that segment
+        #: seq of our FIN once the host closed (= end of all host data); None before.
+        self._fin_seq: int | None = None
+        #: host called close() (possibly before establishment).
+        self._host_closed = False
+
+        # congestion control (RFC 5681 / 6582), all in bytes
+        self.cwnd = 10 * self._smss
+        self.ssthresh = _MAX_CWND
+        self._ca_acc = 0  # bytes acked toward the next congestion-avoidance increment
+        self._dupacks = 0
+        self._in_recovery = False
+        self._recover = isn  # snd_max when recovery/RTO started (exclusive)
+        #: retransmit the segment at snd_una on the next segments_to_send (fast rexmit/RTO).
+        self._rexmit_due = False
+        self.rtt = RttEstimator(initial_rto=config.initial_rto, min_rto=config.min_rto, max_rto=config.max_rto)
+        self._rtt_seq: int | None = None  # Karn: ack >= this completes the timed segment
+        self._rtt_time = 0.0
+        self._retransmits = 0  # consecutive RTOs without progress
+        self._rx_since_rto = False  # the peer answered since the last RTO
+        self._synack_sent_at: float | None = None
+        self._synack_retries = 0
+        self._synack_due = False
+        self._probe_due = False
+        self._probes = 0  # zero-window probes without any answer
+        self._persist_backoff = 0
+
+        # --- receive side ---------------------------------------------------------------
+        #: next seq expected from the peer.
+        self.rcv_nxt = (syn.seq + 1) & MASK
+        #: in-order peer bytes not yet read by the host; len(rx) < rcv_buffer + 2**rcv_ws.
+        self.rx = bytearray()
+        #: right edge of the window we advertised; never moves left.
+        self.rcv_adv = self.rcv_nxt
+        #: receive space we can advertise (65535 without window scaling).
+        self._rcv_cap = min(config.rcv_buffer, 0xFFFF << self._rcv_ws)
+        #: out-of-order data: sorted, disjoint, non-adjacent [seq, bytes] within the window.
+        self._ooo: list[tuple[int, bytes]] = []
+        self._ooo_last = 0  # seq of the most recent out-of-order arrival (first SACK block)
+        self._rcv_fin_seq: int | None = None  # seq of an out-of-order FIN
+        self._fin_received = False
+        self._last_ack_sent = self.rcv_nxt
+        self._rcv_unacked = 0  # in-order bytes received since our last ACK
+        self._rcv_seg_max = 1  # largest payload seen: "full-sized" for the delayed ACK
+        self._ack_now = False
+        self._ack_at: float | None = None  # delayed-ACK deadline
+        self._challenge_start = 0.0
+        self._challenge_count = 0
+
+        # --- timers ---------------------------------------------------------------------
+        self._timer = Timer.NONE
+        self._timer_at: float | None = None
+        self._last_rx = now
+        self._last_activity = now
+        #: control segments built at event time (RSTs), emitted first.
+        self._ctl: list[TcpSegment] = []
+
+    # ------------------------------------------------------------------------------------
+    # Introspection
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def accepts(self, seg: TcpSegment) -> bool:
+        """True if ``seg`` belongs to this flow (its 4-tuple matches)."""
+        return seg.src == self._peer and seg.sport == self._pport and seg.dst == self._local and seg.dport == self._lport
+
+    def can_reopen(self, syn: TcpSegment) -> bool:
+        """True if ``syn`` may replace this flow at once (RFC 1122 4.2.2.13 / RFC 6191).
+
+        Only in TIME-WAIT (or CLOSED), for a bare SYN whose sequence number (or timestamp)
+        is beyond what this incarnation used.
+        """
+        if self.state is State.CLOSED:
+            return True
+        if self.state is not State.TIME_WAIT or int(syn.flags) & (_ACK | _RST) or not int(syn.flags) & _SYN:
+            return False
+        if self._ts_recent is not None and syn.ts_val is not None:
+            return 0 < ((syn.ts_val - self._ts_recent) & MASK) < HALF
+        return 0 < ((syn.seq - self.rcv_nxt) & MASK) < HALF
+
+    @property
+    def send_space(self) -> int:
+        if self.state not in (State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT) or self._host_closed:
+            return 0
+        return max(self.config.snd_buffer - len(self.tx), 0)
+
+    @property
+    def readable(self) -> int:
+        return len(self.rx)
+
+    @property
+    def peer_eof(self) -> bool:
+        return self._fin_received and not self.rx
+
+    def next_event(self) -> TcpEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def next_deadline(self) -> float | None:
+        d = self._timer_at
+        a = self._ack_at
+        if a is not None and (d is None or a < d):
+            return a
+        return d
+
+    # ------------------------------------------------------------------------------------
+    # Host side
+
+    def accept(self, *, now: float) -> None:
+        """The host connection is up: queue our SYN-ACK."""
+        if self.state is State.CLOSED:
+            return  # the peer gave up (RST) while the shell was dialling
+        if self.state is not State.SYN_RECEIVED or self.accepted:
+            raise ConfigError("accept() called twice")
+        self.accepted = True
+        self._synack_due = True
+        self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
+        self._last_activity = now
+        self._arm_timer(now)
+
+    def refuse(self) -> None:
+        """The dial failed: answer the SYN with RST|ACK and close."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is not State.SYN_RECEIVED or self.accepted:
+            raise ConfigError("refuse() is only valid before accept()")
+        self._ctl.append(self._build_rst(0, _F_RST_ACK, self.rcv_nxt))
+        self._set_closed()
+
+    def send(self, data: bytes | memoryview, *, now: float) -> int:
+        """Queue host bytes for the peer; returns how many were taken (<= send_space)."""
+        if self.state is State.CLOSED:
+            return 0  # the flow died under the host reader (peer RST, timeout)
+        if self._host_closed:
+            raise ConfigError("send() after close()")
+        if not self.accepted:
+            raise ConfigError("send() before accept()")
+        space = self.config.snd_buffer - len(self.tx)
+        n = len(data)
+        if n > space:
+            n = space
+        if n <= 0:
+            return 0
+        self.tx += data[:n]
+        self._last_activity = now
+        self._arm_timer(now)  # e.g. the persist timer when the peer's window is zero
+        return n
+
+    def read(self, max_bytes: int | None = None) -> bytes:
+        """Take in-order peer bytes for the host; may queue a window-update ACK."""
+        rx = self.rx
+        n = len(rx) if max_bytes is None else min(max_bytes, len(rx))
+        if n <= 0:
+            return b""
+        data = bytes(rx[:n])
+        del rx[:n]
+        if self.state in _RECEIVING and not self._fin_received:
+            if self._window_growth() >= self._sws_threshold():
+                self._ack_now = True  # window update: the peer may be waiting on us
+        return data
+
+    def close(self, *, now: float) -> None:
+        """Host EOF: send FIN after all queued data (idempotent)."""
+        st = self.state
+        if self._host_closed or st is State.CLOSED:
+            return
+        if st is State.SYN_RECEIVED and not self.accepted:
+            raise ConfigError("close() before accept(); use refuse()")
+        self._host_closed = True
+        if st is State.SYN_RECEIVED:
+            # FIN follows once established (RFC 9293 §3.10.4: queue until ESTABLISHED).
+            self._fin_seq = (self.iss + 1 + len(self.tx)) & MASK
+            return
+        self._fin_seq = (self.snd_una + len(self.tx)) & MASK
+        if st is State.ESTABLISHED:
+            self.state = State.FIN_WAIT_1
+        elif st is State.CLOSE_WAIT:
+            self.state = State.LAST_ACK
+        self._arm_timer(now)
+
+    def abort(self) -> None:
+        """Send RST and close (host reset, shutdown). No-op once closed."""
+        st = self.state
+        if st is State.CLOSED:
+            return
+        if st is State.SYN_RECEIVED and not self.accepted:
+            self._ctl.append(self._build_rst(0, _F_RST_ACK, self.rcv_nxt))
+        elif st is not State.TIME_WAIT:
+            self._ctl.append(self._build_rst(self.snd_max, _F_RST_ACK, self.rcv_nxt))
+        self._set_closed()
+
+    # ------------------------------------------------------------------------------------
+    # Network side: input
+
+    def handle_segment(self, seg: TcpSegment, *, now: float) -> None:
+        """Process one segment of this flow from the peer. Never raises on bad input."""
+        try:
+            st = self.state
+            f = int(seg.flags)
+            if st is State.CLOSED:
+                if not f & _RST:
+                    self._ctl.append(self._rst_reply(seg))
+                raise _Drop(DropReason.TCP_BAD_STATE, "closed")
+            if st is State.SYN_RECEIVED and not self._on_syn_received(seg, f, now):
+                return
+            self._on_synchronized(seg, f, now)
+        except _Drop as drop:
+            self.drops.add(drop.reason)
+        self._arm_timer(now)
+
+    def _on_syn_received(self, seg: TcpSegment, f: int, now: float) -> bool:
+        """SYN-RECEIVED input; True when the segment established us and should go on."""
+        if f & _RST:
+            if seg.seq == self.rcv_nxt:
+                self._on_reset()
+                return False
+            raise _Drop(DropReason.TCP_OUT_OF_WINDOW, "rst in syn-received")
+        if f & _SYN:
+            if not f & _ACK and seg.seq == self.syn.seq:
+                # The client retransmitted its SYN: absorb it while the dial is pending,
+                # answer again once our SYN-ACK exists.
+                if self.accepted:
+                    self._synack_due = True
+                raise _Drop(DropReason.TCP_DUPLICATE_SYN)
+            raise _Drop(DropReason.TCP_BAD_STATE, "other syn in syn-received")
+        if not self.accepted or not f & _ACK:
+            raise _Drop(DropReason.TCP_BAD_STATE, "no ack of our syn-ack")
+        if seg.ack != self.snd_max:
+            # RFC 9293 §3.10.7.4: unacceptable ACK in SYN-RECEIVED -> <SEQ=SEG.ACK><CTL=RST>.
+            self._ctl.append(self._build_rst(seg.ack, _F_RST, 0))
+            raise _Drop(DropReason.TCP_BAD_ACK, "syn-received")
+        off = (seg.seq - self.rcv_nxt) & MASK
+        if off >= (self.rcv_adv - self.rcv_nxt) & MASK and off != 0:
+            self._synack_due = True
+            raise _Drop(DropReason.TCP_OUT_OF_WINDOW, "syn-received")
+        # Established: our SYN is acknowledged.
+        self.snd_una = self.snd_nxt = self.snd_max
+        self.snd_wnd = seg.window << self._snd_ws
+        self._snd_wl1 = seg.seq
+        self._snd_wl2 = seg.ack
+        if self._synack_retries == 0 and self._synack_sent_at is not None and not self._ts_ok:
+            self.rtt.sample(now - self._synack_sent_at)  # Karn: only if never retransmitted
+        elif self._ts_ok and seg.ts_ecr is not None:
+            self._rtt_sample_ts(seg.ts_ecr, now)
+        self._timer = Timer.NONE
+        self._synack_due = self._ack_now = False
+        self.state = State.FIN_WAIT_1 if self._host_closed else State.ESTABLISHED
+        return True
+
+    def _on_synchronized(self, seg: TcpSegment, f: int, now: float) -> None:
+        rcv_nxt = self.rcv_nxt
+        seq = seg.seq
+        off = (seq - rcv_nxt) & MASK
+        if off >= HALF:
+            off -= MOD
+        wnd = (self.rcv_adv - rcv_nxt) & MASK
+        if wnd >= HALF:
+            wnd = 0
+        st = self.state
+
+        # RFC 5961 §3.2: only an exact RST resets; in-window ones get a challenge ACK.
+        if f & _RST:
+            if off == 0:
+                self._on_reset()
+                return
+            if 0 < off < max(wnd, 1):
+                self._challenge_ack(now)
+            raise _Drop(DropReason.TCP_OUT_OF_WINDOW, "rst")
+        # RFC 5961 §4.2: any SYN in a synchronized state gets a challenge ACK.
+        if f & _SYN:
+            self._challenge_ack(now)
+            raise _Drop(DropReason.TCP_DUPLICATE_SYN if seq == self.syn.seq else DropReason.TCP_BAD_STATE, "syn")
+
+        payload = seg.payload
+        plen = len(payload)
+        fin = f & _FIN
+        seglen = plen + 1 if fin else plen
+
+        ts_val = seg.ts_val
+        if self._ts_ok and ts_val is not None:
+            recent = self._ts_recent
+            if recent is not None and ((ts_val - recent) & MASK) >= HALF:
+                self._ack_now = True  # PAWS (simple form, see module docstring)
+                raise _Drop(DropReason.TCP_OUT_OF_WINDOW, "paws")
+
+        # RFC 9293 §3.10.7.4 acceptance test (zero window: ACK/RST/FIN-only still accepted).
+        if seglen == 0:
+            ok = off == 0 if wnd == 0 else 0 <= off < wnd
+            if not ok and off < 0:
+                # Like Linux (RCV.WUP): an empty segment from before our last ACK's
+                # point is a reordered ACK, not a duplicate; take its ACK field.
+                ok = -off <= ((rcv_nxt - self._last_ack_sent) & MASK)
+        elif wnd == 0:
+            ok = off == 0
+        else:
+            ok = off < wnd and off + seglen > 0
+        if not ok:
+            self._ack_now = True
+            if st is State.TIME_WAIT and fin:
+                self._enter_time_wait(now)  # retransmitted FIN: re-ACK, restart 2MSL
+            raise _Drop(DropReason.TCP_OUT_OF_WINDOW)
+
+        self._last_rx = self._last_activity = now
+        self._rx_since_rto = True
+        self._probes = 0
+        if ts_val is not None and self._ts_ok and ((self._last_ack_sent - seq) & MASK) < HALF:
+            self._ts_recent = ts_val  # RFC 7323 §4.3: SEG.SEQ <= Last.ACK.sent
+
+        if not f & _ACK:
+            raise _Drop(DropReason.TCP_BAD_STATE, "no ack")
+        self._on_ack(seg, f, plen, now)
+        if self.state is State.CLOSED:
+            return
+        if seglen and self.state in _RECEIVING:
+            self._on_data(seq, off, wnd, payload, fin, now)
+
+    def _on_ack(self, seg: TcpSegment, f: int, plen: int, now: float) -> None:
+        ack = seg.ack
+        una = self.snd_una
+        acked = (ack - una) & MASK
+        if acked > ((self.snd_max - una) & MASK):
+            if acked >= HALF:
+                return  # old duplicate ACK: ignore the field (RFC 9293), keep the text
+            self._ack_now = True
+            raise _Drop(DropReason.TCP_BAD_ACK, "acks unsent data")
+        wnd = seg.window << self._snd_ws
+        if acked == 0:
+            # RFC 5681 duplicate ACK: data outstanding, no payload/FIN, same window.
+            if self.snd_max != una and plen == 0 and not f & _FIN and wnd == self.snd_wnd:
+                self._on_dup_ack()
+        else:
+            self._on_new_ack(ack, acked, seg.ts_ecr, now)
+            if self.state is State.CLOSED:
+                return
+        seq = seg.seq
+        wl1 = self._snd_wl1
+        if wl1 == seq and ((ack - self._snd_wl2) & MASK) < HALF or ((wl1 - seq) & MASK) >= HALF:
+            self.snd_wnd = wnd
+            self._snd_wl1 = seq
+            self._snd_wl2 = ack
+            if wnd:
+                self._persist_backoff = 0
+
+    def _on_new_ack(self, ack: int, acked: int, ts_ecr: int | None, now: float) -> None:
+        data = acked
+        fin_acked = False
+        fin_seq = self._fin_seq
+        if fin_seq is not None and 0 < ((ack - fin_seq) & MASK) < HALF:
+            fin_acked = True
+            data -= 1
+        if data:
+            del self.tx[:data]
+        self.snd_una = ack
+        if 0 < ((ack - self.snd_nxt) & MASK) < HALF:
+            self.snd_nxt = ack  # the peer had more than we resent after go-back-N
+        if self._ts_ok and ts_ecr is not None:
+            self._rtt_sample_ts(ts_ecr, now)
+        elif self._rtt_seq is not None and ((ack - self._rtt_seq) & MASK) < HALF:
+            self.rtt.sample(now - self._rtt_time)
+            self._rtt_seq = None
+        self._retransmits = 0
+        self._timer = Timer.NONE  # RFC 6298 §5.3: restart the timer on new data acked
+
+        smss = self._smss
+        if self._in_recovery:
+            if ((ack - self._recover) & MASK) < HALF:
+                # Full ACK (RFC 6582 §3.2 step 3): deflate to ssthresh.
+                flight = (self.snd_max - ack) & MASK
+                self.cwnd = min(self.ssthresh, max(flight, smss) + smss)
+                self._in_recovery = False
+            else:
+                # Partial ACK: retransmit the next hole, deflate by what was acked.
+                self._rexmit_due = True
+                self.cwnd = max(self.cwnd - acked + (smss if acked >= smss else 0), smss)
+        elif self.cwnd < self.ssthresh:
+            self.cwnd = min(self.cwnd + min(acked, smss), _MAX_CWND)
+        else:
+            self._ca_acc += acked
+            if self._ca_acc >= self.cwnd:
+                self._ca_acc -= self.cwnd
+                self.cwnd = min(self.cwnd + smss, _MAX_CWND)
+        self._dupacks = 0
+
+        if fin_acked:
+            st = self.state
+            if st is State.FIN_WAIT_1:
+                self.state = State.FIN_WAIT_2
+            elif st is State.CLOSING:
+                self._enter_time_wait(now)
+            elif st is State.LAST_ACK:
+                self._set_closed()
+
+    def _on_dup_ack(self) -> None:
+        self._dupacks += 1
+        smss = self._smss
+        if self._in_recovery:
+            self.cwnd = min(self.cwnd + smss, _MAX_CWND)  # inflate for each segment that left
+        elif self._dupacks == 3 and ((self.snd_una - self._recover) & MASK) < HALF:
+            # Fast retransmit + fast recovery (RFC 5681 §3.2, RFC 6582 §3.2 step 2).
+            flight = (self.snd_max - self.snd_una) & MASK
+            self.ssthresh = max(flight // 2, 2 * smss)
+            self.cwnd = self.ssthresh + 3 * smss
+            self._recover = self.snd_max
+            self._in_recovery = True
+            self._rexmit_due = True
+            self._rtt_seq = None
+
+    def _on_data(self, seq: int, off: int, wnd: int, payload: bytes, fin: int, now: float) -> None:
+        if off < 0:
+            payload = payload[-off:]  # already have the front (FIN-only remains if it was all old)
+            seq = self.rcv_nxt
+            off = 0
+        room = wnd - off
+        if len(payload) > room:
+            payload = payload[: max(room, 0)]
+            fin = 0  # the FIN lies beyond what we can take
+            self._ack_now = True
+        if off:
+            if payload:
+                self._ooo_insert(seq, payload)
+            if fin:
+                self._rcv_fin_seq = (seq + len(payload)) & MASK
+            self._ack_now = True  # RFC 5681 §4.2: out-of-order -> immediate (dup) ACK
+            return
+        n = len(payload)
+        if n:
+            self.rx += payload
+            self.rcv_nxt = (self.rcv_nxt + n) & MASK
+            if self._ooo:
+                self._reassemble()
+                self._ack_now = True  # filled (part of) a gap: ACK at once
+            else:
+                self._rcv_unacked += n
+                if n > self._rcv_seg_max:
+                    self._rcv_seg_max = n
+                if self._rcv_unacked >= 2 * self._rcv_seg_max or self.config.delayed_ack <= 0:
+                    self._ack_now = True
+                elif self._ack_at is None:
+                    self._ack_at = now + self.config.delayed_ack
+        if fin or (self._rcv_fin_seq is not None and self._rcv_fin_seq == self.rcv_nxt):
+            self._on_fin(now)
+
+    def _ooo_insert(self, seq: int, data: bytes) -> None:
+        """Merge ``data`` at ``seq`` (> rcv_nxt, inside the window) into the OOO list."""
+        base = self.rcv_nxt
+        start = (seq - base) & MASK
+        end = start + len(data)
+        merged = data
+        out: list[tuple[int, bytes]] = []
+        placed = False
+        for bseq, bdata in self._ooo:
+            bstart = (bseq - base) & MASK
+            bend = bstart + len(bdata)
+            if bend < start:
+                out.append((bseq, bdata))
+            elif bstart > end:
+                if not placed:
+                    out.append(((base + start) & MASK, merged))
+                    placed = True
+                out.append((bseq, bdata))
+            else:  # overlapping or adjacent: one block
+                if bstart < start:
+                    merged = bdata[: start - bstart] + merged
+                    start = bstart
+                if bend > end:
+                    merged = merged + bdata[end - bstart :]
+                    end = bend
+        if not placed:
+            out.append(((base + start) & MASK, merged))
+        self._ooo = out
+        self._ooo_last = seq
+
+    def _reassemble(self) -> None:
+        ooo = self._ooo
+        while ooo:
+            bseq, bdata = ooo[0]
+            skip = (self.rcv_nxt - bseq) & MASK
+            if skip >= HALF:
+                break  # still a gap before this block
+            del ooo[0]
+            if skip < len(bdata):
+                rest = bdata[skip:]
+                self.rx += rest
+                self.rcv_nxt = (self.rcv_nxt + len(rest)) & MASK
+
+    def _on_fin(self, now: float) -> None:
+        self.rcv_nxt = (self.rcv_nxt + 1) & MASK
+        self._fin_received = True
+        self._rcv_fin_seq = None
+        self._ooo = []
+        self._ack_now = True
+        self._events.append(PeerFin())
+        st = self.state
+        if st is State.ESTABLISHED:
+            self.state = State.CLOSE_WAIT
+        elif st is State.FIN_WAIT_1:
+            self.state = State.CLOSING
+        elif st is State.FIN_WAIT_2:
+            self._enter_time_wait(now)
+
+    def _on_reset(self) -> None:
+        if self.state is not State.TIME_WAIT:
+            self._events.append(PeerReset())
+        self._set_closed()
+
+    def _challenge_ack(self, now: float) -> None:
+        if now - self._challenge_start >= 1.0:
+            self._challenge_start = now
+            self._challenge_count = 0
+        if self._challenge_count < CHALLENGE_ACK_LIMIT:
+            self._challenge_count += 1
+            if self.state is State.SYN_RECEIVED:
+                self._synack_due = self.accepted
+            else:
+                self._ack_now = True
+
+    # ------------------------------------------------------------------------------------
+    # Timers
+
+    def handle_timer(self, *, now: float) -> None:
+        """Run whatever deadline has passed (delayed ACK, RTO, probe, 2MSL, idle)."""
+        if self.state is State.CLOSED:
+            return
+        if self._ack_at is not None and now >= self._ack_at:
+            self._ack_at = None
+            self._ack_now = True
+        at = self._timer_at
+        if at is not None and now >= at:
+            kind = self._timer
+            if kind is Timer.RETRANSMIT:
+                self._on_rto(now)
+            elif kind is Timer.PERSIST:
+                self._probes += 1
+                if self._probes > self.config.max_retransmits:
+                    self._time_out("persist")
+                else:
+                    self._probe_due = True
+                    self._persist_backoff += 1
+                    self._timer_at = now + self._persist_interval()
+            elif kind is Timer.CLOSE:
+                if self.state is State.TIME_WAIT:
+                    self._set_closed()
+                else:
+                    self._time_out("fin-wait-2")
+            elif kind is Timer.IDLE:
+                self._time_out("idle")
+        self._arm_timer(now)
+
+    def _on_rto(self, now: float) -> None:
+        cfg = self.config
+        if self.state is State.SYN_RECEIVED:
+            self._synack_retries += 1
+            if self._synack_retries > cfg.syn_ack_retries:
+                self._time_out("syn-ack")
+                return
+            self._synack_due = True
+            self.rtt.backoff()
+            self._timer_at = now + self.rtt.rto
+            return
+        # A peer that keeps answering with a zero window is alive: the RTO is a probe then.
+        if not (self.snd_wnd == 0 and self._rx_since_rto):
+            self._retransmits += 1
+        self._rx_since_rto = False
+        if self._retransmits > cfg.max_retransmits:
+            self._time_out("retransmit")
+            return
+        smss = self._smss
+        flight = (self.snd_max - self.snd_una) & MASK
+        self.ssthresh = max(flight // 2, 2 * smss)
+        self.cwnd = smss
+        self._ca_acc = 0
+        self._in_recovery = False
+        self._dupacks = 0
+        self._recover = self.snd_max
+        self.snd_nxt = self.snd_una  # go-back-N
+        self._rexmit_due = True
+        self._rtt_seq = None
+        self.rtt.backoff()
+        self._timer_at = now + self.rtt.rto
+
+    def _persist_interval(self) -> float:
+        return min(self.rtt.rto * (1 << min(self._persist_backoff, 16)), self.config.max_rto)
+
+    def _arm_timer(self, now: float) -> None:
+        """Recompute the main timer after any state change (kept while its kind holds)."""
+        st = self.state
+        kind = self._timer
+        if st is State.CLOSED:
+            self._timer = Timer.NONE
+            self._timer_at = None
+        elif st is State.TIME_WAIT:
+            pass  # set on entry, restarted by a retransmitted FIN
+        elif st is State.SYN_RECEIVED:
+            if not self.accepted:
+                self._timer = Timer.NONE  # the shell's connect timeout governs
+                self._timer_at = None
+            elif kind is not Timer.RETRANSMIT:
+                self._timer = Timer.RETRANSMIT
+                self._timer_at = now + self.rtt.rto
+        elif self.snd_max != self.snd_una:
+            if kind is not Timer.RETRANSMIT:
+                self._timer = Timer.RETRANSMIT
+                self._timer_at = now + self.rtt.rto
+        elif self.snd_wnd == 0 and self.tx:
+            if kind is not Timer.PERSIST:
+                self._timer = Timer.PERSIST
+                self._timer_at = now + self._persist_interval()
+        elif st is State.FIN_WAIT_2:
+            self._timer = Timer.CLOSE
+            self._timer_at = self._last_rx + self.config.fin_wait_2_timeout
+        else:
+            self._timer = Timer.IDLE
+            self._timer_at = self._last_activity + self.config.idle_timeout
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = State.TIME_WAIT
+        self._timer = Timer.CLOSE
+        self._timer_at = now + self.config.time_wait
+        self.tx.clear()
+
+    def _time_out(self, why: str) -> None:
+        self._events.append(TimedOut(why))
+        self.abort()
+
+    def _set_closed(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self._timer = Timer.NONE
+        self._timer_at = None
+        self._ack_at = None
+        self._ack_now = self._rexmit_due = self._probe_due = self._synack_due = False
+        self.tx.clear()
+        self._ooo = []
+        self._events.append(Closed())
+
+    # ------------------------------------------------------------------------------------
+    # Network side: output
+
+    def segments_to_send(self, *, now: float) -> list[TcpSegment]:
+        """Everything due now: RSTs, SYN-ACK, data (within min(peer window, cwnd)), FIN, ACKs, probes."""
+        out = self._ctl
+        if out:
+            self._ctl = []
+        else:
+            out = []
+        st = self.state
+        if st is State.CLOSED:
+            return out
+        if st is State.SYN_RECEIVED:
+            if self._synack_due:
+                self._synack_due = False
+                out.append(self._build_synack(now))
+                self._synack_sent_at = now
+            self._arm_timer(now)
+            return out
+        if self._ack_at is not None and now >= self._ack_at:
+            self._ack_now = True
+        ts_val = ((int(now * 1000) + self._ts_offset) & MASK) if self._ts_ok else None
+        sack = self._sack_blocks() if self._ooo and self._sack_ok else ()
+        win = self._window_field()
+        sent_any = False
+        if st in _SENDING:
+            sent_any = self._send_data(out, now, ts_val, sack, win)
+        if self._probe_due:
+            self._probe_due = False
+            out.append(self._build((self.snd_una - 1) & MASK, _F_ACK, b"", win, ts_val, sack))
+            sent_any = True
+        if not sent_any and (self._ack_now or (self._ack_at is not None and now >= self._ack_at)):
+            out.append(self._build(self.snd_max, _F_ACK, b"", win, ts_val, sack))
+            sent_any = True
+        if sent_any:
+            self._ack_now = False
+            self._ack_at = None
+            self._rcv_unacked = 0
+            self._last_ack_sent = self.rcv_nxt
+        self._arm_timer(now)
+        return out
+
+    def _send_data(
+        self, out: list[TcpSegment], now: float, ts_val: int | None, sack: tuple[tuple[int, int], ...], win: int
+    ) -> bool:
+        """Append data/FIN segments to ``out``; True if any were added."""
+        tx = self.tx
+        txlen = len(tx)
+        una = self.snd_una
+        fin_seq = self._fin_seq
+        smss = self._smss - _sack_option_len(len(sack))
+        before = len(out)
+        with memoryview(tx) as view:
+            if self._rexmit_due:
+                self._rexmit_due = False
+                n = min(smss, txlen)
+                fin = fin_seq is not None and n == txlen
+                if n or fin:
+                    flags = (_F_FIN_ACK_PSH if n else _F_FIN_ACK) if fin else (_F_ACK_PSH if n == txlen else _F_ACK)
+                    out.append(self._build(una, flags, bytes(view[:n]), win, ts_val, sack))
+                    end = (una + n + (1 if fin else 0)) & MASK
+                    if 0 < ((end - self.snd_nxt) & MASK) < HALF:
+                        self.snd_nxt = end
+                    self._rtt_seq = None  # Karn: never time a retransmission
+            sent = (self.snd_nxt - una) & MASK  # seq space in flight, FIN included
+            limit = self.snd_wnd if self.snd_wnd < self.cwnd else self.cwnd
+            new_data = False
+            while sent < txlen:
+                avail = txlen - sent
+                n = limit - sent
+                if n > smss:
+                    n = smss
+                if n > avail:
+                    n = avail
+                if n <= 0 or (n < smss and n < avail and sent > 0):
+                    break  # window-limited; sender SWS avoidance (RFC 1122 4.2.3.4)
+                last = n == avail
+                if last and fin_seq is not None:
+                    flags = _F_FIN_ACK_PSH
+                    step = n + 1
+                else:
+                    flags = _F_ACK_PSH if last else _F_ACK
+                    step = n
+                out.append(self._build((una + sent) & MASK, flags, bytes(view[sent : sent + n]), win, ts_val, sack))
+                sent += step
+                new_data = True
+            if fin_seq is not None and sent == txlen:
+                out.append(self._build(fin_seq, _F_FIN_ACK, b"", win, ts_val, sack))
+                sent += 1
+                new_data = True
+        if new_data:
+            nxt = (una + sent) & MASK
+            self.snd_nxt = nxt
+            if 0 < ((nxt - self.snd_max) & MASK) < HALF:
+                if self._rtt_seq is None and not self._ts_ok:
+                    self._rtt_seq = nxt
+                    self._rtt_time = now
+                self.snd_max = nxt
+            self._last_activity = now
+        return len(out) > before
+
+    def _window_field(self) -> int:
+        """Raw window for our next segment; moves rcv_adv right, never left (RFC 9293 §3.8.6.2.2)."""
+        ws = self._rcv_ws
+        rcv_nxt = self.rcv_nxt
+        grow = self._window_growth()
+        # Receiver SWS avoidance (RFC 1122 4.2.3.3): move the edge only by a useful amount.
+        if grow and grow >= self._sws_threshold():
+            self.rcv_adv = (self.rcv_adv + grow) & MASK
+        span = (self.rcv_adv - rcv_nxt) & MASK
+        if span >= HALF:
+            span = 0  # the peer's FIN took rcv_nxt one past the edge
+        raw = (span + (1 << ws) - 1) >> ws  # round up so the edge never moves left
+        if raw > 0xFFFF:
+            raw = 0xFFFF
+        edge = (rcv_nxt + (raw << ws)) & MASK
+        if 0 < ((edge - self.rcv_adv) & MASK) < HALF:
+            self.rcv_adv = edge
+        return raw
+
+    def _window_growth(self) -> int:
+        """How far the right edge could move right given the free rx space (0 if not)."""
+        free = self._rcv_cap - len(self.rx)
+        if free < 0:
+            free = 0
+        grow = (self.rcv_nxt + free - self.rcv_adv) & MASK
+        return 0 if grow >= HALF else grow
+
+    def _sws_threshold(self) -> int:
+        return min(self.config.rcv_buffer // 2, self.local_mss)
+
+    def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
+        """Up to 3 (4 without timestamps) SACK blocks, the most recent arrival's first."""
+        limit = 3 if self._ts_ok else 4
+        blocks = [(s, (s + len(d)) & MASK) for s, d in self._ooo]
+        last = self._ooo_last
+        for i, (left, right) in enumerate(blocks):
+            if ((last - left) & MASK) < ((right - left) & MASK):
+                if i:
+                    blocks.insert(0, blocks.pop(i))
+                break
+        return tuple(blocks[:limit])
+
+    def _build(
+        self,
+        seq: int,
+        flags: TcpFlags,
+        payload: bytes,
+        win: int,
+        ts_val: int | None,
+        sack: tuple[tuple[int, int], ...],
+    ) -> TcpSegment:
+        return TcpSegment(
+            self._local,
+            self._peer,
+            self._lport,
+            self._pport,
+            seq,
+            self.rcv_nxt,
+            flags,
+            win,
+            payload,
+            None,
+            None,
+            False,
+            sack,
+            ts_val,
+            self._ts_recent if ts_val is not None else None,
+        )
+
+    def _build_synack(self, now: float) -> TcpSegment:
+        free = max(self._rcv_cap - len(self.rx), 0)
+        win = min(free, 0xFFFF)  # never scaled in a SYN (RFC 7323 §2.2)
+        self.rcv_adv = (self.rcv_nxt + win) & MASK
+        ts_val = ((int(now * 1000) + self._ts_offset) & MASK) if self._ts_ok else None
+        return TcpSegment(
+            self._local,
+            self._peer,
+            self._lport,
+            self._pport,
+            self.iss,
+            self.rcv_nxt,
+            _F_SYN_ACK,
+            win,
+            b"",
+            self.local_mss,
+            self._rcv_ws if self._ws_ok else None,
+            self._sack_ok,
+            (),
+            ts_val,
+            self._ts_recent if ts_val is not None else None,
+        )
+
+    def _build_rst(self, seq: int, flags: TcpFlags, ack: int) -> TcpSegment:
+        return TcpSegment(self._local, self._peer, self._lport, self._pport, seq & MASK, ack & MASK, flags, 0)
+
+    def _rst_reply(self, seg: TcpSegment) -> TcpSegment:
+        """RST answering ``seg`` (RFC 9293 §3.10.7.1)."""
+        if int(seg.flags) & _ACK:
+            return self._build_rst(seg.ack, _F_RST, 0)
+        return self._build_rst(0, _F_RST_ACK, seg.seq + seg.seg_len)
+
+    def _rtt_sample_ts(self, ts_ecr: int, now: float) -> None:
+        rtt_ms = ((int(now * 1000) + self._ts_offset) - ts_ecr) & MASK
+        if rtt_ms < MAX_RTT_SAMPLE * 1000:
+            self.rtt.sample(rtt_ms / 1000.0)
+
+    def __repr__(self) -> str:
+        peer, pport, local, lport = self.key
+        return f"<TcpConnection {peer}:{pport} -> {local}:{lport} {self.state.value}>"
