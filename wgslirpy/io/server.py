@@ -109,6 +109,7 @@ class Gateway:
             now=now,
             wall_clock=wall_clock,
             queue_capacity=config.transmit_queue_capacity,
+            mtu=config.mtu,
         )
         tcp = TcpConfig(
             mtu=config.mtu,

@@ -1,0 +1,267 @@
+"""The gevent shell end to end, in process, on loopback only.
+
+Our own WireGuard core plays the client (initiator) over a loopback UDP socket; the
+gateway relays to gevent servers on 127.0.0.1 (``allow_loopback``). These are the only
+unit tests with sockets (ARCHITECTURE.md: h11's test_against_stdlib_http, aioquic's
+test_asyncio).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import time
+from typing import Callable, Iterator
+
+import dns.message
+import gevent
+import gevent.queue
+import gevent.server
+import pytest
+from gevent import socket as gsocket
+
+from wgslirpy import Config, Gateway
+from wgslirpy.io import tcp_forward
+from wgslirpy.net.fragments import Reassembler
+from wgslirpy.net.build import build_icmp_echo, build_tcp, build_udp
+from wgslirpy.net.packet import decode_ip
+from wgslirpy.net.segments import IcmpEcho, IcmpError, TcpFlags, TcpSegment, UdpDatagram
+from wgslirpy.wg import crypto
+from wgslirpy.wg.endpoint import PeerConfig, WireGuardEndpoint
+
+CLIENT_PRIVATE = crypto.clamp(bytes(range(1, 33)))
+GATEWAY_PRIVATE = crypto.clamp(bytes(range(101, 133)))
+ME = ipaddress.ip_address("10.0.0.2")
+PING = ipaddress.ip_address("10.0.0.1")
+DNS = ipaddress.ip_address("10.0.0.53")
+LOOP = ipaddress.ip_address("127.0.0.1")
+
+
+class TunnelClient:
+    """A WireGuard client made of our own core, on a loopback UDP socket."""
+
+    def __init__(self, gateway_addr: tuple[str, int]) -> None:
+        self.sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.ep = WireGuardEndpoint(
+            CLIENT_PRIVATE,
+            PeerConfig(crypto.public_key(GATEWAY_PRIVATE), endpoint=gateway_addr),
+            now=time.monotonic(),
+            wall_clock=time.time,
+        )
+        self.inbox: gevent.queue.Queue[object] = gevent.queue.Queue()
+        self.reassembler = Reassembler()
+        self.reader = gevent.spawn(self._read)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                with gevent.Timeout(0.05, False):
+                    data, addr = self.sock.recvfrom(65535)
+                    inner = self.ep.receive_datagram(data, addr, now=time.monotonic())
+                    if inner is not None:
+                        whole = self.reassembler.receive(inner, now=time.monotonic())
+                        if isinstance(whole, bytes):
+                            self.inbox.put(decode_ip(whole))
+            except OSError:
+                return
+            self.ep.handle_timer(now=time.monotonic())
+            self.flush()
+
+    def flush(self) -> None:
+        for data, addr in self.ep.datagrams_to_send():
+            self.sock.sendto(data, addr)
+
+    def send(self, packet: bytes) -> None:
+        self.ep.send_ip(packet, now=time.monotonic())
+        self.flush()
+
+    def expect(self, pred: Callable[[object], bool], timeout: float = 5.0) -> object:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("nothing matching came back through the tunnel")
+            try:
+                item = self.inbox.get(timeout=left)
+            except gevent.queue.Empty:
+                continue
+            if pred(item):
+                return item
+
+    def close(self) -> None:
+        self.reader.kill()
+        self.sock.close()
+
+
+def make_config(**kw: object) -> Config:
+    return Config(
+        private_key=GATEWAY_PRIVATE,
+        peer_public_key=crypto.public_key(CLIENT_PRIVATE),
+        bind=(LOOP, 0),
+        pingable=(PING,),
+        dns=((DNS, 53),),
+        allow_loopback=True,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    gw = Gateway(make_config())
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Iterator[TunnelClient]:
+    c = TunnelClient(gateway.address)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_start_stop_repeatable() -> None:
+    gw = Gateway(make_config())
+    for _ in range(3):
+        gw.start()
+        assert gw.started and not gw.closed
+        port = gw.server_port
+        assert port > 0
+        gw.stop()
+        assert not gw.started and gw.closed
+
+
+def test_serve_forever_returns_on_request_stop() -> None:
+    gw = Gateway(make_config())
+    g = gevent.spawn(gw.serve_forever)
+    gevent.sleep(0.1)
+    assert gw.started
+    gw.request_stop()
+    g.join(timeout=5)
+    assert g.dead and gw.closed
+
+
+def test_context_manager() -> None:
+    with Gateway(make_config()) as gw:
+        assert gw.started
+    assert gw.closed
+
+
+def test_ping_through_the_tunnel(gateway: Gateway, client: TunnelClient) -> None:
+    for seq in range(3):
+        client.send(build_icmp_echo(IcmpEcho(ME, PING, True, 99, seq, b"p" * 1000)))
+        reply = client.expect(lambda x: isinstance(x, IcmpEcho))
+        assert reply == IcmpEcho(PING, ME, False, 99, seq, b"p" * 1000)
+    assert gateway.stats()["has_session"]
+
+
+def test_udp_echo_and_dns(gateway: Gateway, client: TunnelClient) -> None:
+    server = gevent.server.DatagramServer(("127.0.0.1", 0), lambda data, addr: server.sendto(data[::-1], addr))
+    server.start()
+    try:
+        port = server.server_port
+        payload = bytes(range(256)) * 16  # 4096 bytes: the reply is fragmented to the MTU
+        client.send(build_udp(UdpDatagram(ME, LOOP, 4444, port, payload)))
+        reply = client.expect(lambda x: isinstance(x, UdpDatagram) and x.sport == port, timeout=5)
+        assert isinstance(reply, UdpDatagram) and reply.payload == payload[::-1] and reply.dport == 4444
+    finally:
+        server.stop()
+    q = dns.message.make_query("localhost", "A")
+    client.send(build_udp(UdpDatagram(ME, DNS, 5353, 53, q.to_wire())))
+    r = client.expect(lambda x: isinstance(x, UdpDatagram) and x.sport == 53)
+    assert isinstance(r, UdpDatagram)
+    assert dns.message.from_wire(r.payload).answer[0][0].address == "127.0.0.1"
+
+
+def test_tcp_echo_and_close(gateway: Gateway, client: TunnelClient) -> None:
+    def echo(sock: gsocket.socket, addr: object) -> None:
+        while data := sock.recv(65536):
+            sock.sendall(data.upper())
+
+    server = gevent.server.StreamServer(("127.0.0.1", 0), echo)
+    server.start()
+    try:
+        port = server.server_port
+        iss = 5000
+        client.send(build_tcp(TcpSegment(ME, LOOP, 40001, port, iss, 0, TcpFlags.SYN, 65535, mss=1360)))
+        synack = client.expect(lambda x: isinstance(x, TcpSegment))
+        assert isinstance(synack, TcpSegment) and synack.flags == TcpFlags.SYN | TcpFlags.ACK
+        assert synack.ack == iss + 1
+        seq, ack = iss + 1, synack.seq + 1
+        client.send(build_tcp(TcpSegment(ME, LOOP, 40001, port, seq, ack, TcpFlags.ACK | TcpFlags.PSH, 65535,
+                                         payload=b"hello gateway")))
+        got = b""
+        while got != b"HELLO GATEWAY":
+            seg = client.expect(lambda x: isinstance(x, TcpSegment))
+            assert isinstance(seg, TcpSegment)
+            got += seg.payload
+        seq += len(b"hello gateway")
+        ack += len(got)
+        client.send(build_tcp(TcpSegment(ME, LOOP, 40001, port, seq, ack, TcpFlags.ACK | TcpFlags.FIN, 65535)))
+        fin = client.expect(lambda x: isinstance(x, TcpSegment) and bool(x.flags & TcpFlags.FIN))
+        assert isinstance(fin, TcpSegment)
+        client.send(build_tcp(TcpSegment(ME, LOOP, 40001, port, seq + 1, fin.seq + 1, TcpFlags.ACK, 65535)))
+        deadline = time.monotonic() + 5
+        while gateway.stats()["tcp_flows"] and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        assert gateway.stats()["tcp_flows"] == 0
+    finally:
+        server.stop()
+
+
+def test_refused_port_gets_rst(gateway: Gateway, client: TunnelClient) -> None:
+    s = gsocket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    client.send(build_tcp(TcpSegment(ME, LOOP, 40002, port, 1, 0, TcpFlags.SYN, 65535)))
+    rst = client.expect(lambda x: isinstance(x, TcpSegment))
+    assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST and rst.ack == 2
+
+
+@pytest.mark.parametrize("err, code", [(errno.ENETUNREACH, 0), (errno.EHOSTUNREACH, 1), (None, 1)])
+def test_failed_dial_gets_icmp_unreachable(gateway: Gateway, client: TunnelClient,
+                                           monkeypatch: pytest.MonkeyPatch, err: int | None, code: int) -> None:
+    """No route / timeout while dialling: ICMP unreachable quoting the SYN, no RST.
+
+    The dial error is injected (no packet may leave loopback); the interop tests do the
+    same with real unroutable destinations inside their namespaces.
+    """
+
+    class FailingSocket:
+        def __init__(self, *a: object) -> None:
+            pass
+
+        def settimeout(self, t: object) -> None:
+            pass
+
+        def connect(self, addr: object) -> None:
+            gevent.sleep(0.01)
+            raise OSError(err, "injected") if err is not None else TimeoutError("timed out")
+
+        def setsockopt(self, *a: object) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(tcp_forward.gsocket, "socket", FailingSocket)
+    client.send(build_tcp(TcpSegment(ME, LOOP, 40003, 80, 1, 0, TcpFlags.SYN, 65535)))
+    icmp = client.expect(lambda x: isinstance(x, (IcmpError, TcpSegment)), timeout=3)
+    assert isinstance(icmp, IcmpError) and (icmp.type, icmp.code) == (3, code)
+    assert gateway.stats()["tcp_flows_in_stack"] == 0
+
+
+def test_garbage_does_not_stop_the_gateway(gateway: Gateway, client: TunnelClient) -> None:
+    s = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
+    for n in range(0, 300, 7):
+        s.sendto(bytes([1, 2, 3, 4]) * (n // 4) + b"\x04" * (n % 4), gateway.address)
+    s.close()
+    client.send(build_icmp_echo(IcmpEcho(ME, PING, True, 1, 1, b"still there?")))
+    assert isinstance(client.expect(lambda x: isinstance(x, IcmpEcho)), IcmpEcho)
+    assert sum(gateway.stats()["drops"].values()) > 0
