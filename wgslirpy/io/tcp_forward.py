@@ -220,15 +220,7 @@ class TcpFlow:
         except FlowClosed:
             return
         except OSError as e:
-            if self._aborted:
-                return
-            # The host reset the connection (or the socket broke): reset the peer too.
-            log.debug("%s: host socket error: %s", self.label, e)
-            self.conn.abort()
-            self._aborted = True
-            self._commit()
-            self._close_socket(abortive=True)
-            self._rx_event.set()
+            self._host_failed(e)
 
     def _peer_to_host(self) -> None:
         sock = self.sock
@@ -243,15 +235,20 @@ class TcpFlow:
         except FlowClosed:
             return
         except OSError as e:
-            if self._aborted:
-                return
-            log.debug("%s: host socket error while writing: %s", self.label, e)
-            self.conn.abort()
-            self._aborted = True
-            self._commit()
-            self._close_socket(abortive=True)
+            self._host_failed(e)
         finally:
             self._tx_event.set()
+
+    def _host_failed(self, e: OSError) -> None:
+        """The host reset the connection or the socket broke: reset the peer too."""
+        if self._aborted:
+            return  # we closed the socket ourselves
+        log.debug("%s: host socket error: %s", self.label, e)
+        self.conn.abort()
+        self._aborted = True
+        self._commit()
+        self._close_socket(abortive=True)
+        self.wake()
 
     def _close_socket(self, *, abortive: bool) -> None:
         sock, self.sock = self.sock, None
