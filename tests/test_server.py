@@ -95,14 +95,14 @@ class TunnelClient:
 
 
 def make_config(**kw: object) -> Config:
+    fields: dict[str, object] = {"allow_loopback": True, **kw}
     return Config(
         private_key=GATEWAY_PRIVATE,
         peer_public_key=crypto.public_key(CLIENT_PRIVATE),
         bind=(LOOP, 0),
         pingable=(PING,),
         dns=((DNS, 53),),
-        allow_loopback=True,
-        **kw,  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]
     )
 
 
@@ -265,3 +265,18 @@ def test_garbage_does_not_stop_the_gateway(gateway: Gateway, client: TunnelClien
     client.send(build_icmp_echo(IcmpEcho(ME, PING, True, 1, 1, b"still there?")))
     assert isinstance(client.expect(lambda x: isinstance(x, IcmpEcho)), IcmpEcho)
     assert sum(gateway.stats()["drops"].values()) > 0
+
+
+def test_loopback_refused_by_default_with_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    with Gateway(make_config(allow_loopback=False)) as gw:
+        c = TunnelClient(gw.address)
+        try:
+            with caplog.at_level("WARNING", logger="wgslirpy"):
+                for sport in (41000, 41001):  # two refusals within a second: one line
+                    c.send(build_tcp(TcpSegment(ME, LOOP, sport, 22, 1, 0, TcpFlags.SYN, 65535)))
+                    rst = c.expect(lambda x: isinstance(x, TcpSegment))
+                    assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST
+            lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+            assert len(lines) == 1 and "127.0.0.1:22" in lines[0] and "--allow-loopback" in lines[0]
+        finally:
+            c.close()

@@ -15,6 +15,7 @@ from wgslirpy.net.segments import IcmpEcho, IcmpError, TcpFlags, TcpSegment, Udp
 from wgslirpy.net.stack import (
     DnsLookup,
     DnsTcpRequested,
+    FlowRefused,
     Stack,
     StackConfig,
     TcpConnectRequested,
@@ -153,7 +154,8 @@ def test_loopback_is_refused_by_default(dst: str) -> None:
     d = ipaddress.ip_address(dst)
     src = CLIENT6 if d.version == 6 else CLIENT
     s.receive_ip(build_tcp(syn(dst=d, src=src)), now=NOW)
-    assert events(s) == []
+    (refused,) = events(s)
+    assert isinstance(refused, FlowRefused) and refused.proto == "TCP" and refused.dst == (d, 80)
     (rst,) = sent(s)
     assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST
     assert s.drops[DropReason.TCP_LOOPBACK_REFUSED] == 1

@@ -37,6 +37,7 @@ from ..errors import ConfigError
 from ..net.stack import (
     DnsLookup,
     DnsTcpRequested,
+    FlowRefused,
     Stack,
     StackConfig,
     TcpConnectRequested,
@@ -93,6 +94,8 @@ class Gateway:
         self._stopped = True
         #: TCP flow greenlet handles by connection; entries leave when the flow ends
         self.tcp_flows: dict[TcpConnection, TcpFlow] = {}
+        #: earliest time the next policy refusal may be logged
+        self._next_refusal_log = 0.0
         #: UDP relays by binding id; entries leave when the binding closes
         self.udp_relays: dict[int, UdpBindingRelay] = {}
         now = clock()
@@ -360,6 +363,18 @@ class Gateway:
                 pass  # the relay opens lazily on its first UdpSend
             elif isinstance(ev, DnsLookup):
                 self._group.spawn(serve_dns_udp_lookup, self, ev)
+            elif isinstance(ev, FlowRefused):
+                self._log_refusal(ev)
+
+    def _log_refusal(self, ev: FlowRefused) -> None:
+        """One log line per refused flow, at most one a second (a retrying client must not
+        flood the log); the rest are counted in the drop stats."""
+        now = self.now()
+        if now < self._next_refusal_log:
+            return
+        self._next_refusal_log = now + 1.0
+        why = "loopback destinations are refused (--allow-loopback permits them)"
+        log.warning("refused %s %s:%d -> %s:%d: %s", ev.proto, ev.src[0], ev.src[1], ev.dst[0], ev.dst[1], why)
 
     def flow_finished(self, conn: TcpConnection) -> None:
         """Called by a flow greenlet as it ends."""

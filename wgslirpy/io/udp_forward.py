@@ -38,6 +38,29 @@ _SO_EE_ORIGIN_ICMP = 2
 _SO_EE_ORIGIN_ICMP6 = 3
 
 
+#: parsed remote addresses by the string recvfrom gives; bounded, cleared when full
+_REMOTE_CACHE: dict[str, IPAddress] = {}
+_REMOTE_CACHE_MAX = 4096
+
+
+def parse_remote(host: str) -> IPAddress | None:
+    """The address object for a host string from ``recvfrom`` (scope dropped, IPv4-mapped
+    IPv6 unmapped). Memoised: parsing costs several µs and replies come from few remotes."""
+    addr = _REMOTE_CACHE.get(host)
+    if addr is not None:
+        return addr
+    try:
+        parsed = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    if len(_REMOTE_CACHE) >= _REMOTE_CACHE_MAX:
+        _REMOTE_CACHE.clear()
+    _REMOTE_CACHE[host] = parsed
+    return parsed
+
+
 class UdpBindingRelay:
     """The shell side of one :class:`~wgslirpy.net.udp_nat.UdpBinding`."""
 
@@ -113,12 +136,9 @@ class UdpBindingRelay:
                 self.close()
                 gw.flush()
                 return
-            try:
-                remote = ipaddress.ip_address(addr[0].split("%", 1)[0])
-            except ValueError:
+            remote = parse_remote(addr[0])
+            if remote is None:
                 continue
-            if isinstance(remote, ipaddress.IPv6Address) and remote.ipv4_mapped is not None:
-                remote = remote.ipv4_mapped
             stack.udp_reply(bid, remote, addr[1], data, now=gw.now())
             gw.flush()
 
@@ -136,9 +156,8 @@ class UdpBindingRelay:
                 return
             if not addr:
                 continue
-            try:
-                remote = ipaddress.ip_address(addr[0].split("%", 1)[0])
-            except ValueError:
+            remote = parse_remote(addr[0])
+            if remote is None:
                 continue
             length = self._last_len.get((addr[0], addr[1]), 0)
             self.gw.stack.udp_port_unreachable(self.binding.id, remote, addr[1], length, now=self.gw.now())

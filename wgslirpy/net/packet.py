@@ -7,10 +7,18 @@ never raises, whatever the bytes. Bytes beyond the IP total length are ignored.
 
 Two paths (ARCHITECTURE.md §4, §5):
 
-1. :func:`fast_decode_tcp`, pure ``struct``: IPv4 without options or fragmentation,
-   or IPv6 whose next header is TCP, carrying TCP with no options or exactly
-   NOP NOP Timestamps (Linux's established-flow layout) and none of SYN, RST, URG.
-   That is >99% of bulk traffic, at ~1-2 µs instead of ~30 µs.
+1. :func:`fast_decode`, pure ``struct``, dispatching on the version and protocol
+   byte. It handles IPv4 without options or fragmentation, or IPv6 whose next header
+   is the upper layer itself (no extension headers), carrying
+
+   * TCP with no options or exactly NOP NOP Timestamps (Linux's established-flow
+     layout) and none of SYN, RST, URG (:func:`fast_decode_tcp`): >99% of bulk
+     traffic, at ~1-2 µs instead of ~30 µs;
+   * UDP whose length field is >= 8 and fits the IP payload, or an ICMP/ICMPv6 echo
+     request/reply (:func:`fast_decode_udp_or_echo`): ~1.5 µs instead of ~25-80 µs.
+
+   A fast decoder returns None for anything else, never a verdict; it reads exactly
+   the fields the general path reads, so both give equal values (property-tested).
 2. :func:`impacket_decode_ip` for everything else. This module is the only importer
    of impacket, and imports it lazily so that importing wgslirpy stays cheap. Plain
    Python checks every length first, because impacket zero-extends short buffers
@@ -52,6 +60,7 @@ from __future__ import annotations
 
 import struct
 from ipaddress import IPv4Address, IPv6Address
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from wgslirpy.errors import DropReason
@@ -68,7 +77,14 @@ from wgslirpy.net.segments import (
     UdpDatagram,
 )
 
-__all__ = ["checksums_ok", "decode_ip", "fast_decode_tcp", "impacket_decode_ip"]
+__all__ = [
+    "checksums_ok",
+    "decode_ip",
+    "fast_decode",
+    "fast_decode_tcp",
+    "fast_decode_udp_or_echo",
+    "impacket_decode_ip",
+]
 
 _MALFORMED = DropReason.MALFORMED
 
@@ -77,6 +93,11 @@ _MALFORMED = DropReason.MALFORMED
 _FAST4 = struct.Struct("!2xH2xHxB2xIIHHIIBBH")
 # IPv6 header (skipping version/class/flow and hop limit) + first 16 bytes of TCP.
 _FAST6 = struct.Struct("!4xHBx16s16sHHIIBBH")
+# UDP and ICMP echo share one layout: the IP header fields above + the four 16-bit
+# words of the 8-byte upper-layer header (UDP: sport, dport, length, checksum; ICMP:
+# type/code, checksum, identifier, sequence).
+_SMALL4 = struct.Struct("!2xH2xHxB2xIIHHHH")
+_SMALL6 = struct.Struct("!4xHBx16s16sHHHH")
 _TS_BLOCK = struct.Struct("!III")  # NOP NOP 8 10 | TSval | TSecr
 _NOP_NOP_TS = 0x0101080A
 # A plain int: ``int & IntFlag`` builds an enum member and costs ~1.8 µs.
@@ -182,6 +203,82 @@ def fast_decode_tcp(buf: bytes) -> TcpSegment | None:
         src, dst, sport, dport, seq, ack, _FLAGS[flags], win, buf[start:end],
         None, None, False, (), ts_val, ts_ecr,
     )
+
+
+def fast_decode_udp_or_echo(buf: bytes) -> UdpDatagram | IcmpEcho | None:
+    """Decode UDP or an ICMP/ICMPv6 echo with ``struct`` only; None if ``buf`` is not that.
+
+    Same contract as :func:`fast_decode_tcp`: None means "ask the full decoder", which
+    also judges malformed input (a UDP length below 8 or past the IP payload, a short
+    ICMP header, options, extension headers). Every length is checked before use.
+    """
+    n = len(buf)
+    if n < 28:
+        return None
+    first = buf[0]
+    src: IPAddress
+    dst: IPAddress
+    if first == 0x45:
+        total, frag, proto, s4, d4, w0, w1, w2, w3 = _SMALL4.unpack_from(buf)
+        if frag & 0x3FFF or total > n:
+            return None
+        l4 = 20
+        echo = _ICMP4_ECHO if proto == 1 else None
+        src = _V4_CACHE.get(s4) or _v4(s4)
+        dst = _V4_CACHE.get(d4) or _v4(d4)
+    elif first >> 4 == 6:
+        if n < 48:
+            return None
+        plen, proto, s6, d6, w0, w1, w2, w3 = _SMALL6.unpack_from(buf)
+        total = 40 + plen
+        if total > n:
+            return None
+        l4 = 40
+        echo = _ICMP6_ECHO if proto == 58 else None
+        src = _V6_CACHE.get(s6) or _v6(s6)
+        dst = _V6_CACHE.get(d6) or _v6(d6)
+    else:
+        return None
+    start = l4 + 8
+    if proto == 17:
+        end = l4 + w2  # w2: the UDP length field, header included
+        if w2 < 8 or end > total:
+            return None
+        return UdpDatagram(src, dst, w0, w1, buf[start:end])
+    if echo is None or start > total:
+        return None
+    is_request = echo.get(w0 >> 8)  # the type byte; the code is not looked at
+    if is_request is None:
+        return None
+    return IcmpEcho(src, dst, is_request, w2, w3, buf[start:total])
+
+
+# Protocol byte -> fast decoder. ICMP (1) in IPv6 and ICMPv6 (58) in IPv4 reach
+# fast_decode_udp_or_echo, which declines them by IP version.
+_FAST_BY_PROTO: dict[int, Callable[[bytes], Decoded | None]] = {
+    6: fast_decode_tcp,
+    17: fast_decode_udp_or_echo,
+    1: fast_decode_udp_or_echo,
+    58: fast_decode_udp_or_echo,
+}
+
+
+def fast_decode(buf: bytes) -> Decoded | None:
+    """Try the struct fast path that fits the packet's protocol; None if none applies.
+
+    The dispatch reads one protocol byte (IPv4 at 9, IPv6 next header at 6) so a
+    packet costs at most one fast decoder before the general path.
+    """
+    if len(buf) < 28:  # the smallest fast shape: IPv4 + an 8-byte UDP/ICMP header
+        return None
+    first = buf[0]
+    if first == 0x45:
+        fast = _FAST_BY_PROTO.get(buf[9])
+    elif first >> 4 == 6:
+        fast = _FAST_BY_PROTO.get(buf[6])
+    else:
+        return None
+    return None if fast is None else fast(buf)
 
 
 # --------------------------------------------------------------------------- layout
@@ -502,7 +599,7 @@ def decode_ip(buf: bytes, *, verify_checksums: bool = False) -> Decoded | DropRe
                 return DropReason.BAD_CHECKSUM
         except (struct.error, IndexError, ValueError):
             return _MALFORMED
-    seg = fast_decode_tcp(buf)
+    seg = fast_decode(buf)
     if seg is not None:
         return seg
     return impacket_decode_ip(buf)

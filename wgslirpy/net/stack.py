@@ -117,7 +117,19 @@ class DnsLookup:
     server: tuple[IPAddress, int]
 
 
-StackEvent = Union[TcpConnectRequested, DnsTcpRequested, UdpSend, UdpBindingOpened, UdpBindingClosed, DnsLookup]
+@dataclass(frozen=True, slots=True)
+class FlowRefused:
+    """A flow was refused by policy (e.g. a loopback destination); the shell logs it."""
+
+    proto: str  # "TCP" or "UDP"
+    src: tuple[IPAddress, int]
+    dst: tuple[IPAddress, int]
+    reason: DropReason
+
+
+StackEvent = Union[
+    TcpConnectRequested, DnsTcpRequested, UdpSend, UdpBindingOpened, UdpBindingClosed, DnsLookup, FlowRefused
+]
 
 
 def is_loopback(addr: IPAddress) -> bool:
@@ -204,11 +216,9 @@ class Stack:
             self.flows.pop(key, None)
         flags = seg.flags
         if not flags & TcpFlags.SYN or flags & (TcpFlags.ACK | TcpFlags.RST | TcpFlags.FIN):
+            self.drops.add(DropReason.TCP_NO_FLOW)
             if not flags & TcpFlags.RST:
-                self.drops.add(DropReason.TCP_NO_FLOW)
                 self._reset_for(seg)
-            else:
-                self.drops.add(DropReason.TCP_NO_FLOW)
             return
         self._open_flow(seg, key, now)
 
@@ -225,7 +235,7 @@ class Stack:
             self._reset_for(syn)
             return
         if not self.config.allow_loopback and is_loopback(dst):
-            self.drops.add(DropReason.TCP_LOOPBACK_REFUSED)
+            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, DropReason.TCP_LOOPBACK_REFUSED)
             self._reset_for(syn)
             return
         if len(self.flows) >= self.config.max_tcp_flows:
@@ -236,6 +246,10 @@ class Stack:
         self.flows[key] = conn
         self.stats["tcp_flows_opened"] += 1
         self._events.append(TcpConnectRequested(conn))
+
+    def _refuse(self, proto: str, src: IPAddress, sport: int, dst: IPAddress, dport: int, reason: DropReason) -> None:
+        self.drops.add(reason)
+        self._events.append(FlowRefused(proto, (src, sport), (dst, dport), reason))
 
     def _reset_for(self, seg: TcpSegment) -> None:
         """RST answering ``seg`` (RFC 9293 §3.10.7.1: seq from its ACK, else ACK its span)."""
@@ -259,7 +273,7 @@ class Stack:
             self.drops.add(DropReason.NOT_FOR_US)
             return
         if not self.config.allow_loopback and is_loopback(dst):
-            self.drops.add(DropReason.UDP_LOOPBACK_REFUSED)
+            self._refuse("UDP", d.src, d.sport, dst, d.dport, DropReason.UDP_LOOPBACK_REFUSED)
             self._out.append(build_icmp_unreachable(d.dst, d.src, Unreachable.PORT, raw))
             return
         binding = self.nat.outbound(d, now=now)
