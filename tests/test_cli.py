@@ -150,3 +150,19 @@ def test_sigterm_stops_with_status_0() -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_installed_legacy_script_does_not_shadow_the_package(tmp_path: Path) -> None:
+    """pip puts scripts/wgslirpy.py next to the `wgslirpy` console script in bin/, whose
+    sys.path[0] is bin/: `import wgslirpy` there must still find the package."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copy(ROOT / "scripts" / "wgslirpy.py", bin_dir / "wgslirpy.py")
+    (bin_dir / "wgslirpy").write_text("import sys\nfrom wgslirpy.cli import main\nsys.exit(main())\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for script in ("wgslirpy", "wgslirpy.py"):
+        r = subprocess.run([sys.executable, str(bin_dir / script), "--version"], capture_output=True, text=True,
+                           timeout=60, env=env, cwd=str(tmp_path))
+        assert r.returncode == 0 and r.stdout.startswith("wgslirpy "), r.stderr

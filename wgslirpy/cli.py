@@ -54,6 +54,7 @@ Signals: SIGINT and SIGTERM stop the gateway (exit status 0); SIGUSR1 writes one
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import sys
@@ -143,15 +144,22 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger("wgslirpy").setLevel(min(level, logging.INFO))
 
 
+def _print(text: str) -> int:
+    """Print to stdout; a reader that went away (``wgslirpy --help | head``) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # nothing more can be written; silence the exit flush
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the gateway until SIGINT/SIGTERM; return the exit status (0 ok, 2 bad config)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "-h" in args or "--help" in args:
-        print(__doc__.strip())
-        return 0
+        return _print(__doc__.strip())
     if "--version" in args:
-        print(f"wgslirpy {__version__}")
-        return 0
+        return _print(f"wgslirpy {__version__}")
     try:
         opts = parse_args(args)
         _setup_logging(int(opts["--verbose"] or 0), bool(opts["--quiet"]))

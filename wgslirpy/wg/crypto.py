@@ -11,8 +11,14 @@ The only module that imports nacl. Everything else in ``wg/`` calls these functi
   block); ``KDF1..3``: HKDF (RFC 5869) built from that HMAC.
 * ``TAI64N``: 12-byte big-endian external TAI64N label of a wall-clock time.
 
-Transport encryption/decryption are the hot path: they take and return plain ``bytes`` with no
-intermediate copies beyond the one nacl makes (a later change may switch to the cffi ``lib``).
+Transport encryption/decryption are the hot path (ARCHITECTURE.md §5). ``aead_encrypt``,
+``aead_decrypt`` and ``aead_encrypt_with_header`` call libsodium through PyNaCl's cffi objects
+(``nacl._sodium.lib``) directly: PyNaCl's public wrappers spend more time on argument checks,
+``ffi.new`` per call and an extra ``ffi.buffer`` than ChaCha20-Poly1305 itself needs for a
+1420-byte packet. Inputs are ``bytes`` handed to C as pointers (no copy); the outputs land in
+two module-level buffers allocated once, and each result is one ``bytes`` copy out of them. If
+``nacl._sodium`` cannot be imported, the public ``nacl.bindings`` functions (same results, same
+errors) are selected once at import; :data:`BACKEND` says which.
 """
 
 from __future__ import annotations
@@ -136,17 +142,126 @@ def aead_nonce(counter: int) -> bytes:
     return _NONCE.pack(counter)
 
 
-def aead_encrypt(key: bytes, counter: int, plaintext: bytes, aad: bytes = b"") -> bytes:
-    """AEAD(key, counter, plaintext, aad): ciphertext || 16-byte tag."""
+# --- AEAD: portable implementation (PyNaCl's public bindings) --------------------------------
+
+
+def _check_key(key: bytes) -> None:
+    # libsodium reads exactly 32 bytes through the key pointer: a shorter key (a zeroed
+    # keypair's b"") must never reach C. The public bindings check this too (raising their own
+    # TypeError); both backends raise ValueError so callers see one contract.
+    if len(key) != KEY_SIZE:
+        raise ValueError("AEAD key must be 32 bytes")
+
+
+def _portable_aead_encrypt(key: bytes, counter: int, plaintext: bytes, aad: bytes = b"") -> bytes:
+    """AEAD(key, counter, plaintext, aad): ciphertext || 16-byte tag. ValueError unless 32-byte key."""
+    _check_key(key)
     return _aead_enc(plaintext, aad, _NONCE.pack(counter), key)  # type: ignore[no-any-return]
 
 
-def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, aad: bytes = b"") -> bytes:
-    """Inverse of :func:`aead_encrypt`; raises CryptoError if the tag does not verify."""
+def _portable_aead_decrypt(key: bytes, counter: int, ciphertext: bytes,
+                           aad: bytes = b"") -> bytes:
+    """Inverse of aead_encrypt: CryptoError if the tag does not verify (or there is no room
+    for one). ValueError unless 32-byte key."""
+    _check_key(key)
+    if len(ciphertext) < TAG_SIZE:
+        raise CryptoError("AEAD tag mismatch")
     try:
         return _aead_dec(ciphertext, aad, _NONCE.pack(counter), key)  # type: ignore[no-any-return]
     except _NaclCryptoError as e:
         raise CryptoError("AEAD tag mismatch") from e
+
+
+def _portable_aead_encrypt_with_header(header: struct.Struct, fields: tuple[int, ...],
+                                       key: bytes, counter: int, plaintext: bytes) -> bytes:
+    """``header.pack(*fields) || AEAD(key, counter, plaintext, b"")``: a whole transport message."""
+    return header.pack(*fields) + _portable_aead_encrypt(key, counter, plaintext)
+
+
+# --- AEAD: libsodium through PyNaCl's cffi ``lib`` ----------------------------------------------
+#
+# Buffer reuse is safe because every call below runs start to finish on one OS thread without
+# yielding: the C call, then the copy out of the buffer into a fresh ``bytes``. The gateway runs
+# all cores on gevent's hub thread and a greenlet only switches at a blocking gevent call, of
+# which there is none in between; nothing that encrypts runs in a signal handler, a finalizer or
+# another OS thread (gevent's resolver threads only resolve names). cffi releases the GIL during
+# the C call, so calling these from several *OS threads* at once would NOT be safe.
+
+#: Largest plaintext (and decrypted ciphertext minus tag) handled in the reused buffers: a UDP
+#: datagram cannot carry more. Longer inputs (never seen on the wire) take the portable path.
+_MAX_FAST_PLAINTEXT = 65536
+#: Bytes reserved before the ciphertext in the encrypt buffer for a message header.
+_HEADER_ROOM = 64
+
+try:
+    from nacl._sodium import ffi as _ffi, lib as _lib
+
+    _c_encrypt = _lib.crypto_aead_chacha20poly1305_ietf_encrypt
+    _c_decrypt = _lib.crypto_aead_chacha20poly1305_ietf_decrypt
+except (ImportError, AttributeError):  # PyNaCl built without its cffi module, or a changed one
+    _ffi = None
+
+if _ffi is not None:
+    _NULL = _ffi.NULL
+    # Encrypt buffer: [_HEADER_ROOM bytes of header room | ciphertext || tag]. A header of size
+    # s is packed right before the ciphertext, so the message is one contiguous slice.
+    _enc_buf = _ffi.new("unsigned char[]", _HEADER_ROOM + _MAX_FAST_PLAINTEXT + TAG_SIZE)
+    _enc_ct = _enc_buf + _HEADER_ROOM  # where the ciphertext goes (pointer made once)
+    _enc_view = _ffi.buffer(_enc_buf)  # slicing it returns bytes: the one copy
+    _dec_buf = _ffi.new("unsigned char[]", _MAX_FAST_PLAINTEXT)
+    _dec_view = _ffi.buffer(_dec_buf)
+
+    def _fast_aead_encrypt(key: bytes, counter: int, plaintext: bytes,
+                           aad: bytes = b"") -> bytes:
+        """AEAD(key, counter, plaintext, aad): ciphertext || 16-byte tag. ValueError unless
+        32-byte key."""
+        n = len(plaintext)
+        if len(key) != KEY_SIZE or n > _MAX_FAST_PLAINTEXT:
+            return _portable_aead_encrypt(key, counter, plaintext, aad)
+        # clen_p may be NULL (we know clen = n + 16); nsec is unused by this construction.
+        _c_encrypt(_enc_ct, _NULL, plaintext, n, aad, len(aad), _NULL, _NONCE.pack(counter), key)
+        return _enc_view[_HEADER_ROOM:_HEADER_ROOM + n + TAG_SIZE]  # type: ignore[no-any-return]
+
+    def _fast_aead_decrypt(key: bytes, counter: int, ciphertext: bytes,
+                           aad: bytes = b"") -> bytes:
+        """Inverse of aead_encrypt: CryptoError if the tag does not verify (or there is no
+        room for one). ValueError unless 32-byte key."""
+        n = len(ciphertext) - TAG_SIZE
+        if len(key) != KEY_SIZE or n > _MAX_FAST_PLAINTEXT:
+            return _portable_aead_decrypt(key, counter, ciphertext, aad)
+        if n < 0:  # libsodium would refuse it too; it has no room for a tag
+            raise CryptoError("AEAD tag mismatch")
+        # libsodium verifies the tag before decrypting (and zeroes the output on failure);
+        # nothing is returned from the buffer unless it verified.
+        if _c_decrypt(_dec_buf, _NULL, _NULL, ciphertext, n + TAG_SIZE, aad, len(aad),
+                      _NONCE.pack(counter), key):
+            raise CryptoError("AEAD tag mismatch")
+        return _dec_view[:n]  # type: ignore[no-any-return]
+
+    def _fast_aead_encrypt_with_header(header: struct.Struct, fields: tuple[int, ...],
+                                       key: bytes, counter: int, plaintext: bytes) -> bytes:
+        """``header.pack(*fields) || AEAD(key, counter, plaintext, b"")``: a whole transport
+        message, packed and encrypted in one buffer and copied out once."""
+        n = len(plaintext)
+        start = _HEADER_ROOM - header.size
+        if len(key) != KEY_SIZE or n > _MAX_FAST_PLAINTEXT or start < 0:
+            return _portable_aead_encrypt_with_header(header, fields, key, counter, plaintext)
+        header.pack_into(_enc_view, start, *fields)
+        _c_encrypt(_enc_ct, _NULL, plaintext, n, b"", 0, _NULL, _NONCE.pack(counter), key)
+        return _enc_view[start:_HEADER_ROOM + n + TAG_SIZE]  # type: ignore[no-any-return]
+
+    BACKEND = "cffi"
+    aead_encrypt = _fast_aead_encrypt
+    aead_decrypt = _fast_aead_decrypt
+    aead_encrypt_with_header = _fast_aead_encrypt_with_header
+else:
+    BACKEND = "bindings"
+    aead_encrypt = _portable_aead_encrypt
+    aead_decrypt = _portable_aead_decrypt
+    aead_encrypt_with_header = _portable_aead_encrypt_with_header
+
+#: The public AEAD names rebound by the backend selection above (tests swap them together).
+AEAD_NAMES = ("aead_encrypt", "aead_decrypt", "aead_encrypt_with_header")
 
 
 def chacha20poly1305_encrypt_raw(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:

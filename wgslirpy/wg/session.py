@@ -82,8 +82,9 @@ class Keypair:
                 pad = mtu - n if mtu > n else 0
             if pad:
                 plaintext = plaintext + _PAD[:pad]
-        return (TRANSPORT_HEADER.pack(MESSAGE_TRANSPORT_TYPE, self.remote_index, counter)
-                + crypto.aead_encrypt(self.send_key, counter, plaintext))
+        return crypto.aead_encrypt_with_header(
+            TRANSPORT_HEADER, (MESSAGE_TRANSPORT_TYPE, self.remote_index, counter),
+            self.send_key, counter, plaintext)
 
     def decrypt(self, counter: int, ciphertext: bytes) -> bytes:
         """Authenticate and decrypt; raises crypto.CryptoError. Does not touch the replay filter."""
