@@ -46,7 +46,7 @@ from ..net.stack import (
     UdpSend,
 )
 from ..net.tcp import TcpConfig, TcpConnection
-from ..wg.endpoint import PeerConfig, WireGuardEndpoint
+from ..wg.endpoint import EndpointChanged, HandshakeCompleted, PeerConfig, PeerKeysZeroed, WireGuardEndpoint
 from .dns_server import serve_dns_tcp, serve_dns_udp_lookup
 from .tcp_forward import TcpFlow
 from .udp_forward import UdpBindingRelay
@@ -298,6 +298,7 @@ class Gateway:
             self.stack.handle_timer(now=now)
         except Exception:
             log.exception("internal error in timers")
+        self._log_endpoint_events()
         self._dispatch_events()
         self.flush()
         for conn in self.stack.touched_flows():
@@ -334,6 +335,15 @@ class Gateway:
             except OSError as e:
                 log.debug("sendto %s failed: %s", addr, e)
                 return
+
+    def _log_endpoint_events(self) -> None:
+        while (ev := self.endpoint.next_event()) is not None:
+            if isinstance(ev, HandshakeCompleted):
+                log.info("handshake completed with the peer at %s:%d", *ev.endpoint)
+            elif isinstance(ev, EndpointChanged):
+                log.info("the peer moved to %s:%d", *ev.new)
+            elif isinstance(ev, PeerKeysZeroed):
+                log.info("no traffic for a long time: session keys erased")
 
     def _dispatch_events(self) -> None:
         stack = self.stack

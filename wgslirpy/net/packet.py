@@ -7,8 +7,8 @@ never raises, whatever the bytes. Bytes beyond the IP total length are ignored.
 
 Two paths (ARCHITECTURE.md §4, §5):
 
-1. :func:`fast_decode`, pure ``struct``, dispatching on the version and protocol
-   byte. It handles IPv4 without options or fragmentation, or IPv6 whose next header
+1. Pure ``struct`` decoders, picked by :func:`decode_ip` from the version and protocol
+   byte. They handle IPv4 without options or fragmentation, or IPv6 whose next header
    is the upper layer itself (no extension headers), carrying
 
    * TCP with no options or exactly NOP NOP Timestamps (Linux's established-flow
@@ -53,7 +53,8 @@ Checksums are not verified by default: the WireGuard AEAD already authenticates 
 inner packet, and a sum costs ~4 µs per 1400 bytes. ``decode_ip(buf,
 verify_checksums=True)`` (or :func:`checksums_ok`) checks the IPv4 header, TCP, UDP
 (a zero UDP checksum means "none" on IPv4 and is invalid on IPv6, RFC 8200 §8.1),
-ICMP and ICMPv6 (with pseudo-header) and returns BAD_CHECKSUM on a mismatch.
+ICMP and ICMPv6 (with pseudo-header) and returns BAD_CHECKSUM on a mismatch. That check
+runs before either path is picked, so both paths answer to exactly the same checks.
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ from wgslirpy.net.segments import (
 __all__ = [
     "checksums_ok",
     "decode_ip",
-    "fast_decode",
     "fast_decode_tcp",
     "fast_decode_udp_or_echo",
     "impacket_decode_ip",
@@ -253,32 +253,15 @@ def fast_decode_udp_or_echo(buf: bytes) -> UdpDatagram | IcmpEcho | None:
     return IcmpEcho(src, dst, is_request, w2, w3, buf[start:total])
 
 
-# Protocol byte -> fast decoder. ICMP (1) in IPv6 and ICMPv6 (58) in IPv4 reach
-# fast_decode_udp_or_echo, which declines them by IP version.
+# Protocol byte -> fast decoder, for the dispatch in decode_ip. ICMP (1) in IPv6 and
+# ICMPv6 (58) in IPv4 reach fast_decode_udp_or_echo, which declines them by version.
 _FAST_BY_PROTO: dict[int, Callable[[bytes], Decoded | None]] = {
     6: fast_decode_tcp,
     17: fast_decode_udp_or_echo,
     1: fast_decode_udp_or_echo,
     58: fast_decode_udp_or_echo,
 }
-
-
-def fast_decode(buf: bytes) -> Decoded | None:
-    """Try the struct fast path that fits the packet's protocol; None if none applies.
-
-    The dispatch reads one protocol byte (IPv4 at 9, IPv6 next header at 6) so a
-    packet costs at most one fast decoder before the general path.
-    """
-    if len(buf) < 28:  # the smallest fast shape: IPv4 + an 8-byte UDP/ICMP header
-        return None
-    first = buf[0]
-    if first == 0x45:
-        fast = _FAST_BY_PROTO.get(buf[9])
-    elif first >> 4 == 6:
-        fast = _FAST_BY_PROTO.get(buf[6])
-    else:
-        return None
-    return None if fast is None else fast(buf)
+_FAST_MIN_LEN = 28  # the smallest fast shape: IPv4 + an 8-byte UDP/ICMP header
 
 
 # --------------------------------------------------------------------------- layout
@@ -599,7 +582,18 @@ def decode_ip(buf: bytes, *, verify_checksums: bool = False) -> Decoded | DropRe
                 return DropReason.BAD_CHECKSUM
         except (struct.error, IndexError, ValueError):
             return _MALFORMED
-    seg = fast_decode(buf)
-    if seg is not None:
-        return seg
+    # Fast path first: one protocol byte (IPv4 at 9, IPv6 next header at 6) picks at
+    # most one struct decoder; it returns None for any shape it does not take.
+    if len(buf) >= _FAST_MIN_LEN:
+        first = buf[0]
+        if first == 0x45:
+            fast = _FAST_BY_PROTO.get(buf[9])
+        elif first >> 4 == 6:
+            fast = _FAST_BY_PROTO.get(buf[6])
+        else:
+            fast = None
+        if fast is not None:
+            seg = fast(buf)
+            if seg is not None:
+                return seg
     return impacket_decode_ip(buf)
