@@ -125,6 +125,35 @@ def test_known_answer_udp_ipv6() -> None:
     reference_verify(expected)
 
 
+def test_known_answer_udp_ipv4() -> None:
+    expected = bytes.fromhex(
+        "4500 0021 0000 0000 4011 3af0 0a000002 5db8d822"  # len 33, no DF, ttl 64, UDP
+        "9c40 0035 000d f9ba 6162636465"
+    )
+    assert build_udp(UdpDatagram(A4, B4, 40000, 53, b"abcde")) == expected
+    reference_verify(expected)
+
+
+def test_known_answer_icmp_echo() -> None:
+    v4 = bytes.fromhex("4500 0020 0000 0000 4001 3b01 0a000002 5db8d822 0800 06f4 1234 0007 70696e67")
+    assert build_icmp_echo(IcmpEcho(A4, B4, True, 0x1234, 7, b"ping")) == v4
+    v6 = bytes.fromhex(
+        "60000000 000d 3a 40 fd000000000000000000000000000002 20010db8000000000000000000010034"
+        "8100 41b5 1234 0007 706f6e6721"  # echo reply, odd-length payload
+    )
+    assert build_icmp_echo(IcmpEcho(A6, B6, False, 0x1234, 7, b"pong!")) == v6
+    for packet in (v4, v6):
+        reference_verify(packet)
+
+
+def test_icmp_all_zero_message_checksum_is_ffff() -> None:
+    # Echo reply, id 0, seq 0, no data: every word is 0, so the one's-complement sum is
+    # 0 and the field is 0xFFFF (the only case where fold() returns all ones).
+    packet = build_icmp_echo(IcmpEcho(A4, B4, False, 0, 0, b""))
+    assert packet[20:] == bytes.fromhex("0000 ffff 0000 0000")
+    reference_verify(packet)
+
+
 # ------------------------------------------------------ every checksum, by reference
 
 
@@ -141,6 +170,27 @@ def test_tcp_checksums(seg: TcpSegment) -> None:
 def test_udp_checksums(d: UdpDatagram) -> None:
     proto, l4 = reference_verify(build_udp(d))
     assert proto == 17 and l4[8:] == d.payload
+
+
+@given(st.one_of(udp_datagrams, icmp_echoes), st.integers(0, 255))
+def test_udp_and_icmp_header_fields(value: UdpDatagram | IcmpEcho, ttl: int) -> None:
+    if isinstance(value, UdpDatagram):
+        packet = build_udp(value, ttl=ttl)
+        words = (value.sport, value.dport, 8 + len(value.payload))
+    else:
+        packet = build_icmp_echo(value, ttl=ttl)
+        words = (value.ident, value.seq)
+    if value.src.version == 4:
+        assert packet[8] == ttl and packet[12:16] == value.src.packed and packet[16:20] == value.dst.packed
+        l4 = packet[20:]
+    else:
+        assert packet[7] == ttl and packet[8:24] == value.src.packed and packet[24:40] == value.dst.packed
+        l4 = packet[40:]
+    if isinstance(value, UdpDatagram):
+        assert struct.unpack("!HHH", l4[:6]) == words
+    else:
+        assert struct.unpack("!HH", l4[4:8]) == words
+    reference_verify(packet)
 
 
 @given(icmp_echoes)
@@ -296,6 +346,29 @@ def test_caller_errors() -> None:
         build_icmp_unreachable(B4, A4, Unreachable.FRAG_NEEDED, b"")
     with pytest.raises(ConfigError):
         build_icmp_unreachable(ip_address("::1"), A4, Unreachable.PORT, b"")
+
+
+def test_udp_caller_errors() -> None:
+    for bad in (UdpDatagram(A4, B4, 65536, 2, b""), UdpDatagram(A6, B6, 1, -1, b""),
+                UdpDatagram(A6, B6, 1, 2, bytes(65528))):  # UDP length 65536
+        with pytest.raises(ConfigError):
+            build_udp(bad)
+    with pytest.raises(ConfigError):
+        build_udp(UdpDatagram(A4, B4, 1, 2, bytes(65508)))  # IPv4 total length 65536
+    with pytest.raises(ConfigError):
+        build_udp(UdpDatagram(A4, B4, 1, 2, b""), ttl=256)
+    with pytest.raises(ConfigError):
+        build_icmp_echo(IcmpEcho(A6, B6, True, 1, 65536, b""))
+
+
+def test_packed_address_cache_is_bounded() -> None:
+    from wgslirpy.net import build as mod
+
+    for i in range(5000):
+        src = IPv6Address(0xFD00 << 112 | i)
+        packet = build_udp(UdpDatagram(src, B6, 1, 2, b"x"))
+        assert packet[8:24] == src.packed and packet[24:40] == B6.packed
+    assert len(mod._PACKED6) <= mod._PACKED_CACHE_MAX
 
 
 def test_deterministic() -> None:

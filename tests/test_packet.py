@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import subprocess
 import sys
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +15,13 @@ from hypothesis import strategies as st
 from tests.test_build import A4, A6, B4, B6, icmp_echoes, tcp_segments, udp_datagrams
 from wgslirpy.errors import DropReason
 from wgslirpy.net.build import build_icmp_echo, build_icmp_unreachable, build_tcp, build_udp
-from wgslirpy.net.packet import checksums_ok, decode_ip, fast_decode_tcp, impacket_decode_ip
+from wgslirpy.net.packet import (
+    checksums_ok,
+    decode_ip,
+    fast_decode_tcp,
+    fast_decode_udp_or_echo,
+    impacket_decode_ip,
+)
 from wgslirpy.net.segments import (
     IcmpEcho,
     IcmpError,
@@ -39,8 +46,19 @@ def ip4(proto: int, l4: bytes, *, options: bytes = b"", frag: int = 0, src: IPv4
                        src.packed, dst.packed) + options + l4
 
 
-def ip6(nh: int, payload: bytes) -> bytes:
-    return struct.pack("!IHBB16s16s", 0x60000000, len(payload), nh, 64, A6.packed, B6.packed) + payload
+def ip6(nh: int, payload: bytes, *, src: IPv6Address = A6, dst: IPv6Address = B6) -> bytes:
+    return struct.pack("!IHBB16s16s", 0x60000000, len(payload), nh, 64, src.packed, dst.packed) + payload
+
+
+def rewrap(packet: bytes, l4: bytes) -> bytes:
+    """``packet``'s plain IPv4/IPv6 header (addresses, protocol) around a new upper layer."""
+    if packet[0] >> 4 == 4:
+        return ip4(packet[9], l4, src=IPv4Address(packet[12:16]), dst=IPv4Address(packet[16:20]))
+    return ip6(packet[6], l4, src=IPv6Address(packet[8:24]), dst=IPv6Address(packet[24:40]))
+
+
+def l4_of(packet: bytes) -> bytes:
+    return packet[20:] if packet[0] >> 4 == 4 else packet[40:]
 
 
 def tcp_hdr(flags: int = TcpFlags.ACK, options: bytes = b"", payload: bytes = b"", doff: int | None = None) -> bytes:
@@ -129,6 +147,114 @@ def test_fast_path_agrees_with_impacket(seg: TcpSegment, trailer: bytes) -> None
     assert fast == slow == seg
 
 
+def _assert_same_fields(fast: object, slow: object) -> None:
+    assert type(fast) is type(slow)
+    for name in type(fast).__slots__:  # type: ignore[attr-defined]
+        assert getattr(fast, name) == getattr(slow, name), name
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(udp_datagrams, st.binary(max_size=12), st.binary(max_size=8))
+def test_fast_udp_agrees_with_impacket(d: UdpDatagram, slack: bytes, trailer: bytes) -> None:
+    # ``slack``: bytes inside the IP payload past the UDP length (cut off by both
+    # paths); ``trailer``: bytes past the IP length (ignored by both).
+    built = build_udp(d)
+    packet = (rewrap(built, l4_of(built) + slack) if slack else built) + trailer
+    fast = fast_decode_udp_or_echo(packet)
+    slow = impacket_decode_ip(packet)
+    assert fast is not None, "the fast path must accept this shape"
+    _assert_same_fields(fast, slow)
+    assert fast == slow == d == decode_ip(packet)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(icmp_echoes, st.integers(0, 255), st.binary(max_size=8))
+def test_fast_icmp_echo_agrees_with_impacket(e: IcmpEcho, code: int, trailer: bytes) -> None:
+    built = build_icmp_echo(e)
+    off = 20 if e.src.version == 4 else 40
+    packet = built[: off + 1] + bytes([code]) + built[off + 2 :] + trailer  # neither path reads the code
+    fast = fast_decode_udp_or_echo(packet)
+    slow = impacket_decode_ip(packet)
+    assert fast is not None, "the fast path must accept this shape"
+    _assert_same_fields(fast, slow)
+    assert fast == slow == e == decode_ip(packet)
+
+
+@st.composite
+def near_fast_shapes(draw: st.DrawFn) -> bytes:
+    """Plain-header IP packets around the fast shapes: lengths a little off, fragments,
+    the wrong ICMP for the IP version, every ICMP type class, TCP flags and offsets."""
+    v4 = draw(st.booleans())
+    proto = draw(st.sampled_from([1, 6, 17, 58]))
+    header = 20 if proto == 6 else 8
+    short = draw(st.integers(0, 3)) == 0  # a quarter of the time, shorter than the header
+    l4 = bytearray(draw(st.binary(max_size=header) if short else st.binary(min_size=header, max_size=48)))
+    if proto == 17 and len(l4) >= 6:
+        ulen = max(0, len(l4) + draw(st.sampled_from([0, 0, 0, -1, -5, 1, 3, -len(l4) + 7, -len(l4) + 8])))
+        l4[4:6] = ulen.to_bytes(2, "big")
+    elif proto in (1, 58) and l4:
+        l4[0] = draw(st.sampled_from([0, 8, 128, 129, 0, 8, 128, 129, 3, 11, 1, 2, 13, 135]))
+    elif proto == 6 and len(l4) >= 14:
+        l4[12] = draw(st.sampled_from([0x50, 0x80, 0x40, 0x60, 0xF0]))
+        l4[13] = draw(st.sampled_from([0x10, 0x18, 0x11, 0x02, 0x04, 0x30]))
+        if len(l4) >= 24 and draw(st.booleans()):
+            l4[20:24] = b"\x01\x01\x08\x0a"
+    length_error = draw(st.sampled_from([0, 0, 0, 0, 0, -1, 1, -8, 7]))
+    if v4:
+        total = max(0, 20 + len(l4) + length_error)
+        frag = draw(st.sampled_from([0, 0, 0, 0x4000, 0x2000, 0x0001]))
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, frag, 64, proto, 0, A4.packed, B4.packed)
+    else:
+        plen = max(0, len(l4) + length_error)
+        hdr = struct.pack("!IHBB16s16s", 0x60000000, plen, proto, 64, A6.packed, B6.packed)
+    return hdr + bytes(l4) + draw(st.binary(max_size=4))
+
+
+@settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(near_fast_shapes())
+def test_decode_ip_always_agrees_with_the_general_path(packet: bytes) -> None:
+    # The fast paths only ever shortcut: whatever they take, the general path decodes
+    # to an equal value, and whatever they decline it still judges (MALFORMED etc.).
+    slow = impacket_decode_ip(packet)
+    assert decode_ip(packet) == slow
+    fast = fast_decode_udp_or_echo(packet)
+    if fast is not None:
+        _assert_same_fields(fast, slow)
+
+
+def test_fast_udp_and_echo_decline_other_shapes() -> None:
+    udp = udp_hdr(b"abc")
+    echo = bytes([8, 0, 0, 0, 0, 1, 0, 2]) + b"ping"
+    declined = [
+        (ip4(17, udp, options=b"\x01\x01\x01\x00"), UdpDatagram),  # IPv4 options
+        (ip4(17, udp, frag=0x2000), MALFORMED),  # a fragment
+        (ip4(17, udp, frag=0x0001), MALFORMED),
+        (ip6(60, bytes([17, 0, 1, 4, 0, 0, 0, 0]) + udp), UdpDatagram),  # extension header
+        (ip4(17, udp_hdr(b"abc", length=7)), MALFORMED),  # UDP length below 8
+        (ip4(17, udp_hdr(b"abc", length=12)), MALFORMED),  # UDP length past the IP payload
+        (ip6(17, udp_hdr(b"abc", length=0)), MALFORMED),
+        (ip6(17, udp_hdr(b"abc", length=65535)), MALFORMED),
+        (ip4(1, echo, options=b"\x01\x01\x01\x00"), IcmpEcho),
+        (ip6(0, bytes([58, 0, 1, 4, 0, 0, 0, 0]) + bytes([128]) + echo[1:]), IcmpEcho),
+        (ip4(1, bytes([8, 0, 0, 0, 0, 1, 0])), MALFORMED),  # short ICMP header
+        (ip6(58, bytes([128, 0, 0, 0, 0, 1])), MALFORMED),
+        (ip4(1, bytes([3, 3, 0, 0, 0, 0, 0, 0]) + bytes(28)), IcmpError),  # not an echo
+        (ip6(58, bytes([1, 4, 0, 0, 0, 0, 0, 0]) + bytes(48)), IcmpError),
+        (ip4(1, bytes([13, 0]) + bytes(18)), OtherIp),  # timestamp
+        (ip4(1, bytes([128]) + echo[1:]), OtherIp),  # ICMPv6 type numbers in ICMPv4
+        (ip6(58, echo), OtherIp),  # ICMPv4 type numbers in ICMPv6
+        (ip4(58, bytes([128]) + echo[1:]), OtherIp),  # ICMPv6 inside IPv4
+        (ip6(1, echo), OtherIp),  # ICMPv4 inside IPv6
+        (ip4(6, tcp_hdr()), TcpSegment),
+        (ip4(47, udp), OtherIp),
+    ]
+    for packet, expected in declined:
+        assert fast_decode_udp_or_echo(packet) is None, packet.hex()
+        got = decode_ip(packet)
+        assert got == impacket_decode_ip(packet)
+        assert got is expected if isinstance(expected, DropReason) else isinstance(got, expected), packet.hex()
+
+
 @pytest.mark.parametrize(
     "fields",
     [
@@ -209,6 +335,19 @@ def test_every_truncation_is_malformed(packet: bytes) -> None:
         assert decode_ip(cut) is MALFORMED, n
         assert decode_ip(cut, verify_checksums=True) is MALFORMED, n
         assert fast_decode_tcp(cut) is None
+        assert fast_decode_udp_or_echo(cut) is None
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(udp_datagrams, icmp_echoes), st.integers(0, 64))
+def test_every_truncation_of_udp_and_echo_is_malformed(value: UdpDatagram | IcmpEcho, keep: int) -> None:
+    value = dataclasses.replace(value, payload=value.payload[:keep])
+    packet = build_udp(value) if isinstance(value, UdpDatagram) else build_icmp_echo(value)
+    assert fast_decode_udp_or_echo(packet) == value
+    for n in range(len(packet)):
+        cut = packet[:n]
+        assert fast_decode_udp_or_echo(cut) is None, n
+        assert decode_ip(cut) is MALFORMED, n
 
 
 @pytest.mark.parametrize("packet", _valid_packets())
@@ -242,6 +381,8 @@ def test_address_cache_is_bounded() -> None:
 @settings(max_examples=1000)
 @given(st.binary(max_size=200))
 def test_random_bytes_never_raise(data: bytes) -> None:
+    fast_decode_udp_or_echo(data)  # must not raise; what it returns is checked elsewhere
+    fast_decode_tcp(data)
     assert isinstance(decode_ip(data), DECODED)
     assert isinstance(decode_ip(data, verify_checksums=True), DECODED)
 
@@ -250,7 +391,11 @@ def test_random_bytes_never_raise(data: bytes) -> None:
 @given(st.sampled_from([b"\x45", b"\x46", b"\x4f", b"\x60"]), st.sampled_from([b"", b"\x00\x00\x28"]),
        st.binary(max_size=120))
 def test_random_bytes_behind_plausible_header_never_raise(first: bytes, mid: bytes, rest: bytes) -> None:
-    assert isinstance(decode_ip(first + mid + rest), DECODED)
+    packet = first + mid + rest
+    assert isinstance(decode_ip(packet), DECODED)
+    fast = fast_decode_udp_or_echo(packet)
+    if fast is not None:
+        assert fast == impacket_decode_ip(packet)
 
 
 @settings(max_examples=500)

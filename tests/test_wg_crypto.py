@@ -1,15 +1,25 @@
-"""Known-answer tests for wg/crypto.py (sources listed in tests/data/wg_vectors.json)."""
+"""wg/crypto.py: known-answer tests (sources listed in tests/data/wg_vectors.json), and the
+cffi fast path of the transport AEAD checked byte for byte against PyNaCl's public bindings."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import random
+import struct
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pytest
+from nacl.bindings import crypto_aead_chacha20poly1305_ietf_decrypt as public_decrypt
+from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt as public_encrypt
 
+from tests.wg_helpers import WgPair, ipv4_packet
 from wgslirpy.wg import crypto
+from wgslirpy.wg.messages import TRANSPORT_HEADER
+from wgslirpy.wg.session import Keypair
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "wg_vectors.json").read_text())
@@ -130,3 +140,190 @@ def test_tai64n() -> None:
     times = [1.0, 1.02, 1.5, 2.0, 1e9, 1e9 + 0.999999999]
     labels = [crypto.tai64n(x) for x in times]
     assert labels == sorted(labels) and len(set(labels)) == len(labels)
+
+
+# --- transport AEAD backends (cffi ``lib`` fast path and the nacl.bindings fallback) -------------
+
+Backend = tuple[Callable[..., bytes], Callable[..., bytes], Callable[..., bytes]]
+BACKENDS: dict[str, Backend] = {
+    "bindings": (crypto._portable_aead_encrypt, crypto._portable_aead_decrypt,
+                 crypto._portable_aead_encrypt_with_header)}
+if crypto.BACKEND == "cffi":
+    BACKENDS["cffi"] = (crypto._fast_aead_encrypt, crypto._fast_aead_decrypt,
+                        crypto._fast_aead_encrypt_with_header)
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return BACKENDS[request.param]
+
+
+def random_cases(seed: int, count: int) -> Iterator[tuple[bytes, int, bytes, bytes]]:
+    """(key, counter, plaintext, aad) with plaintext lengths 0..2000 and the edges around 16."""
+    r = random.Random(seed)
+    edges = [0, 1, 15, 16, 17, 31, 32, 1420, 1999, 2000]
+    for i in range(count):
+        n = edges[i] if i < len(edges) else r.randrange(2001)
+        counter = r.choice([0, 1, 2**64 - 1, r.getrandbits(64), r.getrandbits(20)])
+        yield (r.randbytes(32), counter, r.randbytes(n),
+               r.randbytes(r.choice([0, 0, 1, 32, r.randrange(100)])))
+
+
+def test_selected_backend_is_cffi_when_pynacl_has_it() -> None:
+    assert crypto.BACKEND == "cffi"  # PyNaCl >= 1.5 always ships nacl._sodium
+    assert crypto.aead_encrypt is crypto._fast_aead_encrypt
+
+
+def test_backends_match_public_binding_byte_for_byte(backend: Backend) -> None:
+    enc, dec, enc_hdr = backend
+    for key, counter, pt, aad in random_cases(seed=8439, count=300):
+        nonce = crypto.aead_nonce(counter)
+        expected = public_encrypt(pt, aad, nonce, key)
+        ct = enc(key, counter, pt, aad)
+        assert type(ct) is bytes and ct == expected
+        assert dec(key, counter, ct, aad) == public_decrypt(ct, aad, nonce, key) == pt
+        fields = (4, counter & 0xFFFFFFFF, counter)
+        msg = enc_hdr(TRANSPORT_HEADER, fields, key, counter, pt)
+        assert msg == TRANSPORT_HEADER.pack(*fields) + public_encrypt(pt, b"", nonce, key)
+
+
+def test_decrypt_rejects_every_single_bit_flip(backend: Backend) -> None:
+    enc, dec, _ = backend
+    r = random.Random(5)
+    for n in (0, 1, 33, 200):
+        key, pt, aad = r.randbytes(32), r.randbytes(n), r.randbytes(20)
+        ct = enc(key, 9, pt, aad)
+        for bit in range(len(ct) * 8):
+            bad = bytearray(ct)
+            bad[bit // 8] ^= 1 << (bit % 8)
+            with pytest.raises(crypto.CryptoError):
+                dec(key, 9, bytes(bad), aad)
+        for bit in range(len(aad) * 8):
+            bad = bytearray(aad)
+            bad[bit // 8] ^= 1 << (bit % 8)
+            with pytest.raises(crypto.CryptoError):
+                dec(key, 9, ct, bytes(bad))
+        for other_key, counter in ((key, 10), (key[:-1] + bytes([key[-1] ^ 0x80]), 9)):
+            with pytest.raises(crypto.CryptoError):
+                dec(other_key, counter, ct, aad)
+        assert dec(key, 9, ct, aad) == pt  # the failures left nothing behind
+
+
+def test_large_transport_sized_plaintext_bit_flips_rejected(backend: Backend) -> None:
+    enc, dec, _ = backend
+    key, pt = bytes(range(32)), bytes(range(256)) * 5 + bytes(140)  # 1420 bytes
+    ct = enc(key, 3, pt)
+    for bit in range(0, len(ct) * 8, 7):  # a spread of positions, tag included
+        bad = bytearray(ct)
+        bad[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(crypto.CryptoError):
+            dec(key, 3, bytes(bad))
+
+
+def test_short_ciphertext_and_bad_key(backend: Backend) -> None:
+    enc, dec, enc_hdr = backend
+    key = bytes(32)
+    for short in (b"", b"x" * 15):
+        with pytest.raises(crypto.CryptoError):
+            dec(key, 0, short)
+    for bad_key in (b"", bytes(31), bytes(33)):  # a zeroed keypair's key is b""
+        with pytest.raises(ValueError):
+            enc(bad_key, 0, b"data")
+        with pytest.raises(ValueError):
+            dec(bad_key, 0, bytes(32))
+        with pytest.raises(ValueError):
+            enc_hdr(TRANSPORT_HEADER, (4, 1, 0), bad_key, 0, b"data")
+
+
+def test_results_are_independent_copies_of_the_reused_buffers(backend: Backend) -> None:
+    enc, dec, enc_hdr = backend
+    key = bytes(range(32))
+    first = enc(key, 1, b"a" * 100)
+    first_copy = bytes(first)
+    msg = enc_hdr(TRANSPORT_HEADER, (4, 7, 2), key, 2, b"b" * 1420)
+    pt = dec(key, 1, first)
+    enc(key, 3, b"c" * 2000)
+    dec(key, 2, msg[16:])
+    assert first == first_copy and pt == b"a" * 100
+    assert dec(key, 2, msg[16:]) == b"b" * 1420
+
+
+def test_plaintext_beyond_the_reused_buffer_falls_back(backend: Backend) -> None:
+    enc, dec, enc_hdr = backend
+    key, pt = bytes(range(32)), bytes(70000)
+    ct = enc(key, 1, pt)
+    assert ct == public_encrypt(pt, b"", crypto.aead_nonce(1), key)
+    assert dec(key, 1, ct) == pt
+    assert enc_hdr(TRANSPORT_HEADER, (4, 1, 1), key, 1, pt) == TRANSPORT_HEADER.pack(4, 1, 1) + ct
+
+
+def test_header_of_any_size_up_to_the_room() -> None:
+    key = bytes(range(32))
+    for fmt in ("<I", "<IIQ", "<8Q", "<9Q"):  # 4, 16, 64 bytes, and 72 (> room: fallback)
+        h = struct.Struct(fmt)
+        fields = tuple(range(1, len(h.unpack(bytes(h.size))) + 1))
+        got = crypto.aead_encrypt_with_header(h, fields, key, 5, b"xyz")
+        assert got == h.pack(*fields) + crypto.aead_encrypt(key, 5, b"xyz")
+
+
+def select_portable_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Select the nacl.bindings fallback, as the import-time selection would without _sodium."""
+    for name in crypto.AEAD_NAMES:
+        monkeypatch.setattr(crypto, name, getattr(crypto, "_portable_" + name))
+    monkeypatch.setattr(crypto, "BACKEND", "bindings")
+
+
+def _wire_transcript() -> list[bytes]:
+    """Handshake and a few data packets between two endpoints; every datagram on the wire."""
+    pair = WgPair()
+    wire: list[bytes] = []
+    pair.a.initiate_handshake(now=pair.now)
+    for _ in range(4):
+        for src, dst in ((pair.a, pair.b), (pair.b, pair.a)):
+            for data, _addr in src.datagrams_to_send():
+                wire.append(data)
+                dst.receive_datagram(data, pair.addr_of(src), now=pair.now)
+    for size in (5, 16, 60, 1380):
+        pair.a.send_ip(ipv4_packet(bytes(size)), now=pair.now)
+        pair.b.send_ip(ipv4_packet(bytes(size), src="10.0.0.1", dst="10.0.0.2"), now=pair.now)
+        for src, dst in ((pair.a, pair.b), (pair.b, pair.a)):
+            for data, _addr in src.datagrams_to_send():
+                wire.append(data)
+                assert dst.receive_datagram(data, pair.addr_of(src), now=pair.now)
+    return wire
+
+
+def _keypair_messages() -> list[bytes]:
+    kp = Keypair(bytes(range(32)), bytes(range(32, 64)), created=0.0, local_index=1,
+                 remote_index=2, is_initiator=True)
+    msgs = [kp.encrypt(b"x" * n, 1420) for n in (0, 1, 50, 1420)]
+    peer = Keypair(kp.recv_key, kp.send_key, created=0.0, local_index=2, remote_index=1,
+                   is_initiator=False)
+    assert [peer.decrypt(c, m[16:]) for c, m in enumerate(msgs)] == [
+        b"", b"x" + bytes(15), b"x" * 50 + bytes(14), b"x" * 1420]
+    return msgs
+
+
+def test_callers_see_identical_bytes_with_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    selected = _wire_transcript(), _keypair_messages()
+    select_portable_backend(monkeypatch)
+    assert crypto.aead_encrypt is crypto._portable_aead_encrypt
+    assert (_wire_transcript(), _keypair_messages()) == selected
+
+
+def test_import_without_sodium_selects_the_public_bindings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nacl._sodium", None)  # makes the import fail
+    spec = importlib.util.spec_from_file_location("_crypto_without_sodium", crypto.__file__)
+    assert spec is not None and spec.loader is not None
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)
+    assert fresh.BACKEND == "bindings"
+    assert fresh.aead_encrypt is fresh._portable_aead_encrypt
+    assert not hasattr(fresh, "_fast_aead_encrypt")
+    for key, counter, pt, aad in random_cases(seed=3, count=20):
+        ct = fresh.aead_encrypt(key, counter, pt, aad)
+        assert ct == crypto.aead_encrypt(key, counter, pt, aad)
+        assert fresh.aead_decrypt(key, counter, ct, aad) == pt
+    with pytest.raises(fresh.CryptoError):
+        fresh.aead_decrypt(bytes(32), 0, bytes(16))

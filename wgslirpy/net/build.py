@@ -23,8 +23,11 @@ Choices:
   None sends 0). SACK blocks that do not fit the 40-byte option space are dropped
   from the end (the first block is the most recent one, RFC 2018 §4).
 * Checksums are summed arithmetically from the header fields plus one
-  ``int.from_bytes`` over the payload (see :mod:`wgslirpy.net.checksum`), so a
-  1400-byte TCP packet costs one big-integer modulo and one ``struct.pack``.
+  ``int.from_bytes`` over the payload (see :mod:`wgslirpy.net.checksum`), and the IP
+  header and the upper-layer header are packed in one ``struct`` call, so a 1400-byte
+  TCP, UDP or ICMP packet costs one big-integer modulo, one ``pack`` and one copy of
+  the payload. IPv6 addresses' 16-byte forms are memoised (bounded), as
+  :mod:`wgslirpy.net.packet` memoises address objects.
 * Invalid values (a port out of range, mixed address families, FRAG_NEEDED without
   an MTU) are caller bugs and raise :class:`~wgslirpy.errors.ConfigError`.
 """
@@ -36,21 +39,22 @@ from ipaddress import IPv4Address
 
 from wgslirpy.constants import DEFAULT_TTL
 from wgslirpy.errors import ConfigError
-from wgslirpy.net.checksum import checksum, fold, word_sum
+from wgslirpy.net.checksum import fold, word_sum
 from wgslirpy.net.segments import IcmpEcho, IPAddress, IpProto, TcpSegment, UdpDatagram, Unreachable
 
 __all__ = ["build_icmp_echo", "build_icmp_unreachable", "build_tcp", "build_udp"]
 
 # IPv4 header (RFC 791): ver/ihl, tos, total length, id, flags/frag offset, ttl, proto,
-# checksum, src, dst. Addresses are packed from their integer form.
-_IP4 = struct.Struct("!BBHHHBBHII")
-# IPv4 header + TCP header without options, packed in one call on the hot path.
-_IP4_TCP = struct.Struct("!BBHHHBBHIIHHIIBBHHH")
+# checksum, src, dst (addresses packed from their integer form), followed by the
+# upper-layer header, so that one call packs both.
+_IP4_TCP = struct.Struct("!BBHHHBBHIIHHIIBBHHH")  # + TCP header without options
+# + an 8-byte header as four 16-bit words: UDP (sport, dport, length, checksum) or
+# ICMP/ICMPv6 (type << 8 | code, checksum, two 16-bit fields).
+_IP4_SMALL = struct.Struct("!BBHHHBBHIIHHHH")
 # IPv6 header (RFC 8200): version/class/flow, payload length, next header, hop limit.
 _IP6 = struct.Struct("!IHBB16s16s")
+_IP6_SMALL = struct.Struct("!IHBB16s16sHHHH")  # + the 8-byte header as above
 _TCP = struct.Struct("!HHIIBBHHH")
-_UDP = struct.Struct("!HHHH")
-_ICMP_HDR = struct.Struct("!BBHHH")  # type, code, checksum, two 16-bit fields
 _TS_ONLY = struct.Struct("!III")  # NOP NOP kind=8 len=10 | TSval | TSecr
 _IP6_HDR_WORD = 0x60000000  # version 6, traffic class 0, flow label 0
 
@@ -72,6 +76,14 @@ _MAX_TCP_OPTIONS = 40
 # 576-byte datagram; RFC 4443 §2.4(c): as much as fits the 1280-byte IPv6 minimum MTU.
 _ICMP4_ERROR_MAX = 576
 _ICMP6_ERROR_MAX = 1280
+
+_SMALL_HEADER_LEN = 8  # UDP, or ICMP/ICMPv6 up to the end of the two 16-bit fields
+
+# ``IPv6Address.packed`` costs ~0.3 µs; replies go to a handful of peers, so memoise
+# the bytes by the address's integer (hashing an IPv6Address formats it as hex).
+# Bounded: cleared when full, so a flood of addresses cannot grow it.
+_PACKED_CACHE_MAX = 4096
+_PACKED6: dict[int, bytes] = {}
 
 _ICMP4_UNREACH = 3
 _ICMP6_UNREACH = 1
@@ -96,15 +108,35 @@ def _ip4_header_sum(total: int, flags_frag: int, ttl: int, proto: int, src: int,
     return (_VER_IHL << 8) + total + flags_frag + (ttl << 8) + proto + src + dst
 
 
-def _ip_packet(src: IPAddress, dst: IPAddress, proto: int, l4: bytes, ttl: int, flags_frag: int) -> bytes:
-    """Wrap an upper-layer message (its checksum already set) in an IPv4/IPv6 header."""
-    if type(src) is IPv4Address:
-        s = int(src)
-        d = int(dst)
-        total = _IP4_HEADER_LEN + len(l4)
-        csum = fold(_ip4_header_sum(total, flags_frag, ttl, proto, s, d))
-        return _IP4.pack(_VER_IHL, 0, total, 0, flags_frag, ttl, proto, csum, s, d) + l4
-    return _IP6.pack(_IP6_HDR_WORD, len(l4), proto, ttl, src.packed, dst.packed) + l4
+def _packed6(n: int) -> bytes:
+    """The 16 network-order bytes of the IPv6 address whose integer is ``n``, memoised."""
+    b = _PACKED6.get(n)
+    if b is None:
+        if len(_PACKED6) >= _PACKED_CACHE_MAX:
+            _PACKED6.clear()
+        b = _PACKED6[n] = n.to_bytes(16, "big")
+    return b
+
+
+def _small_packet(
+    v4: bool, s: int, d: int, proto: int, w0: int, w1: int, w2: int, w3: int, body: bytes, ttl: int
+) -> bytes:
+    """An IP packet (no DF, id 0) carrying an 8-byte header of four 16-bit words + ``body``.
+
+    ``s``/``d`` are the addresses as integers; the upper-layer checksum is already
+    one of the words.
+    """
+    length = _SMALL_HEADER_LEN + len(body)
+    if v4:
+        total = _IP4_HEADER_LEN + length
+        ipsum = fold(_ip4_header_sum(total, 0, ttl, proto, s, d))
+        hdr = _IP4_SMALL.pack(_VER_IHL, 0, total, 0, 0, ttl, proto, ipsum, s, d, w0, w1, w2, w3)
+    else:
+        hdr = _IP6_SMALL.pack(
+            _IP6_HDR_WORD, length, proto, ttl,
+            _PACKED6.get(s) or _packed6(s), _PACKED6.get(d) or _packed6(d), w0, w1, w2, w3,
+        )
+    return hdr + body
 
 
 def _check_family(src: IPAddress, dst: IPAddress) -> None:
@@ -172,17 +204,12 @@ def build_tcp(seg: TcpSegment, *, ttl: int = DEFAULT_TTL) -> bytes:
                 seg.sport, seg.dport, seg.seq, seg.ack, hlen << 2, flags, seg.window, tcsum, 0,
             )
             return b"".join((hdr, opts, payload))
-        ip6 = _IP6.pack(_IP6_HDR_WORD, tcp_len, _PROTO_TCP, ttl, src.packed, dst.packed)
+        ip6 = _IP6.pack(_IP6_HDR_WORD, tcp_len, _PROTO_TCP, ttl, _PACKED6.get(s) or _packed6(s),
+                        _PACKED6.get(d) or _packed6(d))
         tcp = _TCP.pack(seg.sport, seg.dport, seg.seq, seg.ack, hlen << 2, flags, seg.window, tcsum, 0)
         return b"".join((ip6, tcp, opts, payload))
     except (struct.error, OverflowError) as exc:
         raise ConfigError(f"cannot encode TCP segment {seg!r}: {exc}") from None
-
-
-def _udp_checksum(src: IPAddress, dst: IPAddress, udp_no_csum: bytes) -> int:
-    csum = checksum(udp_no_csum, int(src) + int(dst) + _PROTO_UDP + len(udp_no_csum))
-    # RFC 768 / RFC 8200 §8.1: a computed 0 is sent as all ones (0 means "none").
-    return csum or 0xFFFF
 
 
 def build_udp(d: UdpDatagram, *, ttl: int = DEFAULT_TTL) -> bytes:
@@ -190,28 +217,32 @@ def build_udp(d: UdpDatagram, *, ttl: int = DEFAULT_TTL) -> bytes:
 
     Does not fragment: pass the result through ``fragment_ip`` if it may exceed the MTU.
     """
-    _check_family(d.src, d.dst)
-    length = 8 + len(d.payload)
+    src, dst = d.src, d.dst
+    _check_family(src, dst)
+    payload, sport, dport = d.payload, d.sport, d.dport
+    s = int(src)
+    t = int(dst)
+    length = _SMALL_HEADER_LEN + len(payload)
     try:
-        head = _UDP.pack(d.sport, d.dport, length, 0)
-        csum = _udp_checksum(d.src, d.dst, head + d.payload)
-        udp = _UDP.pack(d.sport, d.dport, length, csum) + d.payload
-        return _ip_packet(d.src, d.dst, _PROTO_UDP, udp, ttl, 0)
+        # Pseudo-header (addresses, protocol, length) + UDP header (ports, length again).
+        csum = fold(s + t + _PROTO_UDP + length + sport + dport + length + word_sum(payload))
+        # RFC 768 / RFC 8200 §8.1: a computed 0 is sent as all ones (0 means "none").
+        return _small_packet(type(src) is IPv4Address, s, t, _PROTO_UDP, sport, dport, length,
+                             csum or 0xFFFF, payload, ttl)
     except (struct.error, OverflowError) as exc:
         raise ConfigError(f"cannot encode UDP datagram to {d.dst}:{d.dport}: {exc}") from None
 
 
 def _icmp(src: IPAddress, dst: IPAddress, type_: int, code: int, w1: int, w2: int, body: bytes, ttl: int) -> bytes:
     """An ICMP (IPv4) or ICMPv6 (IPv6, pseudo-header included) message in its IP packet."""
-    msg = _ICMP_HDR.pack(type_, code, 0, w1, w2) + body
+    s = int(src)
+    d = int(dst)
+    type_code = (type_ << 8) | code
+    total = type_code + w1 + w2 + word_sum(body)
     if type(src) is IPv4Address:
-        csum = checksum(msg)
-        proto = _PROTO_ICMP
-    else:
-        csum = checksum(msg, int(src) + int(dst) + _PROTO_ICMPV6 + len(msg))
-        proto = _PROTO_ICMPV6
-    msg = msg[:2] + csum.to_bytes(2, "big") + msg[4:]
-    return _ip_packet(src, dst, proto, msg, ttl, 0)
+        return _small_packet(True, s, d, _PROTO_ICMP, type_code, fold(total), w1, w2, body, ttl)
+    total += s + d + _PROTO_ICMPV6 + _SMALL_HEADER_LEN + len(body)
+    return _small_packet(False, s, d, _PROTO_ICMPV6, type_code, fold(total), w1, w2, body, ttl)
 
 
 def build_icmp_echo(e: IcmpEcho, *, ttl: int = DEFAULT_TTL) -> bytes:

@@ -344,24 +344,26 @@ class WireGuardEndpoint:
     def _check_inner(self, pt: bytes) -> bytes:
         n = len(pt)
         version = pt[0] >> 4
+        allowed = self._allowed
+        # Per packet: with a /0 allowed (the default) skip slicing out the source address.
         if version == 4:
             if n < 20:
                 raise _Drop(DropReason.WG_BAD_INNER)
             total = (pt[2] << 8) | pt[3]
             if total < 20 or total > n:
                 raise _Drop(DropReason.WG_BAD_INNER)
-            src = pt[12:16]
+            if not allowed.all4 and not allowed.allows(4, pt[12:16]):
+                raise _Drop(DropReason.WG_NOT_ALLOWED_SOURCE)
         elif version == 6:
             if n < 40:
                 raise _Drop(DropReason.WG_BAD_INNER)
             total = 40 + ((pt[4] << 8) | pt[5])
             if total > n:
                 raise _Drop(DropReason.WG_BAD_INNER)
-            src = pt[8:24]
+            if not allowed.all6 and not allowed.allows(6, pt[8:24]):
+                raise _Drop(DropReason.WG_NOT_ALLOWED_SOURCE)
         else:
             raise _Drop(DropReason.WG_BAD_INNER)
-        if not self._allowed.allows(version, src):
-            raise _Drop(DropReason.WG_NOT_ALLOWED_SOURCE)
         self.stats["rx_packets"] += 1
         return pt if total == n else pt[:total]
 
