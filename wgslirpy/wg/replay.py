@@ -50,9 +50,10 @@ class ReplayFilter:
         if counter > self.last:
             current = self.last >> 6
             block = counter >> 6
-            # Zero the blocks we move into (all of them after a jump past the whole ring).
-            for i in range(current + 1, min(block, current + len(ring)) + 1):
-                ring[i & mask] = 0
+            if block != current:  # the common in-order case stays in the current block
+                # Zero the blocks we move into (all of them after a jump past the whole ring).
+                for i in range(current + 1, min(block, current + len(ring)) + 1):
+                    ring[i & mask] = 0
             self.last = counter
         ring[(counter >> 6) & mask] |= 1 << (counter & 63)
 
