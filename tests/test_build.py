@@ -176,7 +176,7 @@ def test_udp_checksums(d: UdpDatagram) -> None:
 def test_udp_and_icmp_header_fields(value: UdpDatagram | IcmpEcho, ttl: int) -> None:
     if isinstance(value, UdpDatagram):
         packet = build_udp(value, ttl=ttl)
-        words = (value.sport, value.dport, 8 + len(value.payload))
+        words: tuple[int, ...] = (value.sport, value.dport, 8 + len(value.payload))
     else:
         packet = build_icmp_echo(value, ttl=ttl)
         words = (value.ident, value.seq)

@@ -225,7 +225,7 @@ def test_decode_ip_always_agrees_with_the_general_path(packet: bytes) -> None:
 def test_fast_udp_and_echo_decline_other_shapes() -> None:
     udp = udp_hdr(b"abc")
     echo = bytes([8, 0, 0, 0, 0, 1, 0, 2]) + b"ping"
-    declined = [
+    declined: list[tuple[bytes, DropReason | type]] = [
         (ip4(17, udp, options=b"\x01\x01\x01\x00"), UdpDatagram),  # IPv4 options
         (ip4(17, udp, frag=0x2000), MALFORMED),  # a fragment
         (ip4(17, udp, frag=0x0001), MALFORMED),
