@@ -280,3 +280,42 @@ def test_loopback_refused_by_default_with_one_log_line(caplog: pytest.LogCapture
             assert len(lines) == 1 and "127.0.0.1:22" in lines[0] and "--allow-loopback" in lines[0]
         finally:
             c.close()
+
+
+def test_half_close_survives_idle_writer_exit(gateway: Gateway, client: TunnelClient,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Peer FIN first, host answers much later: the peer->host greenlet delivers EOF once,
+    is not restarted for a second shutdown, and the reply still arrives with a FIN."""
+    monkeypatch.setattr(tcp_forward, "WRITER_IDLE", 0.05)
+
+    def late_reply(sock: gsocket.socket, addr: object) -> None:
+        got = b""
+        while data := sock.recv(65536):
+            got += data
+        gevent.sleep(0.3)  # several WRITER_IDLE periods with wake-ups from our own sends
+        sock.sendall(b"got %d bytes" % len(got))
+        sock.close()
+
+    server = gevent.server.StreamServer(("127.0.0.1", 0), late_reply)
+    server.start()
+    try:
+        port = server.server_port
+        client.send(build_tcp(TcpSegment(ME, LOOP, 40010, port, 100, 0, TcpFlags.SYN, 65535)))
+        synack = client.expect(lambda x: isinstance(x, TcpSegment))
+        assert isinstance(synack, TcpSegment)
+        ack = synack.seq + 1
+        client.send(build_tcp(TcpSegment(ME, LOOP, 40010, port, 101, ack, TcpFlags.ACK | TcpFlags.FIN, 65535,
+                                         payload=b"x" * 1000)))
+        reply = b""
+        fin = False
+        while not fin:
+            seg = client.expect(lambda x: isinstance(x, TcpSegment), timeout=5)
+            assert isinstance(seg, TcpSegment)
+            assert not seg.flags & TcpFlags.RST
+            reply += seg.payload
+            fin = bool(seg.flags & TcpFlags.FIN)
+            client.send(build_tcp(TcpSegment(ME, LOOP, 40010, port, 1102, (seg.seq + seg.seg_len) & 0xFFFFFFFF,
+                                             TcpFlags.ACK, 65535)))
+        assert reply == b"got 1000 bytes"
+    finally:
+        server.stop()

@@ -3,8 +3,9 @@
 A :class:`TcpFlow` owns the host socket of one :class:`~wgslirpy.net.tcp.TcpConnection`.
 ``run`` (the flow's greenlet) dials with a timeout, answers the peer's SYN (SYN-ACK, RST,
 or an ICMP unreachable through the stack) and then pumps host -> peer itself while a child
-greenlet pumps peer -> host. A pending dial blocks only this greenlet, never another flow
-or the tunnel reader.
+greenlet pumps peer -> host. The child exits after ``WRITER_IDLE`` seconds without work and
+``wake`` restarts it, so an idle flow costs one greenlet. A pending dial blocks only this
+greenlet, never another flow or the tunnel reader.
 
 Backpressure both ways comes from the core: ``conn.send`` takes at most ``send_space``
 bytes (we stop reading the host socket while the peer's window and our buffer are full),
@@ -38,6 +39,8 @@ log = logging.getLogger("wgslirpy.tcp")
 
 #: largest single read from the host socket
 HOST_READ_SIZE = 256 * 1024
+#: seconds the peer -> host pump waits for work before its greenlet exits
+WRITER_IDLE = 2.0
 
 _UNREACHABLE_BY_ERRNO = {
     errno.ENETUNREACH: Unreachable.NET,
@@ -68,6 +71,13 @@ class TcpFlow:
         self._tx_event = gevent.event.Event()
         #: the peer reset or the core gave up: the host socket gets an abortive close
         self._aborted = False
+        #: the peer -> host pump's greenlet while it runs; it exits after WRITER_IDLE seconds
+        #: without work (an idle flow keeps one greenlet) and ``wake`` starts it again
+        self._writer: gevent.Greenlet | None = None
+        #: true from the handshake until the peer -> host direction is over
+        self._pumping = False
+        #: set when the peer -> host direction is over (EOF delivered, reset or failure)
+        self._writer_finished = gevent.event.Event()
         key = conn.key
         self.label = f"{key[0]}:{key[1]} -> {key[2]}:{key[3]}"
 
@@ -76,6 +86,8 @@ class TcpFlow:
     def wake(self) -> None:
         self._rx_event.set()
         self._tx_event.set()
+        if self._pumping and self._writer is None and not self._writer_finished.is_set():
+            self._writer = gevent.spawn(self._peer_to_host)
 
     def abort(self) -> None:
         """Reset the peer side and close the host socket at once (gateway stop)."""
@@ -95,8 +107,9 @@ class TcpFlow:
         self.conn.accept(now=self.gw.now())
         self._commit()
 
-    def recv_from_peer(self) -> bytes:
-        """Block until the peer sent data (returned) or EOF (``b""``); FlowClosed on reset."""
+    def recv_from_peer(self, idle_timeout: float | None = None) -> bytes | None:
+        """Block until the peer sent data (returned) or EOF (``b""``); FlowClosed on reset;
+        None if nothing happened for ``idle_timeout`` seconds."""
         conn = self.conn
         while True:
             self._handle_events()
@@ -109,7 +122,8 @@ class TcpFlow:
             if conn.is_closed or self._aborted:
                 raise FlowClosed()
             self._rx_event.clear()
-            self._rx_event.wait()
+            if not self._rx_event.wait(idle_timeout):
+                return None
 
     def send_to_peer(self, data: bytes | memoryview) -> None:
         """Block until the core took all of ``data``; FlowClosed if the connection died."""
@@ -190,11 +204,22 @@ class TcpFlow:
         return True
 
     def _pump(self) -> None:
-        writer = gevent.spawn(self._peer_to_host)
+        self._pumping = True
+        self._writer = gevent.spawn(self._peer_to_host)
         try:
             self._host_to_peer()
         finally:
-            writer.join()
+            # The peer may still be sending (half-close): wait until that direction ends too.
+            # The writer may come and go meanwhile; the bounded waits recheck the exit test.
+            conn = self.conn
+            while not (self._writer_finished.is_set() or self._aborted):
+                if conn.is_closed and self._writer is None and not conn.readable:
+                    break
+                self._writer_finished.wait(1.0)
+            self._pumping = False
+            writer = self._writer
+            if writer is not None:
+                writer.join()
 
     def _host_to_peer(self) -> None:
         sock = self.sock
@@ -224,10 +249,15 @@ class TcpFlow:
 
     def _peer_to_host(self) -> None:
         sock = self.sock
-        assert sock is not None
+        finished = True
         try:
+            if sock is None:
+                return
             while True:
-                data = self.recv_from_peer()
+                data = self.recv_from_peer(WRITER_IDLE)
+                if data is None:
+                    finished = False  # idle: let the greenlet go; wake() brings it back
+                    return
                 if not data:
                     sock.shutdown(_stdsocket.SHUT_WR)
                     return
@@ -237,6 +267,10 @@ class TcpFlow:
         except OSError as e:
             self._host_failed(e)
         finally:
+            if self._writer is gevent.getcurrent():
+                self._writer = None
+            if finished:
+                self._writer_finished.set()
             self._tx_event.set()
 
     def _host_failed(self, e: OSError) -> None:
