@@ -306,6 +306,11 @@ def test_half_close_survives_idle_writer_exit(gateway: Gateway, client: TunnelCl
         ack = synack.seq + 1
         client.send(build_tcp(TcpSegment(ME, LOOP, 40010, port, 101, ack, TcpFlags.ACK | TcpFlags.FIN, 65535,
                                          payload=b"x" * 1000)))
+        gevent.sleep(0.15)  # the host has our data and EOF; it answers later
+        (flow,) = gateway.tcp_flows.values()
+        assert flow._writer_finished.is_set() and flow._writer is None
+        flow.wake()  # e.g. an ACK from the peer: the finished direction must not restart
+        assert flow._writer is None
         reply = b""
         fin = False
         while not fin:
