@@ -166,3 +166,8 @@ def test_installed_legacy_script_does_not_shadow_the_package(tmp_path: Path) -> 
         r = subprocess.run([sys.executable, str(bin_dir / script), "--version"], capture_output=True, text=True,
                            timeout=60, env=env, cwd=str(tmp_path))
         assert r.returncode == 0 and r.stdout.startswith("wgslirpy "), r.stderr
+
+
+def test_ipv6_peer_needs_ipv6_bind(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-k", KEY_A, "-K", KEY_B, "-p", "[fd00::2]:51820"]) == 2
+    assert "IPv6 bind address" in capsys.readouterr().err

@@ -40,9 +40,9 @@ LOOP = ipaddress.ip_address("127.0.0.1")
 class TunnelClient:
     """A WireGuard client made of our own core, on a loopback UDP socket."""
 
-    def __init__(self, gateway_addr: tuple[str, int]) -> None:
+    def __init__(self, gateway_addr: tuple[str, int], port: int = 0) -> None:
         self.sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.ep = WireGuardEndpoint(
             CLIENT_PRIVATE,
             PeerConfig(crypto.public_key(GATEWAY_PRIVATE), endpoint=gateway_addr),
@@ -324,3 +324,26 @@ def test_half_close_survives_idle_writer_exit(gateway: Gateway, client: TunnelCl
         assert reply == b"got 1000 bytes"
     finally:
         server.stop()
+
+
+def test_dual_stack_bind_initiates_to_an_ipv4_peer() -> None:
+    """-b [::]:port with -p 127.0.0.1:port: the gateway's own handshake reaches the peer."""
+    probe = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    client_port = probe.getsockname()[1]
+    probe.close()
+    config = make_config()
+    config = Config(**{**config.__dict__, "bind": (ipaddress.ip_address("::"), 0),
+                       "peer_endpoint": (LOOP, client_port)})
+    gw = Gateway(config)
+    gw.init_socket()
+    c = TunnelClient(("127.0.0.1", gw.server_port), port=client_port)
+    try:
+        gw.start()  # initiates: the client answers without having sent anything
+        deadline = time.monotonic() + 5
+        while not c.ep.has_session and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        assert c.ep.has_session
+    finally:
+        c.close()
+        gw.stop()

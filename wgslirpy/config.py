@@ -143,6 +143,8 @@ class Config:
                 raise ConfigError(f"{name}: must be positive")
         if self.keepalive_interval is not None and not 0 < self.keepalive_interval <= 65535:
             raise ConfigError("--keepalive-interval: must be between 1 and 65535 seconds")
+        if self.peer_endpoint is not None and self.peer_endpoint[0].version == 6 and self.bind[0].version == 4:
+            raise ConfigError("--peer-endpoint: an IPv6 peer needs an IPv6 bind address, e.g. -b [::]:51820")
         if self.private_key == self.peer_public_key:
             raise ConfigError("--peer-key: this is our own private key, not the peer's public key")
 

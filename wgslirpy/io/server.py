@@ -323,6 +323,8 @@ class Gateway:
                 self._sendto(sock, data, addr)
 
     def _sendto(self, sock: _stdsocket.socket, data: bytes, addr: tuple[str, int]) -> None:
+        if sock.family == _stdsocket.AF_INET6 and ":" not in addr[0]:
+            addr = ("::ffff:" + addr[0], addr[1])  # an IPv4 peer on a dual-stack socket
         for _ in range(100):
             try:
                 sock.sendto(data, addr)
