@@ -60,12 +60,12 @@ def fixed_rng(isn: int = LOCAL_SEQ, ts_offset: int = 0) -> Callable[[int], bytes
 
 
 def seg(template: TcpSegment = SEND_TEMPL, **overrides: Any) -> TcpSegment:
-    return dataclasses.replace(template, **overrides)
+    return template._replace(**overrides)
 
 
 def rseg(**overrides: Any) -> TcpSegment:
     """A segment we expect to receive from the connection."""
-    return dataclasses.replace(RECV_TEMPL, **overrides)
+    return RECV_TEMPL._replace(**overrides)
 
 
 def send(conn: TcpConnection, s: TcpSegment, now: float = T0) -> None:
@@ -88,7 +88,7 @@ def state(conn: TcpConnection) -> State:
 
 def no_window(segs: list[TcpSegment]) -> list[TcpSegment]:
     """``segs`` with the window zeroed: fixtures work with any buffer size."""
-    return [dataclasses.replace(x, window=0) for x in segs]
+    return [x._replace(window=0) for x in segs]
 
 
 def events(conn: TcpConnection) -> list[TcpEvent]:

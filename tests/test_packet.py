@@ -341,7 +341,7 @@ def test_every_truncation_is_malformed(packet: bytes) -> None:
 @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(udp_datagrams, icmp_echoes), st.integers(0, 64))
 def test_every_truncation_of_udp_and_echo_is_malformed(value: UdpDatagram | IcmpEcho, keep: int) -> None:
-    value = dataclasses.replace(value, payload=value.payload[:keep])
+    value = value._replace(payload=value.payload[:keep])
     packet = build_udp(value) if isinstance(value, UdpDatagram) else build_icmp_echo(value)
     assert fast_decode_udp_or_echo(packet) == value
     for n in range(len(packet)):

@@ -87,6 +87,9 @@ class Gateway:
         self._wall_clock = wall_clock
         self._listener = listener
         self.socket: _stdsocket.socket | None = None
+        #: the socket is AF_INET6 (IPv4 peers must be addressed as ::ffff:a.b.c.d); cached
+        #: because ``socket.family`` builds an enum on every access
+        self._ipv6_socket = False
         self._send_lock = gevent.lock.Semaphore()
         self._group = gevent.pool.Group()
         self._reader: gevent.Greenlet | None = None
@@ -181,6 +184,7 @@ class Gateway:
             except OSError:
                 pass
         sock.setblocking(False)
+        self._ipv6_socket = sock.family == _stdsocket.AF_INET6
         self.socket = sock
 
     def start(self) -> None:
@@ -323,7 +327,7 @@ class Gateway:
                 self._sendto(sock, data, addr)
 
     def _sendto(self, sock: _stdsocket.socket, data: bytes, addr: tuple[str, int]) -> None:
-        if sock.family == _stdsocket.AF_INET6 and ":" not in addr[0]:
+        if self._ipv6_socket and ":" not in addr[0]:
             addr = ("::ffff:" + addr[0], addr[1])  # an IPv4 peer on a dual-stack socket
         for _ in range(100):
             try:

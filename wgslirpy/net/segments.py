@@ -1,20 +1,24 @@
 """Parsed inner packets: the values every network core works with.
 
-These frozen dataclasses are the contract between the decoders (``net/packet.py``: a
+These immutable values are the contract between the decoders (``net/packet.py``: a
 struct fast path and impacket), the encoders (``net/build.py``) and the pure cores
 (``net/tcp.py``, ``net/udp_nat.py``, ``net/dns.py``, ``net/stack.py``). Cores and their
 tests see only these values, never impacket objects and never raw headers.
 
 Addresses are :mod:`ipaddress` objects; whether a packet is IPv4 or IPv6 follows from
 ``src.version``. Sequence numbers, ports and windows are plain ints in wire range.
+
+The types are immutable ``NamedTuple`` classes rather than frozen dataclasses: one is made
+for every packet in each direction, and a frozen dataclass with slots costs about 4 µs to
+construct against 0.6 µs for a NamedTuple (measured here). Compare them with ``==`` only
+against values of the same type (tuple equality ignores the class); copy with ``_replace``.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Union
+from typing import NamedTuple, Union
 
 IPAddress = Union[IPv4Address, IPv6Address]
 
@@ -39,8 +43,7 @@ class TcpFlags(enum.IntFlag):
     CWR = 0x80
 
 
-@dataclass(frozen=True, slots=True)
-class TcpSegment:
+class TcpSegment(NamedTuple):
     """One TCP segment with the options we understand.
 
     ``window`` is the raw 16-bit field as on the wire (not scaled). Options absent on
@@ -74,8 +77,7 @@ class TcpSegment:
         return n
 
 
-@dataclass(frozen=True, slots=True)
-class UdpDatagram:
+class UdpDatagram(NamedTuple):
     src: IPAddress
     dst: IPAddress
     sport: int
@@ -83,8 +85,7 @@ class UdpDatagram:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class IcmpEcho:
+class IcmpEcho(NamedTuple):
     """ICMP echo (IPv4) or ICMPv6 echo (IPv6) request or reply."""
 
     src: IPAddress
@@ -95,8 +96,7 @@ class IcmpEcho:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class IcmpError:
+class IcmpError(NamedTuple):
     """An ICMP/ICMPv6 error message (unreachable, time exceeded, too big...).
 
     ``quoted`` is the start of the offending packet as carried in the message.
@@ -109,8 +109,7 @@ class IcmpError:
     quoted: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class OtherIp:
+class OtherIp(NamedTuple):
     """A well-formed IP packet of a protocol we do not handle (kept for counting)."""
 
     src: IPAddress
