@@ -81,16 +81,18 @@ CLIENT_ROUTES_V6 = ("fd00:202::/64", "fd00:203::/64", "fd00:204::/64", "fd00:205
 # pass wireguard-go's cryptokey routing; nothing else routes there.
 CLIENT_ALLOWED_IPS = CLIENT_ROUTES_V4 + CLIENT_ROUTES_V6 + ("127.0.0.1/32",)
 
-# servers.py ports in ns srv (kept here so tests and benchmark agree).
-HTTP_PORT = 8080
-SINK_PORT = 9001
-ECHO_PORT = 9002
-TALKER_PORT = 9003
-TALKER_RESULT_PORT = 9004
-UDP_ECHO_PORT = 9005
-UDP_CONE_PORT = 9006
-UDP_CONE_REPLY_PORT = 9007
-CLOSED_PORT = 9999
+# servers.py ports in ns srv, re-exported so tests and benchmark agree with the servers.
+from .servers import (  # noqa: E402
+    CLOSED_PORT,
+    ECHO_PORT,
+    HTTP_PORT,
+    SINK_PORT,
+    TALKER_PORT,
+    TALKER_RESULT_PORT,
+    UDP_CONE_PORT,
+    UDP_CONE_REPLY_PORT,
+    UDP_ECHO_PORT,
+)
 # A TCP listener on 127.0.0.1 in ns gw: reachable only if the loopback policy were open.
 GW_LOOPBACK_PORT = 9100
 
