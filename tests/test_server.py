@@ -14,6 +14,7 @@ import time
 from typing import Callable, Iterator
 
 import dns.message
+import dns.rcode
 import gevent
 import gevent.queue
 import gevent.server
@@ -347,3 +348,13 @@ def test_dual_stack_bind_initiates_to_an_ipv4_peer() -> None:
     finally:
         c.close()
         gw.stop()
+
+
+def test_dns_lookups_beyond_the_bound_get_servfail_at_once(gateway: Gateway, client: TunnelClient) -> None:
+    gateway.max_dns_lookups = 0  # every lookup is "one too many": nothing is resolved
+    q = dns.message.make_query("needs-a-lookup.test", "A")
+    client.send(build_udp(UdpDatagram(ME, DNS, 5353, 53, q.to_wire())))
+    r = client.expect(lambda x: isinstance(x, UdpDatagram) and x.sport == 53)
+    assert isinstance(r, UdpDatagram)
+    answer = dns.message.from_wire(r.payload)
+    assert answer.id == q.id and answer.rcode() == dns.rcode.SERVFAIL

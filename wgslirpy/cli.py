@@ -170,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"wgslirpy: error: {e}", file=sys.stderr)
         return 2
+    _raise_open_file_limit()
     handlers = _install_signal_handlers(gateway)
     try:
         try:
@@ -182,6 +183,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for h in handlers:
             h.cancel()
     return 0
+
+
+def _raise_open_file_limit() -> None:
+    """Every forwarded flow holds a socket: lift the soft descriptor limit to the hard one
+    (the command line owns the process; the library leaves limits to its host program)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.debug("open file limit raised from %d to %d", soft, hard)
+    except (ImportError, ValueError, OSError) as e:
+        log.debug("cannot raise the open file limit: %s", e)
 
 
 def _install_signal_handlers(gateway: Any) -> list[Any]:

@@ -73,6 +73,8 @@ class Gateway:
     stop_timeout: float = 1.0
     #: size of one read from the WireGuard socket (a datagram never exceeds it)
     recv_size: int = 65535
+    #: DNS lookups in progress at most; queries beyond it are answered SERVFAIL at once
+    max_dns_lookups: int = 256
 
     def __init__(
         self,
@@ -97,6 +99,8 @@ class Gateway:
         self._stopped = True
         #: TCP flow greenlet handles by connection; entries leave when the flow ends
         self.tcp_flows: dict[TcpConnection, TcpFlow] = {}
+        #: DNS lookup greenlets running; never above max_dns_lookups
+        self._dns_lookups = 0
         #: earliest time the next policy refusal may be logged
         self._next_refusal_log = 0.0
         #: UDP relays by binding id; entries leave when the binding closes
@@ -378,7 +382,12 @@ class Gateway:
             elif isinstance(ev, UdpBindingOpened):
                 pass  # the relay opens lazily on its first UdpSend
             elif isinstance(ev, DnsLookup):
-                self._group.spawn(serve_dns_udp_lookup, self, ev)
+                if self._dns_lookups >= self.max_dns_lookups:
+                    # A query flood must not pile up greenlets: answer at once.
+                    stack.dns_udp_reply(ev.client, ev.server, stack.dns.servfail(ev.question))
+                    continue
+                self._dns_lookups += 1
+                self._group.spawn(self._dns_lookup, ev)
             elif isinstance(ev, FlowRefused):
                 self._log_refusal(ev)
 
@@ -391,6 +400,12 @@ class Gateway:
         self._next_refusal_log = now + 1.0
         why = "loopback destinations are refused (--allow-loopback permits them)"
         log.warning("refused %s %s:%d -> %s:%d: %s", ev.proto, ev.src[0], ev.src[1], ev.dst[0], ev.dst[1], why)
+
+    def _dns_lookup(self, ev: DnsLookup) -> None:
+        try:
+            serve_dns_udp_lookup(self, ev)
+        finally:
+            self._dns_lookups -= 1
 
     def flow_finished(self, conn: TcpConnection) -> None:
         """Called by a flow greenlet as it ends."""
