@@ -589,6 +589,24 @@ def test_rto_go_back_n_with_backoff() -> None:
     assert [(s.seq - LOCAL_SEQ, len(s.payload)) for s in out] == [(1 + MSS, MSS), (1 + 2 * MSS, MSS)]
 
 
+def test_rto_resends_only_what_was_sent() -> None:
+    """A window-limited partial segment, then RTO: the retransmission must not carry
+    never-sent bytes (beyond snd_max and the peer's window). It once did, the peer ACKed
+    them, and that ACK was then refused as "acks unsent data": both sides deadlocked."""
+    conn = established()
+    send(conn, seg(window=1000))
+    conn.send(bytes(5000), now=T0)
+    assert [len(s.payload) for s in recv(conn)] == [1000]
+    conn.handle_timer(now=T0 + 1.0)
+    out = recv(conn, T0 + 1.0)
+    assert [(s.seq - LOCAL_SEQ, len(s.payload)) for s in out] == [(1, 1000)]
+    # The peer got it all and opens its window: the ACK is accepted and new data flows.
+    send(conn, seg(ack=LOCAL_SEQ + 1 + 1000, window=64000), T0 + 1.1)
+    assert conn.snd_una == LOCAL_SEQ + 1 + 1000
+    assert not conn.drops.as_dict()
+    assert [len(s.payload) for s in recv(conn, T0 + 1.1)] == [MSS]  # cwnd after the RTO: 1 MSS
+
+
 def test_rto_backoff_doubles_to_max_then_abort() -> None:
     conn = established(TcpConfig(max_retransmits=8, max_rto=10.0))
     conn.send(b"data", now=T0)

@@ -73,6 +73,8 @@ class Gateway:
     stop_timeout: float = 1.0
     #: size of one read from the WireGuard socket (a datagram never exceeds it)
     recv_size: int = 65535
+    #: TCP flows described one by one in ``stats()`` (the first ones)
+    stats_flow_detail: int = 16
     #: DNS lookups in progress at most; queries beyond it are answered SERVFAIL at once
     max_dns_lookups: int = 256
 
@@ -426,6 +428,7 @@ class Gateway:
             "peer_endpoint": self.endpoint.endpoint,
             "stack": dict(self.stack.stats),
             "drops": drops,
+            "flows": [flow.describe() for flow in list(self.tcp_flows.values())[: self.stats_flow_detail]],
         }
 
     def stats_line(self) -> str:

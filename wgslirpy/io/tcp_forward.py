@@ -97,6 +97,28 @@ class TcpFlow:
         self._close_socket(abortive=True)
         self.wake()
 
+    def describe(self) -> dict[str, object]:
+        """The flow's state for the stats line (debugging a stalled connection)."""
+        c = self.conn
+        return {
+            "flow": self.label,
+            "state": c.state.name,
+            "snd_una": c.snd_una,
+            "snd_nxt": c.snd_nxt,
+            "unacked_or_unsent": len(c.tx),
+            "peer_window": c.snd_wnd,
+            "cwnd": c.cwnd,
+            "rcv_nxt": c.rcv_nxt,
+            "unread": c.readable,
+            "peer_eof": c.peer_eof,
+            "deadline": c.next_deadline(),
+            "writer": self._writer is not None,
+            "writer_finished": self._writer_finished.is_set(),
+            "received": (c.rcv_nxt - c.syn.seq - 1) & 0xFFFFFFFF,
+            "acked": (c.snd_una - c.iss - 1) & 0xFFFFFFFF,
+            "drops": c.drops.as_dict(),
+        }
+
     # --- helpers for the pumps and for in-process services (DNS over TCP) -------------
 
     def _commit(self) -> None:

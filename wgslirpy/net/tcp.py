@@ -998,8 +998,13 @@ class TcpConnection:
         with memoryview(tx) as view:
             if self._rexmit_due:
                 self._rexmit_due = False
-                n = min(smss, txlen)
-                fin = fin_seq is not None and n == txlen
+                # Resend only what was sent before (at most snd_max): never-sent bytes go
+                # through the window-checked path below, and the FIN only if it went out.
+                outstanding = (self.snd_max - una) & MASK
+                if outstanding >= HALF:
+                    outstanding = 0
+                n = min(smss, txlen, outstanding)
+                fin = fin_seq is not None and n == txlen and outstanding > txlen
                 if n or fin:
                     flags = (_F_FIN_ACK_PSH if n else _F_FIN_ACK) if fin else (_F_ACK_PSH if n == txlen else _F_ACK)
                     out.append(self._build(una, flags, bytes(view[:n]), win, ts_val, sack))
