@@ -155,6 +155,8 @@ class Stack:
         self.reassembler = Reassembler()
         self.nat = UdpNatTable(idle_timeout=config.udp_idle_timeout, max_bindings=config.max_udp_bindings)
         self.dns = DnsResponder(ttl=config.dns_ttl)
+        #: tunnel addresses we answer for ourselves (-P, -D): never forwarded to the host
+        self._served: frozenset[IPAddress] = config.pingable | {a for a, _ in config.dns}
         #: open TCP flows by (peer addr, peer port, our addr, our port); a closed flow is removed
         #: as soon as the stack notices it, so a new SYN for the same tuple starts afresh.
         self.flows: dict[FlowKey, TcpConnection] = {}
@@ -230,7 +232,7 @@ class Stack:
             self.stats["tcp_flows_opened"] += 1
             self._events.append(DnsTcpRequested(conn))
             return
-        if dst in self.config.pingable or any(dst == a for a, _ in self.config.dns) or _unforwardable(dst):
+        if dst in self._served or _unforwardable(dst):
             self.drops.add(DropReason.NOT_FOR_US)
             self._reset_for(syn)
             return
@@ -265,7 +267,7 @@ class Stack:
             self._receive_dns(d)
             return
         dst = d.dst
-        if dst in self.config.pingable or any(dst == a for a, _ in self.config.dns):
+        if dst in self._served:
             self._out.append(build_icmp_unreachable(d.dst, d.src, Unreachable.PORT, raw))
             self.drops.add(DropReason.NOT_FOR_US)
             return
