@@ -596,3 +596,11 @@ def test_zero_udp_checksum() -> None:
     v6 = build_udp(UdpDatagram(A6, B6, 1, 2, b"x"))
     v6 = v6[:46] + b"\x00\x00" + v6[48:]
     assert decode_ip(v6, verify_checksums=True) is DropReason.BAD_CHECKSUM  # RFC 8200 §8.1
+
+
+def test_preload_decoder_warms_impacket_with_a_valid_syn() -> None:
+    from wgslirpy.net import packet
+
+    packet.preload_decoder()
+    syn = packet.impacket_decode_ip(packet._WARM_UP_SYN)
+    assert isinstance(syn, TcpSegment) and syn.flags == TcpFlags.SYN and syn.mss == 1400

@@ -34,6 +34,7 @@ from gevent import socket as gsocket
 
 from ..config import Config
 from ..errors import ConfigError
+from ..net.packet import preload_decoder
 from ..net.stack import (
     DnsLookup,
     DnsTcpRequested,
@@ -197,6 +198,7 @@ class Gateway:
         if self.started:
             return
         self.init_socket()
+        preload_decoder()
         self._stopped = False
         self._stop_event.clear()
         log.info("listening on %s:%d", *self.address)
