@@ -19,10 +19,9 @@ from wgslirpy.net.stack import (
     Stack,
     StackConfig,
     TcpConnectRequested,
-    UdpBindingClosed,
-    UdpBindingOpened,
     UdpSend,
 )
+from wgslirpy.net.udp_nat import BindingClosed, BindingOpened
 from wgslirpy.net.tcp import State
 
 from .conftest import seeded_rng
@@ -223,7 +222,7 @@ def test_udp_binding_full_cone_and_expiry() -> None:
     s = make_stack(udp_idle_timeout=92.0)
     s.receive_ip(build_udp(UdpDatagram(CLIENT, SERVER, 5000, 9, b"ping")), now=NOW)
     evs = events(s)
-    assert isinstance(evs[0], UdpBindingOpened)
+    assert isinstance(evs[0], BindingOpened)
     send = evs[1]
     assert isinstance(send, UdpSend) and send.dst == SERVER and send.dport == 9 and send.payload == b"ping"
     other = ipaddress.ip_address("198.51.100.7")
@@ -232,7 +231,7 @@ def test_udp_binding_full_cone_and_expiry() -> None:
     assert reply == UdpDatagram(other, CLIENT, 1234, 5000, b"pong")
     s.handle_timer(now=NOW + 1 + 92.5)
     (closed,) = events(s)
-    assert isinstance(closed, UdpBindingClosed) and closed.reason == "idle"
+    assert isinstance(closed, BindingClosed) and closed.reason == "idle"
 
 
 def test_big_udp_reply_is_fragmented_to_the_mtu() -> None:

@@ -42,11 +42,10 @@ from ..net.stack import (
     Stack,
     StackConfig,
     TcpConnectRequested,
-    UdpBindingClosed,
-    UdpBindingOpened,
     UdpSend,
 )
 from ..net.tcp import TcpConfig, TcpConnection
+from ..net.udp_nat import BindingClosed, BindingOpened
 from ..wg.endpoint import EndpointChanged, HandshakeCompleted, PeerConfig, PeerKeysZeroed, WireGuardEndpoint
 from .dns_server import serve_dns_tcp, serve_dns_udp_lookup
 from .tcp_forward import TcpFlow
@@ -379,11 +378,11 @@ class Gateway:
                     self.udp_relays[ev.binding.id] = relay
                     self._group.spawn(relay.run)
                 relay.send(ev.dst, ev.dport, ev.payload)
-            elif isinstance(ev, UdpBindingClosed):
+            elif isinstance(ev, BindingClosed):
                 relay = self.udp_relays.pop(ev.binding.id, None)
                 if relay is not None:
                     relay.close()
-            elif isinstance(ev, UdpBindingOpened):
+            elif isinstance(ev, BindingOpened):
                 pass  # the relay opens lazily on its first UdpSend
             elif isinstance(ev, DnsLookup):
                 if self._dns_lookups >= self.max_dns_lookups:

@@ -98,17 +98,6 @@ class UdpSend:
 
 
 @dataclass(frozen=True, slots=True)
-class UdpBindingOpened:
-    binding: UdpBinding
-
-
-@dataclass(frozen=True, slots=True)
-class UdpBindingClosed:
-    binding: UdpBinding
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class DnsLookup:
     """Resolve ``question`` and give the answer to :meth:`Stack.dns_udp_reply`."""
 
@@ -127,8 +116,9 @@ class FlowRefused:
     reason: DropReason
 
 
+#: BindingOpened/BindingClosed come straight from the NAT table (net/udp_nat.py).
 StackEvent = Union[
-    TcpConnectRequested, DnsTcpRequested, UdpSend, UdpBindingOpened, UdpBindingClosed, DnsLookup, FlowRefused
+    TcpConnectRequested, DnsTcpRequested, UdpSend, BindingOpened, BindingClosed, DnsLookup, FlowRefused
 ]
 
 
@@ -227,10 +217,7 @@ class Stack:
     def _open_flow(self, syn: TcpSegment, key: FlowKey, now: float) -> None:
         dst = syn.dst
         if (dst, syn.dport) in self.config.dns:
-            conn = TcpConnection(syn, self.config.tcp, now=now, rng=self._rng)
-            self.flows[key] = conn
-            self.stats["tcp_flows_opened"] += 1
-            self._events.append(DnsTcpRequested(conn))
+            self._events.append(DnsTcpRequested(self._new_flow(syn, key, now)))
             return
         if dst in self._served or _unforwardable(dst):
             self.drops.add(DropReason.NOT_FOR_US)
@@ -244,10 +231,13 @@ class Stack:
             self.drops.add(DropReason.TCP_FLOW_LIMIT)
             self._reset_for(syn)
             return
+        self._events.append(TcpConnectRequested(self._new_flow(syn, key, now)))
+
+    def _new_flow(self, syn: TcpSegment, key: FlowKey, now: float) -> TcpConnection:
         conn = TcpConnection(syn, self.config.tcp, now=now, rng=self._rng)
         self.flows[key] = conn
         self.stats["tcp_flows_opened"] += 1
-        self._events.append(TcpConnectRequested(conn))
+        return conn
 
     def _refuse(self, proto: str, src: IPAddress, sport: int, dst: IPAddress, dport: int, reason: DropReason) -> None:
         self.drops.add(reason)
@@ -302,10 +292,7 @@ class Stack:
 
     def _pull_nat_events(self) -> None:
         while (ev := self.nat.next_event()) is not None:
-            if isinstance(ev, BindingOpened):
-                self._events.append(UdpBindingOpened(ev.binding))
-            elif isinstance(ev, BindingClosed):
-                self._events.append(UdpBindingClosed(ev.binding, ev.reason))
+            self._events.append(ev)
 
     # --- shell callbacks ---------------------------------------------------------------
 
@@ -371,9 +358,8 @@ class Stack:
                 for seg in conn.segments_to_send(now=now):
                     out.append(build_tcp(seg))
                 self._arm(conn)
-                if conn.is_closed and self.flows.get(conn.key) is conn:
-                    del self.flows[conn.key]
-                    self._armed.pop(conn, None)
+                if conn.is_closed:
+                    self.forget(conn)
         out, self._out = self._out, []
         self.stats["tx_packets"] += len(out)
         return out
