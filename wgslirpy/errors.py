@@ -103,5 +103,14 @@ class DropCounter:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    @classmethod
+    def combined(cls, *counters: "DropCounter") -> "DropCounter":
+        """A new counter holding the sums of ``counters`` (e.g. a core and its sub-cores)."""
+        total = cls()
+        for counter in counters:
+            for reason, n in counter.counts.items():
+                total.add(reason, n)
+        return total
+
     def as_dict(self) -> dict[str, int]:
         return {r.value: n for r, n in self.counts.items()}

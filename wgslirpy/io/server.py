@@ -33,7 +33,7 @@ import gevent.pool
 from gevent import socket as gsocket
 
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, DropCounter
 from ..net.packet import preload_decoder
 from ..net.stack import (
     DnsLookup,
@@ -88,7 +88,6 @@ class Gateway:
     ) -> None:
         self.config = config
         self._clock = clock
-        self._wall_clock = wall_clock
         self._listener = listener
         self.socket: _stdsocket.socket | None = None
         #: the socket is AF_INET6 (IPv4 peers must be addressed as ::ffff:a.b.c.d); cached
@@ -275,10 +274,7 @@ class Gateway:
             except _Timeout:
                 pass
             except OSError as e:  # the socket was closed under us
-                if self._stopped:
-                    return
-                log.error("WireGuard socket failed: %s; stopping", e)
-                self._stop_event.set()
+                self._fatal(e)
                 return
             now = self.now()
             for _ in range(burst):
@@ -289,10 +285,7 @@ class Gateway:
                 except OSError as e:
                     if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                         continue  # an ICMP error about an earlier send: not fatal
-                    if self._stopped:
-                        return
-                    log.error("WireGuard socket failed: %s; stopping", e)
-                    self._stop_event.set()
+                    self._fatal(e)
                     return
                 try:
                     inner = endpoint.receive_datagram(data, addr, now=now)
@@ -301,6 +294,12 @@ class Gateway:
                 except Exception:  # a bug in a core must not kill the gateway
                     log.exception("internal error while handling a datagram from %s", addr)
             self._after_turn()
+
+    def _fatal(self, e: OSError) -> None:
+        """The WireGuard socket broke: make serve_forever stop (unless we are stopping anyway)."""
+        if not self._stopped:
+            log.error("WireGuard socket failed: %s; stopping", e)
+            self._stop_event.set()
 
     def _after_turn(self) -> None:
         now = self.now()
@@ -362,13 +361,9 @@ class Gateway:
         stack = self.stack
         while (ev := stack.next_event()) is not None:
             if isinstance(ev, TcpConnectRequested):
-                flow = TcpFlow(self, ev.conn)
-                self.tcp_flows[ev.conn] = flow
-                self._group.spawn(flow.run)
+                self._group.spawn(self._new_flow(ev.conn).run)
             elif isinstance(ev, DnsTcpRequested):
-                flow = TcpFlow(self, ev.conn)
-                self.tcp_flows[ev.conn] = flow
-                self._group.spawn(serve_dns_tcp, self, flow)
+                self._group.spawn(serve_dns_tcp, self, self._new_flow(ev.conn))
             elif isinstance(ev, UdpSend):
                 relay = self.udp_relays.get(ev.binding.id)
                 if relay is None:
@@ -410,6 +405,10 @@ class Gateway:
         finally:
             self._dns_lookups -= 1
 
+    def _new_flow(self, conn: TcpConnection) -> TcpFlow:
+        flow = self.tcp_flows[conn] = TcpFlow(self, conn)
+        return flow
+
     def flow_finished(self, conn: TcpConnection) -> None:
         """Called by a flow greenlet as it ends."""
         self.tcp_flows.pop(conn, None)
@@ -417,9 +416,7 @@ class Gateway:
     # --- introspection -----------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        drops = dict(self.endpoint.drops.as_dict())
-        for k, v in self.stack.all_drops().as_dict().items():
-            drops[k] = drops.get(k, 0) + v
+        drops = DropCounter.combined(self.endpoint.drops, self.stack.all_drops()).as_dict()
         return {
             "tcp_flows": len(self.tcp_flows),
             "tcp_flows_in_stack": self.stack.open_flow_count(),

@@ -416,8 +416,4 @@ class Stack:
 
     def all_drops(self) -> DropCounter:
         """Drops counted here and in the sub-cores (reassembly, NAT, DNS), merged."""
-        total = DropCounter()
-        for counter in (self.drops, self.reassembler.drops, self.nat.drops, self.dns.drops):
-            for reason, n in counter.counts.items():
-                total.add(reason, n)
-        return total
+        return DropCounter.combined(self.drops, self.reassembler.drops, self.nat.drops, self.dns.drops)
