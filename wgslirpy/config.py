@@ -18,7 +18,6 @@ from . import constants as C
 from .errors import ConfigError
 from .net.segments import IPAddress
 
-Address = tuple[str, int]
 
 
 def parse_key(text: str, what: str) -> bytes:

@@ -90,7 +90,8 @@ class TcpFlow:
             self._writer = gevent.spawn(self._peer_to_host)
 
     def abort(self) -> None:
-        """Reset the peer side and close the host socket at once (gateway stop)."""
+        """Reset the peer side and close the host socket at once; the caller flushes
+        (the gateway's stop flushes once for all flows)."""
         self.conn.abort()
         self.gw.stack.mark(self.conn)
         self._aborted = True
@@ -187,8 +188,7 @@ class TcpFlow:
                 self._pump()
         except Exception:
             log.exception("%s: internal error; resetting the flow", self.label)
-            self.conn.abort()
-            self.gw.stack.mark(self.conn)
+            self.abort()
             self.gw.flush()
         finally:
             self._close_socket(abortive=self._aborted)
@@ -300,11 +300,8 @@ class TcpFlow:
         if self._aborted:
             return  # we closed the socket ourselves
         log.debug("%s: host socket error: %s", self.label, e)
-        self.conn.abort()
-        self._aborted = True
-        self._commit()
-        self._close_socket(abortive=True)
-        self.wake()
+        self.abort()
+        self.gw.flush()
 
     def _close_socket(self, *, abortive: bool) -> None:
         sock, self.sock = self.sock, None
