@@ -19,7 +19,6 @@ from .errors import ConfigError
 from .net.segments import IPAddress
 
 
-
 def parse_key(text: str, what: str) -> bytes:
     """A base64 WireGuard key (32 bytes); surrounding whitespace is ignored."""
     s = text.strip()
