@@ -38,16 +38,13 @@ from typing import Iterator, Union
 
 from wgslirpy.errors import ConfigError, DropCounter, DropReason
 from wgslirpy.net.checksum import checksum
+from wgslirpy.net.segments import IPV6_EXTENSION_CHAIN, IpProto
 
 __all__ = ["Reassembler", "fragment_ip"]
 
-_FRAGMENT = 44
-_IPV6_HOP_BY_HOP = 0
-_IPV6_ROUTING = 43
-_IPV6_DEST_OPTS = 60
-_IPV6_CHAIN = (_IPV6_HOP_BY_HOP, _IPV6_ROUTING, _IPV6_DEST_OPTS)
+_FRAGMENT = int(IpProto.IPV6_FRAGMENT)
 # First next-header values that may lead to a Fragment header.
-_FRAGMENT_OR_CHAIN = frozenset((_FRAGMENT, *_IPV6_CHAIN))
+_FRAGMENT_OR_CHAIN = frozenset((_FRAGMENT, *IPV6_EXTENSION_CHAIN))
 
 _MF = 0x2000
 _DF = 0x4000
@@ -102,7 +99,7 @@ def _ipv6_fragment_header(packet: bytes, n: int) -> tuple[int, int] | None:
     nh = packet[6]
     nh_pos = 6
     off = 40
-    while nh in _IPV6_CHAIN:
+    while nh in IPV6_EXTENSION_CHAIN:
         if off + 8 > n:
             return None
         nh = packet[off]
@@ -393,13 +390,13 @@ def _fragment_v6(packet: bytes, mtu: int, ident: int) -> list[bytes]:
     # Unfragmentable part (RFC 8200 §4.5): the header plus Hop-by-Hop and Routing
     # headers (and Destination Options in front of a Routing header).
     nh, nh_pos, off, unfrag_end, unfrag_nh_pos = packet[6], 6, 40, 40, 6
-    while nh in _IPV6_CHAIN:
+    while nh in IPV6_EXTENSION_CHAIN:
         if off + 8 > end:
             raise ConfigError("cannot fragment: malformed IPv6 extension headers")
         this = nh
         nh, nh_pos = packet[off], off
         off += (packet[off + 1] + 1) * 8
-        if this in (_IPV6_HOP_BY_HOP, _IPV6_ROUTING):
+        if this in (IpProto.IPV6_HOP_BY_HOP, IpProto.IPV6_ROUTING):
             unfrag_end, unfrag_nh_pos = off, nh_pos
     if nh == _FRAGMENT:
         raise ConfigError("cannot fragment a packet that is already a fragment")

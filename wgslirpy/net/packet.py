@@ -67,6 +67,7 @@ from typing import Any, NamedTuple
 from wgslirpy.errors import DropReason
 from wgslirpy.net.checksum import checksum
 from wgslirpy.net.segments import (
+    IPV6_EXTENSION_CHAIN,
     Decoded,
     IcmpEcho,
     IcmpError,
@@ -109,10 +110,6 @@ _IP4_HDR = struct.Struct("!BBHHHBBH4s4s")
 _IP6_HDR = struct.Struct("!IHBB16s16s")
 _U16 = struct.Struct("!H")
 
-_IPV6_HOP_BY_HOP = 0
-_IPV6_ROUTING = 43
-_IPV6_DEST_OPTS = 60
-_IPV6_SKIPPED = (_IPV6_HOP_BY_HOP, _IPV6_ROUTING, _IPV6_DEST_OPTS)
 
 _ICMP4_ECHO = {8: True, 0: False}  # type -> is_request
 _ICMP6_ECHO = {128: True, 129: False}
@@ -336,15 +333,15 @@ def _layout(buf: bytes) -> _Layout | DropReason:
             return _MALFORMED
         nh = buf[6]
         off = 40
-        while nh in _IPV6_SKIPPED:
-            if nh == _IPV6_HOP_BY_HOP and off != 40:
+        while nh in IPV6_EXTENSION_CHAIN:
+            if nh == IpProto.IPV6_HOP_BY_HOP and off != 40:
                 return _MALFORMED  # RFC 8200 §4.3: only immediately after the header
             if off + 8 > end:
                 return _MALFORMED
             hlen = (buf[off + 1] + 1) * 8
             if off + hlen > end:
                 return _MALFORMED
-            if nh != _IPV6_ROUTING and not _ipv6_options_ok(buf[off + 2 : off + hlen]):
+            if nh != IpProto.IPV6_ROUTING and not _ipv6_options_ok(buf[off + 2 : off + hlen]):
                 return _MALFORMED
             nh = buf[off]
             off += hlen

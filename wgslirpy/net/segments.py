@@ -24,12 +24,20 @@ IPAddress = Union[IPv4Address, IPv6Address]
 
 
 class IpProto(enum.IntEnum):
+    IPV6_HOP_BY_HOP = 0
     ICMP = 1
     TCP = 6
     UDP = 17
+    IPV6_ROUTING = 43
     IPV6_FRAGMENT = 44
     ICMPV6 = 58
     IPV6_NONXT = 59
+    IPV6_DEST_OPTS = 60
+
+
+#: IPv6 extension headers that may stand between the fixed header and a Fragment header
+#: or the upper layer (RFC 8200 §4.1); plain ints for fast membership tests.
+IPV6_EXTENSION_CHAIN = (int(IpProto.IPV6_HOP_BY_HOP), int(IpProto.IPV6_ROUTING), int(IpProto.IPV6_DEST_OPTS))
 
 
 class TcpFlags(enum.IntFlag):
