@@ -385,6 +385,8 @@ class Stack:
     # --- timers ------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
+        if self._dirty:
+            return float("-inf")  # output pending: flush now
         timers = self._timers
         while timers:
             deadline, _, conn = timers[0]
@@ -394,8 +396,6 @@ class Stack:
         candidates = [d for d in (self.reassembler.next_deadline(), self.nat.next_deadline()) if d is not None]
         if timers:
             candidates.append(timers[0][0])
-        if self._dirty:
-            return float("-inf")  # output pending: flush now
         return min(candidates) if candidates else None
 
     def handle_timer(self, *, now: float) -> None:
