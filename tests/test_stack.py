@@ -294,3 +294,127 @@ def test_dns_localhost_is_answered_at_once() -> None:
     (reply,) = sent(s)
     assert isinstance(reply, UdpDatagram)
     assert dns.message.from_wire(reply.payload).answer[0][0].address == "::1"
+
+
+# --- TIME-WAIT reuse, the deadline heap, TCP drop folding --------------------------------
+
+
+def _time_wait_flow(s: Stack, *, ts: bool = True) -> tuple[object, int, int]:
+    """Drive one flow through a close we start into TIME-WAIT; returns (conn, peer seq, peer ts)."""
+    first = syn()
+    if not ts:
+        first = first._replace(ts_val=None, ts_ecr=None)
+    s.receive_ip(build_tcp(first), now=NOW)
+    (ev,) = events(s)
+    conn = ev.conn
+    conn.accept(now=NOW)
+    s.mark(conn)
+    (synack,) = sent(s)
+    assert isinstance(synack, TcpSegment)
+    our = (synack.seq + 1) & 0xFFFFFFFF
+    peer = 1001
+
+    def seg(flags: TcpFlags, seq: int, ack: int, tsv: int) -> TcpSegment:
+        return TcpSegment(CLIENT, SERVER, 40000, 80, seq, ack, flags, 64240,
+                          ts_val=tsv if ts else None, ts_ecr=synack.ts_val if ts else None)
+
+    s.receive_ip(build_tcp(seg(TcpFlags.ACK, peer, our, 2)), now=NOW)
+    conn.close(now=NOW)  # the host closed first: we send FIN
+    s.mark(conn)
+    sent(s)
+    s.receive_ip(build_tcp(seg(TcpFlags.ACK, peer, our + 1, 3)), now=NOW)
+    s.receive_ip(build_tcp(seg(TcpFlags.FIN | TcpFlags.ACK, peer, our + 1, 4)), now=NOW)
+    sent(s)
+    assert conn.state is State.TIME_WAIT
+    return conn, peer + 1, 4
+
+
+@pytest.mark.parametrize("ts", [True, False])
+def test_acceptable_syn_in_time_wait_reopens_at_once(ts: bool) -> None:
+    s = make_stack()
+    old, next_seq, last_ts = _time_wait_flow(s, ts=ts)
+    new_syn = syn(seq=next_seq + 100000)._replace(ts_val=last_ts + 10 if ts else None, ts_ecr=0 if ts else None)
+    s.receive_ip(build_tcp(new_syn), now=NOW + 1)
+    (ev,) = events(s)
+    assert isinstance(ev, TcpConnectRequested) and ev.conn is not old
+    assert s.flows[ev.conn.key] is ev.conn
+    assert sent(s, NOW + 1) == []  # no challenge ACK: the shell dials the new flow
+    assert s.stats["tcp_time_wait_reopened"] == 1
+
+
+def test_old_syn_in_time_wait_still_gets_a_challenge_ack() -> None:
+    s = make_stack()
+    old, next_seq, last_ts = _time_wait_flow(s)
+    stale = syn(seq=next_seq - 10)._replace(ts_val=last_ts - 1, ts_ecr=0)
+    s.receive_ip(build_tcp(stale), now=NOW + 1)
+    assert events(s) == []
+    assert s.flows[old.key] is old  # type: ignore[attr-defined]
+    (ack,) = sent(s, NOW + 1)
+    assert isinstance(ack, TcpSegment) and ack.flags == TcpFlags.ACK
+
+
+def _established(s: Stack, sport: int = 40000) -> object:
+    s.receive_ip(build_tcp(syn(sport=sport)), now=NOW)
+    (ev,) = events(s)
+    ev.conn.accept(now=NOW)
+    s.mark(ev.conn)
+    sent(s)
+    return ev.conn
+
+
+def test_deadline_heap_stays_bounded_when_deadlines_move_later() -> None:
+    s = make_stack()
+    conn = _established(s)
+    for i in range(5000):
+        # Every turn pushes the flow's deadline later (as each ACK restarts the RTO).
+        conn._timer_at = NOW + 10 + i  # type: ignore[attr-defined]
+        s.mark(conn)
+        s.packets_to_send(now=NOW)
+    assert s.timer_entries() <= 2
+    assert s.next_deadline() == NOW + 10 + 4999
+
+
+def test_deadline_heap_stays_bounded_when_deadlines_move_earlier() -> None:
+    s = make_stack()
+    conns = [_established(s, sport=41000 + i) for i in range(4)]
+    for i in range(5000):
+        conn = conns[i % 4]
+        conn._timer_at = NOW + 10000 - i  # type: ignore[attr-defined]
+        s.mark(conn)
+        s.packets_to_send(now=NOW)
+    assert s.timer_entries() <= 2 * 4 + 64
+    assert s.next_deadline() == NOW + 10000 - 4999
+
+
+def test_moved_deadline_fires_at_its_new_time_only() -> None:
+    s = make_stack()
+    conn = _established(s)
+    conn._timer_at = NOW + 1  # type: ignore[attr-defined]
+    s.mark(conn)
+    s.packets_to_send(now=NOW)
+    conn._timer_at = NOW + 3  # type: ignore[attr-defined]
+    s.mark(conn)
+    s.packets_to_send(now=NOW)
+    fired: list[float] = []
+    conn.handle_timer = lambda *, now: fired.append(now)  # type: ignore[attr-defined]
+    s.handle_timer(now=NOW + 1)
+    assert fired == [] and s.next_deadline() == NOW + 3
+    s.handle_timer(now=NOW + 3)
+    assert fired == [NOW + 3]
+
+
+def test_tcp_drops_and_counters_survive_their_flow() -> None:
+    s = make_stack()
+    conn = _established(s)
+    conn.drops.add(DropReason.TCP_OUT_OF_WINDOW, 3)  # type: ignore[attr-defined]
+    conn.counters = {"rto": 2, "tlp": 1}  # type: ignore[attr-defined]
+    assert s.all_drops()[DropReason.TCP_OUT_OF_WINDOW] == 3  # live flows count
+    assert s.tcp_counters() == {"rto": 2, "tlp": 1}
+    conn.abort()  # type: ignore[attr-defined]
+    s.mark(conn)  # type: ignore[arg-type]
+    sent(s)
+    assert s.open_flow_count() == 0
+    assert s.all_drops()[DropReason.TCP_OUT_OF_WINDOW] == 3
+    assert s.tcp_counters() == {"rto": 2, "tlp": 1}
+    s.forget(conn)  # type: ignore[arg-type]  # forgetting twice folds once
+    assert s.all_drops()[DropReason.TCP_OUT_OF_WINDOW] == 3

@@ -426,6 +426,7 @@ class Gateway:
             "peer_endpoint": self.endpoint.endpoint,
             "stack": dict(self.stack.stats),
             "drops": drops,
+            "tcp": self.stack.tcp_counters(),
             "flows": [flow.describe() for flow in list(self.tcp_flows.values())[: self.stats_flow_detail]],
         }
 

@@ -48,7 +48,7 @@ from .segments import (
     UdpDatagram,
     Unreachable,
 )
-from .tcp import TcpConfig, TcpConnection
+from .tcp import State, TcpConfig, TcpConnection
 from .udp_nat import BindingClosed, BindingOpened, UdpBinding, UdpNatTable
 
 FlowKey = tuple[IPAddress, int, IPAddress, int]
@@ -156,16 +156,28 @@ class Stack:
         #: flows to poll for segments / wake in the shell; insertion-ordered set
         self._dirty: dict[TcpConnection, None] = {}
         self._touched: dict[TcpConnection, None] = {}
-        #: lazy heap of (deadline, tiebreak, flow); stale entries are skipped on pop
+        #: lazy heap of (time, tiebreak, flow). A flow's live entry is the one whose time is
+        #: ``_queued[flow]``; every other entry of it is stale and skipped on pop. An entry is
+        #: pushed only when a deadline moves *earlier* than the live entry (a later deadline
+        #: is noticed when the live entry pops and is re-pushed then), and the heap is rebuilt
+        #: when stale entries outnumber live ones, so len(_timers) <= 2 * len(_queued) + 64.
         self._timers: list[tuple[float, int, TcpConnection]] = []
         self._tiebreak = itertools.count()
+        #: each flow's current deadline (absent: none); always >= ``_queued[flow]``
         self._armed: dict[TcpConnection, float] = {}
+        #: time of each flow's live heap entry; a flow in ``_armed`` is always in here
+        self._queued: dict[TcpConnection, float] = {}
+        #: drop reasons and counters of the TCP flows already forgotten (live ones are
+        #: added when asked: ``all_drops``, ``tcp_counters``)
+        self._retired_tcp_drops = DropCounter()
+        self._retired_tcp_counters: dict[str, int] = {}
         self.stats: dict[str, int] = {
             "rx_packets": 0,
             "tx_packets": 0,
             "tcp_flows_opened": 0,
             "icmp_echo_replies": 0,
             "dns_queries": 0,
+            "tcp_time_wait_reopened": 0,
         }
 
     # --- input from the tunnel ---------------------------------------------------------
@@ -198,6 +210,13 @@ class Stack:
         key = (seg.src, seg.sport, seg.dst, seg.dport)
         conn = self.flows.get(key)
         if conn is not None:
+            if seg.flags & TcpFlags.SYN and conn.state is State.TIME_WAIT and conn.can_reopen(seg):
+                # RFC 6191 / RFC 1122 4.2.2.13: a SYN beyond the old incarnation (by
+                # timestamp, else by sequence number) reopens at once, no challenge ACK.
+                self.forget(conn)
+                self.stats["tcp_time_wait_reopened"] += 1
+                self._open_flow(seg, key, now)
+                return
             conn.handle_segment(seg, now=now)
             self.mark(conn)
             if not conn.is_closed:
@@ -205,7 +224,8 @@ class Stack:
             # A closed flow (e.g. after TIME-WAIT or an abort) gives way to a new SYN.
             if not (seg.flags & TcpFlags.SYN and not seg.flags & TcpFlags.ACK):
                 return
-            self.flows.pop(key, None)
+            self.forget(conn)
+            self._dirty[conn] = None  # still drain what it answered
         flags = seg.flags
         if not flags & TcpFlags.SYN or flags & (TcpFlags.ACK | TcpFlags.RST | TcpFlags.FIN):
             self.drops.add(DropReason.TCP_NO_FLOW)
@@ -335,11 +355,16 @@ class Stack:
         self.forget(conn)
 
     def forget(self, conn: TcpConnection) -> None:
-        """Drop ``conn`` from the tables without sending anything."""
+        """Drop ``conn`` from the tables without sending anything; its drop reasons and
+        counters are folded into the stack's totals (once)."""
         if self.flows.get(conn.key) is conn:
             del self.flows[conn.key]
+            for reason, n in conn.drops.counts.items():
+                self._retired_tcp_drops.add(reason, n)
+            _add_counts(self._retired_tcp_counters, _tcp_counters(conn))
         self._dirty.pop(conn, None)
         self._armed.pop(conn, None)
+        self._queued.pop(conn, None)
 
     # --- output ------------------------------------------------------------------------
 
@@ -357,9 +382,10 @@ class Stack:
             for conn in dirty:
                 for seg in conn.segments_to_send(now=now):
                     out.append(build_tcp(seg))
-                self._arm(conn)
-                if conn.is_closed:
-                    self.forget(conn)
+                if conn.is_closed or self.flows.get(conn.key) is not conn:
+                    self.forget(conn)  # closed, or already forgotten: no timers
+                else:
+                    self._arm(conn)
         out, self._out = self._out, []
         self.stats["tx_packets"] += len(out)
         return out
@@ -369,10 +395,24 @@ class Stack:
         if deadline is None:
             self._armed.pop(conn, None)
             return
-        if self._armed.get(conn) == deadline:
-            return
         self._armed[conn] = deadline
-        heapq.heappush(self._timers, (deadline, next(self._tiebreak), conn))
+        queued = self._queued.get(conn)
+        if queued is not None and queued <= deadline:
+            return  # the live entry pops first and re-pushes the later deadline
+        self._push(conn, deadline)
+
+    def _push(self, conn: TcpConnection, deadline: float) -> None:
+        self._queued[conn] = deadline
+        timers = self._timers
+        heapq.heappush(timers, (deadline, next(self._tiebreak), conn))
+        if len(timers) > 2 * len(self._queued) + 64:
+            queued = self._queued
+            self._timers = [e for e in timers if queued.get(e[2]) == e[0]]
+            heapq.heapify(self._timers)
+
+    def timer_entries(self) -> int:
+        """Entries in the deadline heap, stale ones included (bounded; for tests and stats)."""
+        return len(self._timers)
 
     def next_event(self) -> StackEvent | None:
         return self._events.popleft() if self._events else None
@@ -388,10 +428,20 @@ class Stack:
         if self._dirty:
             return float("-inf")  # output pending: flush now
         timers = self._timers
+        queued, armed = self._queued, self._armed
         while timers:
-            deadline, _, conn = timers[0]
-            if self._armed.get(conn) == deadline:
-                break
+            t, _, conn = timers[0]
+            if queued.get(conn) == t:
+                deadline = armed.get(conn)
+                if deadline == t:
+                    break
+                # The deadline moved later (or went away): move the live entry along.
+                heapq.heappop(timers)
+                del queued[conn]
+                if deadline is not None:
+                    self._push(conn, deadline)
+                timers = self._timers
+                continue
             heapq.heappop(timers)  # stale entry
         candidates = [d for d in (self.reassembler.next_deadline(), self.nat.next_deadline()) if d is not None]
         if timers:
@@ -402,12 +452,19 @@ class Stack:
         self.reassembler.handle_timer(now=now)
         self.nat.handle_timer(now=now)
         self._pull_nat_events()
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            deadline, _, conn = heapq.heappop(timers)
-            if self._armed.get(conn) != deadline:
+        queued, armed = self._queued, self._armed
+        while self._timers and self._timers[0][0] <= now:
+            t, _, conn = heapq.heappop(self._timers)
+            if queued.get(conn) != t:
+                continue  # stale entry
+            del queued[conn]
+            deadline = armed.get(conn)
+            if deadline is None:
                 continue
-            del self._armed[conn]
+            if deadline > now:
+                self._push(conn, deadline)  # moved later since this entry was pushed
+                continue
+            del armed[conn]
             conn.handle_timer(now=now)
             self.mark(conn)
 
@@ -415,5 +472,30 @@ class Stack:
         return len(self.flows)
 
     def all_drops(self) -> DropCounter:
-        """Drops counted here and in the sub-cores (reassembly, NAT, DNS), merged."""
-        return DropCounter.combined(self.drops, self.reassembler.drops, self.nat.drops, self.dns.drops)
+        """Drops counted here and in the sub-cores (reassembly, NAT, DNS, every TCP flow,
+        live or forgotten), merged."""
+        return DropCounter.combined(
+            self.drops,
+            self.reassembler.drops,
+            self.nat.drops,
+            self.dns.drops,
+            self._retired_tcp_drops,
+            *(conn.drops for conn in self.flows.values()),
+        )
+
+    def tcp_counters(self) -> dict[str, int]:
+        """Sums of the TCP flows' event counters (RTOs, recoveries, ...), live or forgotten."""
+        total = dict(self._retired_tcp_counters)
+        for conn in self.flows.values():
+            _add_counts(total, _tcp_counters(conn))
+        return total
+
+
+def _tcp_counters(conn: TcpConnection) -> dict[str, int]:
+    counters: dict[str, int] = getattr(conn, "counters", None) or {}
+    return counters
+
+
+def _add_counts(total: dict[str, int], counts: dict[str, int]) -> None:
+    for name, n in counts.items():
+        total[name] = total.get(name, 0) + n
