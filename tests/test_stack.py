@@ -418,3 +418,21 @@ def test_tcp_drops_and_counters_survive_their_flow() -> None:
     assert s.tcp_counters() == {"rto": 2, "tlp": 1}
     s.forget(conn)  # type: ignore[arg-type]  # forgetting twice folds once
     assert s.all_drops()[DropReason.TCP_OUT_OF_WINDOW] == 3
+
+
+def test_host_icmp_error_for_an_ipv6_client_of_an_ipv4_remote_is_translated() -> None:
+    from wgslirpy.net.stack import HostIcmpError
+
+    s = make_stack()
+    s.receive_ip(build_udp(UdpDatagram(CLIENT6, ipaddress.ip_address(f"::ffff:{SERVER}"), 5000, 9, b"hi")), now=NOW)
+    binding = next(ev.binding for ev in events(s) if isinstance(ev, UdpSend))
+    sent(s)
+    s.udp_icmp_error(binding.id, SERVER, 9, 2, HostIcmpError(False, 3, 13), offender=ipaddress.ip_address("198.51.100.1"),
+                     now=NOW)
+    (err,) = sent(s)
+    mapped = ipaddress.ip_address(f"::ffff:{SERVER}")
+    # administratively prohibited -> ICMPv6 type 1 code 1; the IPv4 router cannot be an
+    # IPv6 source other than mapped, so the error comes from it as ::ffff:198.51.100.1
+    assert isinstance(err, IcmpError) and (err.type, err.code) == (1, 1) and err.dst == CLIENT6
+    assert err.src == ipaddress.ip_address("::ffff:198.51.100.1")
+    assert err.quoted[24:40] == mapped.packed  # the quoted datagram is the client's own

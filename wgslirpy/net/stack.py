@@ -35,7 +35,7 @@ from typing import Callable, Union
 
 from .. import constants as C
 from ..errors import DropCounter, DropReason
-from .build import build_icmp_echo, build_icmp_unreachable, build_tcp, build_udp
+from .build import build_icmp_echo, build_icmp_error, build_icmp_unreachable, build_tcp, build_udp
 from .dns import DnsQuestion, DnsResponder
 from .fragments import Reassembler, fragment_ip
 from .packet import decode_ip
@@ -49,7 +49,7 @@ from .segments import (
     Unreachable,
 )
 from .tcp import State, TcpConfig, TcpConnection
-from .udp_nat import BindingClosed, BindingOpened, UdpBinding, UdpNatTable
+from .udp_nat import BindingClosed, BindingOpened, UdpBinding, UdpNatTable, reply_source
 
 FlowKey = tuple[IPAddress, int, IPAddress, int]
 
@@ -122,6 +122,63 @@ StackEvent = Union[
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class HostIcmpError:
+    """An ICMP error the host received about one of a binding's datagrams (as the kernel
+    reports it: ``sock_extended_err`` ee_origin ICMP/ICMP6, ee_type, ee_code, ee_info)."""
+
+    icmp6: bool
+    type: int
+    code: int
+    #: IPv4 frag needed / ICMPv6 packet too big: the MTU; parameter problem: the pointer
+    info: int = 0
+
+
+#: RFC 7915 §4.2: ICMPv4 destination-unreachable codes as ICMPv6 (type, code)
+_UNREACH_4TO6 = {
+    0: (1, 0), 1: (1, 0), 2: (4, 1), 3: (1, 4), 5: (1, 0), 6: (1, 0), 7: (1, 0), 8: (1, 0),
+    9: (1, 1), 10: (1, 1), 11: (1, 0), 12: (1, 0), 13: (1, 1), 15: (1, 1),
+}
+
+
+def relay_icmp_error(err: HostIcmpError, client_v6: bool) -> tuple[int, int, int] | None:
+    """(type, code, rest-of-header word) of the error to send a client of that family, or
+    None for a message that is not a relayable error. Same family: unreachable, time
+    exceeded, parameter problem and packet too big pass through as they are; an ICMPv4
+    error for an IPv6 client (an IPv4-mapped remote) is translated per RFC 7915 §4.2."""
+    t, c, info = err.type, err.code, err.info & 0xFFFFFFFF
+    if err.icmp6:
+        if not client_v6:
+            return None
+        if t == 1 or t == 3:
+            return (t, c, 0)
+        if t == 2:
+            return (2, 0, max(info, 1280))
+        if t == 4:
+            return (4, c, info)
+        return None
+    if not client_v6:
+        if t == 3:
+            return (3, c, info & 0xFFFF if c == 4 else 0)
+        if t == 11:
+            return (11, c, 0)
+        if t == 12:
+            return (12, c, (info & 0xFF) << 24)
+        return None
+    if t == 3:
+        if c == 4:
+            return (2, 0, max(info + 20, 1280))
+        mapped = _UNREACH_4TO6.get(c)
+        if mapped is None:
+            return None
+        return (*mapped, 6 if mapped[0] == 4 else 0)
+    if t == 11:
+        return (3, c, 0)
+    if t == 12:
+        return (4, 0, 0)
+    return None
+
+
 def is_loopback(addr: IPAddress) -> bool:
     """Addresses that reach the gateway host itself (incl. ::ffff:127.0.0.1 and 0.0.0.0)."""
     if addr.is_loopback or addr.is_unspecified:
@@ -178,6 +235,7 @@ class Stack:
             "icmp_echo_replies": 0,
             "dns_queries": 0,
             "tcp_time_wait_reopened": 0,
+            "udp_icmp_errors_relayed": 0,
         }
 
     # --- input from the tunnel ---------------------------------------------------------
@@ -329,16 +387,43 @@ class Stack:
     def udp_port_unreachable(
         self, binding_id: int, remote: IPAddress, remote_port: int, payload_len: int = 0, *, now: float
     ) -> None:
-        """The host's network refused a datagram from ``binding`` to ``remote``: tell the client.
+        """The host's network refused a datagram from ``binding`` to ``remote``: tell the client."""
+        icmp6 = remote.version == 6
+        self.udp_icmp_error(binding_id, remote, remote_port, payload_len, HostIcmpError(icmp6, 1 if icmp6 else 3, 4 if icmp6 else 3), now=now)
+
+    def udp_icmp_error(
+        self,
+        binding_id: int,
+        remote: IPAddress,
+        remote_port: int,
+        payload_len: int,
+        error: "HostIcmpError",
+        *,
+        offender: IPAddress | None = None,
+        now: float,
+    ) -> None:
+        """The host's socket for ``binding`` got ``error`` about a datagram to ``remote``:
+        relay the same ICMP type and code to the client (translated to its family per
+        RFC 7915 §4.2 when needed). The binding stays.
 
         The quoted packet is rebuilt from the binding (addresses, ports, length); a client
-        matches the error to its socket by exactly those fields.
+        matches the error to its socket by exactly those fields. The error comes from
+        ``offender`` (the router that sent it) when the client's family can carry it.
         """
         b = self.nat.get(binding_id)
         if b is None:
             return
-        original = build_udp(UdpDatagram(b.client_addr, remote, b.client_port, remote_port, bytes(min(payload_len, 8))))
-        self._emit(build_icmp_unreachable(remote, b.client_addr, Unreachable.PORT, original))
+        dst = reply_source(b, remote)
+        relayed = relay_icmp_error(error, b.client_addr.version == 6)
+        if dst is None or relayed is None:
+            self.drops.add(DropReason.UDP_FAMILY_MISMATCH if dst is None else DropReason.UNSUPPORTED_PROTOCOL)
+            return
+        src = reply_source(b, offender) if offender is not None else None
+        if src is None or src.version != dst.version:
+            src = dst
+        original = build_udp(UdpDatagram(b.client_addr, dst, b.client_port, remote_port, bytes(min(payload_len, 8))))
+        self.stats["udp_icmp_errors_relayed"] += 1
+        self._emit(build_icmp_error(src, b.client_addr, *relayed, original))
 
     def udp_binding_failed(self, binding_id: int) -> None:
         """The shell could not keep the binding's socket: forget the binding."""
