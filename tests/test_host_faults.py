@@ -1,5 +1,6 @@
-"""Host-side UDP faults: queued ICMP errors are parsed, relayed with their own type and
-code, and never close the binding; sends on a full socket never block."""
+"""Host-side faults. UDP: queued ICMP errors are parsed, relayed with their own type and
+code, and never close the binding; sends on a full socket never block. TCP: a reset after
+the peer's FIN reaches the host socket even while the flow waits in its recv."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import socket
 import struct
 from typing import Iterator
 
+import time
+
+import gevent
+import gevent.queue
 import gevent.server
+from gevent import socket as gsocket
 import pytest
 
 from wgslirpy import Gateway
@@ -19,7 +25,8 @@ from wgslirpy.io import udp_forward
 from wgslirpy.io.udp_forward import QueuedError, host_icmp_error, parse_extended_err
 from wgslirpy.net.build import build_udp
 from wgslirpy.net.checksum import checksum
-from wgslirpy.net.segments import IcmpError, UdpDatagram
+from wgslirpy.net.build import build_tcp
+from wgslirpy.net.segments import IcmpError, TcpFlags, TcpSegment, UdpDatagram
 from wgslirpy.net.stack import HostIcmpError, relay_icmp_error
 
 from .test_server import LOOP, ME, TunnelClient, make_config
@@ -211,3 +218,53 @@ def test_send_on_a_full_socket_drops_and_counts_instead_of_blocking() -> None:
         relay.send(LOOP, 9, b"z")
         relay.close()
         assert gw.stack.drops[DropReason.UDP_HOST_SEND_FAILED] == 1
+
+
+# --- TCP: a reset after the peer's FIN ---------------------------------------------------
+
+
+def test_peer_reset_after_its_fin_resets_the_host_and_ends_the_flow(gateway: Gateway,
+                                                                  client: TunnelClient) -> None:
+    """The peer sends data + FIN (delivered: the host reads EOF), then RST. The flow sits
+    in the host socket's recv (the host never writes); the RST must still close the host
+    socket abortively and end the flow's greenlet."""
+    outcome: gevent.queue.Queue[str] = gevent.queue.Queue()
+
+    def host(sock: gsocket.socket, addr: object) -> None:
+        while sock.recv(65536):
+            pass
+        outcome.put("eof")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # watch the state; never write (that would wake the flow)
+            state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+            if state == 7:  # TCP_CLOSE: a RST arrived (CLOSE_WAIT, 8, while our side stays open)
+                outcome.put("reset")
+                return
+            gevent.sleep(0.02)
+        outcome.put(f"still open (state {state})")
+
+    server = gevent.server.StreamServer(("127.0.0.1", 0), host)
+    server.start()
+    try:
+        port = server.server_port
+        client.send(build_tcp(TcpSegment(ME, LOOP, 40020, port, 100, 0, TcpFlags.SYN, 65535)))
+        synack = client.expect(lambda x: isinstance(x, TcpSegment))
+        assert isinstance(synack, TcpSegment) and synack.flags & TcpFlags.SYN
+        ack = synack.seq + 1
+        client.send(build_tcp(TcpSegment(ME, LOOP, 40020, port, 101, ack, TcpFlags.ACK | TcpFlags.FIN, 65535,
+                                         payload=b"bye")))
+        assert outcome.get(timeout=5) == "eof"
+        (flow,) = gateway.tcp_flows.values()
+        deadline = time.monotonic() + 5
+        while not flow._writer_finished.is_set() and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        assert flow._writer_finished.is_set()
+        client.send(build_tcp(TcpSegment(ME, LOOP, 40020, port, 105, 0, TcpFlags.RST, 0)))
+        result = outcome.get(timeout=6)
+        assert result.startswith("reset"), result
+        deadline = time.monotonic() + 5
+        while gateway.tcp_flows and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        assert not gateway.tcp_flows  # the greenlet ended and the socket is closed
+    finally:
+        server.stop()
