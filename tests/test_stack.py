@@ -250,12 +250,90 @@ def test_big_udp_reply_is_fragmented_to_the_mtu() -> None:
     assert decode_ip(done[0]) == UdpDatagram(SERVER, CLIENT, 9, 5000, bytes(range(256)) * 125)
 
 
-def test_udp_to_loopback_gets_port_unreachable() -> None:
+@pytest.mark.parametrize("src, dst, type_code", [
+    (CLIENT, "127.0.0.1", (3, 13)),
+    (CLIENT, "169.254.169.254", (3, 13)),
+    (CLIENT6, "::1", (1, 1)),
+    (CLIENT6, "fe80::1", (1, 1)),
+])
+def test_denied_udp_gets_administratively_prohibited(src, dst, type_code) -> None:
     s = make_stack()
-    s.receive_ip(build_udp(UdpDatagram(CLIENT, ipaddress.ip_address("127.0.0.1"), 5000, 53, b"q")), now=NOW)
-    assert [e for e in events(s) if isinstance(e, UdpSend)] == []
+    s.receive_ip(build_udp(UdpDatagram(src, ipaddress.ip_address(dst), 5000, 53, b"q")), now=NOW)
+    evs = events(s)
+    assert [e for e in evs if isinstance(e, UdpSend)] == []
+    (refused,) = [e for e in evs if isinstance(e, FlowRefused)]
+    assert refused.proto == "UDP" and "--allow" in refused.why
     (err,) = sent(s)
-    assert isinstance(err, IcmpError) and (err.type, err.code) == (3, 3)
+    assert isinstance(err, IcmpError) and (err.type, err.code) == type_code
+    assert s.nat.get(1) is None  # no binding was made
+
+
+@pytest.mark.parametrize("dst", ["224.0.0.251", "255.255.255.255", "ff02::fb"])
+def test_denied_multicast_and_broadcast_udp_get_no_icmp(dst: str) -> None:
+    s = make_stack()
+    src = CLIENT6 if ":" in dst else CLIENT
+    s.receive_ip(build_udp(UdpDatagram(src, ipaddress.ip_address(dst), 5353, 5353, b"q")), now=NOW)
+    assert sent(s) == []
+    assert s.drops[DropReason.UDP_DENIED] == 1
+
+
+@pytest.mark.parametrize("dst", ["169.254.169.254", "fe80::1", "224.0.0.1", "255.255.255.255"])
+def test_denied_tcp_gets_rst(dst: str) -> None:
+    s = make_stack()
+    src = CLIENT6 if ":" in dst else CLIENT
+    s.receive_ip(build_tcp(syn(dst=ipaddress.ip_address(dst), src=src)), now=NOW)
+    evs = events(s)
+    assert not any(isinstance(e, TcpConnectRequested) for e in evs)
+    assert any(isinstance(e, FlowRefused) and e.reason is DropReason.TCP_DENIED for e in evs)
+    (rst,) = sent(s)
+    assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST
+    assert s.open_flow_count() == 0
+
+
+def test_allow_and_deny_rules_reach_the_stack() -> None:
+    from wgslirpy.net.policy import parse_rules
+
+    s = make_stack(rules=parse_rules([("allow", "169.254.169.254:80"), ("deny", "192.0.2.0/24:25")]))
+    s.receive_ip(build_tcp(syn(dst=ipaddress.ip_address("169.254.169.254"))), now=NOW)
+    assert any(isinstance(e, TcpConnectRequested) for e in events(s))
+    s.receive_ip(build_tcp(syn(dport=25, sport=40001)), now=NOW)
+    (ev,) = events(s)
+    assert isinstance(ev, FlowRefused) and ev.why == "denied by --deny 192.0.2.0/24:25"
+    s.receive_ip(build_udp(UdpDatagram(CLIENT, SERVER, 5000, 25, b"q")), now=NOW)
+    assert s.drops[DropReason.UDP_DENIED] == 1
+
+
+def test_pending_connect_limit_gets_rst_and_frees_up() -> None:
+    s = make_stack(max_pending_connects=2)
+    conns = []
+    for sport in (40000, 40001):
+        s.receive_ip(build_tcp(syn(sport=sport)), now=NOW)
+        (ev,) = events(s)
+        conns.append(ev.conn)
+    assert s.pending_connect_count() == 2
+    s.receive_ip(build_tcp(syn(sport=40002)), now=NOW)
+    (ev,) = events(s)
+    assert isinstance(ev, FlowRefused) and ev.reason is DropReason.TCP_CONNECT_LIMIT
+    assert "--max-pending-connects" in ev.why
+    (rst,) = sent(s)
+    assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST
+    conns[0].accept(now=NOW)  # one dial finished: room for a new one
+    s.mark(conns[0])
+    s.tcp_unreachable(conns[1], Unreachable.HOST)  # the other failed
+    sent(s)
+    assert s.pending_connect_count() == 0
+    s.receive_ip(build_tcp(syn(sport=40003)), now=NOW)
+    assert isinstance(events(s)[0], TcpConnectRequested)
+
+
+def test_tcp_flow_limit_gets_rst() -> None:
+    s = make_stack(max_tcp_flows=1)
+    s.receive_ip(build_tcp(syn(sport=40000)), now=NOW)
+    events(s)
+    s.receive_ip(build_tcp(syn(sport=40001)), now=NOW)
+    (ev,) = events(s)
+    assert isinstance(ev, FlowRefused) and ev.reason is DropReason.TCP_FLOW_LIMIT
+    assert s.all_drops()[DropReason.TCP_FLOW_LIMIT] == 1
 
 
 def test_udp_port_unreachable_from_host_reaches_client() -> None:

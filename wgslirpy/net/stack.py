@@ -18,10 +18,15 @@ Contract (ARCHITECTURE.md §2.2 vocabulary):
 * Shell callbacks: ``udp_reply``, ``udp_port_unreachable``, ``dns_udp_reply``,
   ``tcp_unreachable`` and ``mark`` (call after driving a connection from a flow greenlet).
 
-Policy decided here, not in the shell: flows towards the host's loopback are refused
-unless ``allow_loopback``; only bare SYNs create flows (any other segment for an unknown
-flow is answered with RST, as RFC 9293 §3.10.7.1 says); the ``-P`` and ``-D`` addresses
-are served by us and never forwarded.
+Policy decided here, not in the shell: each new TCP flow and each UDP datagram is judged
+by the destination :class:`~wgslirpy.net.policy.Policy` (``--allow``/``--deny``; loopback,
+link-local, multicast and broadcast denied by default): a denied TCP SYN gets a RST, a
+denied UDP datagram an ICMP administratively prohibited (none for multicast or broadcast
+destinations, RFC 1122 §3.2.2). Limits: past ``max_tcp_flows`` open flows or
+``max_pending_connects`` dials in progress a SYN gets a RST. Every refusal is counted
+and queued as :class:`FlowRefused` (the shell logs it, rate-limited). Only bare SYNs create
+flows (any other segment for an unknown flow is answered with RST, as RFC 9293 §3.10.7.1
+says); the ``-P`` and ``-D`` addresses are served by us and never forwarded.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from .build import build_icmp_echo, build_icmp_error, build_icmp_unreachable, bu
 from .dns import DnsQuestion, DnsResponder
 from .fragments import Reassembler, fragment_ip
 from .packet import decode_ip
+from .policy import Policy, Rule
 from .segments import (
     IcmpEcho,
     IcmpError,
@@ -67,7 +73,13 @@ class StackConfig:
     max_udp_bindings: int = C.DEFAULT_MAX_UDP_BINDINGS
     dns_ttl: int = C.DEFAULT_DNS_TTL
     #: new TCP flows past this many open ones are refused with RST
-    max_tcp_flows: int = 65536
+    max_tcp_flows: int = C.DEFAULT_MAX_TCP_FLOWS
+    #: new TCP flows while this many dials are in progress are refused with RST
+    max_pending_connects: int = C.DEFAULT_MAX_PENDING_CONNECTS
+    #: bytes of fragments held for reassembly at most
+    max_reassembly_bytes: int = C.DEFAULT_MAX_REASSEMBLY_BYTES
+    #: the user's destination rules (--allow/--deny, first match wins), before the defaults
+    rules: tuple[Rule, ...] = ()
 
 
 # --- events for the shell -------------------------------------------------------------
@@ -114,6 +126,8 @@ class FlowRefused:
     src: tuple[IPAddress, int]
     dst: tuple[IPAddress, int]
     reason: DropReason
+    #: why, for the log line (names the option that changes it)
+    why: str = ""
 
 
 #: BindingOpened/BindingClosed come straight from the NAT table (net/udp_nat.py).
@@ -179,17 +193,11 @@ def relay_icmp_error(err: HostIcmpError, client_v6: bool) -> tuple[int, int, int
     return None
 
 
-def is_loopback(addr: IPAddress) -> bool:
-    """Addresses that reach the gateway host itself (incl. ::ffff:127.0.0.1 and 0.0.0.0)."""
-    if addr.is_loopback or addr.is_unspecified:
-        return True
-    mapped = getattr(addr, "ipv4_mapped", None)
-    return mapped is not None and (mapped.is_loopback or mapped.is_unspecified)
-
-
-def _unforwardable(addr: IPAddress) -> bool:
-    """Destinations no flow may target: multicast, broadcast."""
-    return addr.is_multicast or (addr.version == 4 and int(addr) == 0xFFFFFFFF)
+def _no_icmp_errors(addr: IPAddress) -> bool:
+    """Destinations whose datagrams never get an ICMP error (RFC 1122 §3.2.2): multicast,
+    broadcast."""
+    mapped = getattr(addr, "ipv4_mapped", None) or addr
+    return mapped.is_multicast or (mapped.version == 4 and int(mapped) == 0xFFFFFFFF)
 
 
 class Stack:
@@ -199,7 +207,8 @@ class Stack:
         self.config = config
         self._rng = rng
         self.drops = DropCounter()
-        self.reassembler = Reassembler()
+        self.reassembler = Reassembler(max_bytes=config.max_reassembly_bytes)
+        self.policy = Policy(config.rules, allow_loopback=config.allow_loopback)
         self.nat = UdpNatTable(idle_timeout=config.udp_idle_timeout, max_bindings=config.max_udp_bindings)
         self.dns = DnsResponder(ttl=config.dns_ttl)
         #: tunnel addresses we answer for ourselves (-P, -D): never forwarded to the host
@@ -222,6 +231,8 @@ class Stack:
         self._tiebreak = itertools.count()
         #: each flow's current deadline (absent: none); always >= ``_queued[flow]``
         self._armed: dict[TcpConnection, float] = {}
+        #: flows handed to the shell to dial and not yet accepted, refused or closed
+        self._dialing: dict[TcpConnection, None] = {}
         #: time of each flow's live heap entry; a flow in ``_armed`` is always in here
         self._queued: dict[TcpConnection, float] = {}
         #: drop reasons and counters of the TCP flows already forgotten (live ones are
@@ -297,19 +308,29 @@ class Stack:
         if (dst, syn.dport) in self.config.dns:
             self._events.append(DnsTcpRequested(self._new_flow(syn, key, now)))
             return
-        if dst in self._served or _unforwardable(dst):
+        if dst in self._served:
             self.drops.add(DropReason.NOT_FOR_US)
             self._reset_for(syn)
             return
-        if not self.config.allow_loopback and is_loopback(dst):
-            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, DropReason.TCP_LOOPBACK_REFUSED)
+        decision = self.policy.decide(dst, syn.dport)
+        if not decision.allowed:
+            reason = DropReason.TCP_LOOPBACK_REFUSED if decision.category == "loopback" else DropReason.TCP_DENIED
+            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, reason, decision.explain())
             self._reset_for(syn)
             return
         if len(self.flows) >= self.config.max_tcp_flows:
-            self.drops.add(DropReason.TCP_FLOW_LIMIT)
+            why = f"{self.config.max_tcp_flows} TCP flows are open (--max-tcp-flows)"
+            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, DropReason.TCP_FLOW_LIMIT, why)
             self._reset_for(syn)
             return
-        self._events.append(TcpConnectRequested(self._new_flow(syn, key, now)))
+        if len(self._dialing) >= self.config.max_pending_connects:
+            why = f"{self.config.max_pending_connects} connects are in progress (--max-pending-connects)"
+            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, DropReason.TCP_CONNECT_LIMIT, why)
+            self._reset_for(syn)
+            return
+        conn = self._new_flow(syn, key, now)
+        self._dialing[conn] = None
+        self._events.append(TcpConnectRequested(conn))
 
     def _new_flow(self, syn: TcpSegment, key: FlowKey, now: float) -> TcpConnection:
         conn = TcpConnection(syn, self.config.tcp, now=now, rng=self._rng)
@@ -317,9 +338,11 @@ class Stack:
         self.stats["tcp_flows_opened"] += 1
         return conn
 
-    def _refuse(self, proto: str, src: IPAddress, sport: int, dst: IPAddress, dport: int, reason: DropReason) -> None:
+    def _refuse(
+        self, proto: str, src: IPAddress, sport: int, dst: IPAddress, dport: int, reason: DropReason, why: str
+    ) -> None:
         self.drops.add(reason)
-        self._events.append(FlowRefused(proto, (src, sport), (dst, dport), reason))
+        self._events.append(FlowRefused(proto, (src, sport), (dst, dport), reason, why))
 
     def _reset_for(self, seg: TcpSegment) -> None:
         """RST answering ``seg`` (RFC 9293 §3.10.7.1: seq from its ACK, else ACK its span)."""
@@ -339,12 +362,15 @@ class Stack:
             self._out.append(build_icmp_unreachable(d.dst, d.src, Unreachable.PORT, raw))
             self.drops.add(DropReason.NOT_FOR_US)
             return
-        if _unforwardable(dst) or d.dport == 0:
+        if d.dport == 0:
             self.drops.add(DropReason.NOT_FOR_US)
             return
-        if not self.config.allow_loopback and is_loopback(dst):
-            self._refuse("UDP", d.src, d.sport, dst, d.dport, DropReason.UDP_LOOPBACK_REFUSED)
-            self._out.append(build_icmp_unreachable(d.dst, d.src, Unreachable.PORT, raw))
+        decision = self.policy.decide(dst, d.dport)
+        if not decision.allowed:
+            reason = DropReason.UDP_LOOPBACK_REFUSED if decision.category == "loopback" else DropReason.UDP_DENIED
+            self._refuse("UDP", d.src, d.sport, dst, d.dport, reason, decision.explain())
+            if not _no_icmp_errors(dst):
+                self._out.append(build_icmp_unreachable(d.dst, d.src, Unreachable.ADMIN, raw))
             return
         binding = self.nat.outbound(d, now=now)
         self._pull_nat_events()
@@ -450,6 +476,7 @@ class Stack:
         self._dirty.pop(conn, None)
         self._armed.pop(conn, None)
         self._queued.pop(conn, None)
+        self._dialing.pop(conn, None)
 
     # --- output ------------------------------------------------------------------------
 
@@ -464,7 +491,10 @@ class Stack:
             dirty = self._dirty
             self._dirty = {}
             out = self._out
+            dialing = self._dialing
             for conn in dirty:
+                if dialing and conn in dialing and (conn.accepted or conn.is_closed):
+                    del dialing[conn]
                 for seg in conn.segments_to_send(now=now):
                     out.append(build_tcp(seg))
                 if conn.is_closed or self.flows.get(conn.key) is not conn:
@@ -555,6 +585,10 @@ class Stack:
 
     def open_flow_count(self) -> int:
         return len(self.flows)
+
+    def pending_connect_count(self) -> int:
+        """Dials handed to the shell and not yet answered (bounded by max_pending_connects)."""
+        return len(self._dialing)
 
     def all_drops(self) -> DropCounter:
         """Drops counted here and in the sub-cores (reassembly, NAT, DNS, every TCP flow,
