@@ -79,6 +79,7 @@ class DropReason(enum.Enum):
     UDP_FAMILY_MISMATCH = "udp_family_mismatch"  # a reply the client's address family cannot carry
     UDP_HOST_SEND_FULL = "udp_host_send_full"  # the host UDP socket's buffer was full
     UDP_HOST_SEND_FAILED = "udp_host_send_failed"  # the host refused the send (e.g. EMSGSIZE)
+    FRAGMENT_DUPLICATE = "fragment_duplicate"  # an exact copy of a fragment already held
 
     # --- Outgoing queue ---
     TRANSMIT_QUEUE_FULL = "transmit_queue_full"
