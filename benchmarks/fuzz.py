@@ -547,6 +547,9 @@ class StackTarget:
                 stack.mark(conn)
             else:
                 stack.tcp_unreachable(conn, r.choice([u for u in Unreachable if u is not Unreachable.FRAG_NEEDED]))
+        if len(self.accepted) > 256:
+            self.accepted = [c for c in self.accepted if not c.is_closed and c in self.stack._dirty or
+                             self.stack.flows.get(c.key) is c]
         if self.accepted and r.random() < 0.3:
             conn = r.choice(self.accepted)
             y = r.random()
@@ -574,6 +577,7 @@ class StackTarget:
                 stack.udp_icmp_error(b.id, remote, r.choice(PORTS), r.randrange(100), err, offender=offender, now=self.now)
 
     def drain(self) -> int:
+        self.stack.touched_flows()  # as the shell does each turn (it wakes these flows' greenlets)
         out = self.stack.packets_to_send(now=self.now)
         for pkt in out:
             if pkt[0] >> 4 in (4, 6):

@@ -198,7 +198,8 @@ def parse_rule(text: str, *, allow: bool, what: str | None = None) -> Rule:
     try:
         network = ipaddress.ip_network(net_text.strip(), strict=False)
     except ValueError:
-        raise ConfigError(f"{what}: {text!r} is not an address or prefix (e.g. 10.0.0.0/8:443 or [fd00::/8]:443)") from None
+        example = "e.g. 10.0.0.0/8:443 or [fd00::/8]:443"
+        raise ConfigError(f"{what}: {text!r} is not an address or prefix ({example})") from None
     return Rule(allow, network, ports)
 
 

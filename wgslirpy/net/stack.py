@@ -415,7 +415,8 @@ class Stack:
     ) -> None:
         """The host's network refused a datagram from ``binding`` to ``remote``: tell the client."""
         icmp6 = remote.version == 6
-        self.udp_icmp_error(binding_id, remote, remote_port, payload_len, HostIcmpError(icmp6, 1 if icmp6 else 3, 4 if icmp6 else 3), now=now)
+        port_unreachable = HostIcmpError(icmp6, 1, 4) if icmp6 else HostIcmpError(False, 3, 3)
+        self.udp_icmp_error(binding_id, remote, remote_port, payload_len, port_unreachable, now=now)
 
     def udp_icmp_error(
         self,
