@@ -60,3 +60,11 @@ DEFAULT_MSS_IPV4: Final = 536
 DEFAULT_MSS_IPV6: Final = 1220
 MAX_UDP_PAYLOAD_IPV4: Final = 65507
 MAX_UDP_PAYLOAD_IPV6: Final = 65527
+
+# --- Tunnel MTU ----------------------------------------------------------------------
+# The tunnel carries IPv6, and IPv6 needs every link to carry 1280-byte packets (RFC 8200
+# §5), so no tunnel MTU below that is valid. This is the one rule: config.py checks it, and a
+# core that validates its own mtu argument (wg/endpoint.py, net/tcp.py) checks the same
+# constant rather than a smaller floor of its own (IPv4's 68, TCP's headers + minimum MSS).
+MIN_MTU: Final = 1280
+MAX_MTU: Final = 65535
