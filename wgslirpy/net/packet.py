@@ -5,7 +5,7 @@ Contract: :func:`decode_ip` takes the bytes of one reassembled IPv4 or IPv6 pack
 value, or a :class:`~wgslirpy.errors.DropReason` for input it will not handle. It
 never raises, whatever the bytes. Bytes beyond the IP total length are ignored.
 
-Two paths (ARCHITECTURE.md §4, §5):
+Two paths (see *Decoding: impacket and the fast paths* in docs/ARCHITECTURE.md):
 
 1. Pure ``struct`` decoders, picked by :func:`decode_ip` from the version and protocol
    byte. They handle IPv4 without options or fragmentation, or IPv6 whose next header
