@@ -36,3 +36,12 @@ def test_other_record_field_orders_are_pinned() -> None:
     assert IcmpEcho._fields == ("src", "dst", "is_request", "ident", "seq", "payload")
     assert IcmpError._fields == ("src", "dst", "type", "code", "quoted")
     assert OtherIp._fields == ("src", "dst", "proto")
+
+
+def test_packet_option_record_mirrors_the_segment_options() -> None:
+    # net/packet.py parses TCP options into its own small record before building the
+    # segment; its fields and defaults must be exactly TcpSegment's option fields.
+    from wgslirpy.net.packet import _TcpOptions
+
+    assert _TcpOptions._fields == TcpSegment._fields[9:]
+    assert _TcpOptions._field_defaults == {k: TcpSegment._field_defaults[k] for k in _TcpOptions._fields}

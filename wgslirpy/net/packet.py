@@ -354,7 +354,7 @@ def _layout(buf: bytes) -> _Layout | DropReason:
 # ----------------------------------------------------------------------- TCP options
 
 
-class _TcpOptions(NamedTuple):
+class _TcpOptions(NamedTuple):  # TcpSegment's option fields and defaults (pinned by tests/test_segments.py)
     mss: int | None = None
     wscale: int | None = None
     sack_permitted: bool = False
