@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from . import constants as C
+from . import keys
 from .errors import ConfigError
-from .keys import check_key
 from .net.segments import IPAddress
 
 
@@ -29,7 +29,7 @@ def parse_key(text: str, what: str) -> bytes:
         raw = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError):
         raise ConfigError(f"{what}: not valid base64") from None
-    return check_key(raw, what)
+    return keys.check_key(raw, what)
 
 
 def read_key_file(path: str, what: str) -> bytes:
@@ -122,9 +122,9 @@ class Config:
 
     def __post_init__(self) -> None:
         for name in ("private_key", "peer_public_key"):
-            check_key(getattr(self, name), name)
+            keys.check_key(getattr(self, name), name)
         if self.preshared_key is not None:
-            check_key(self.preshared_key, "preshared_key")
+            keys.check_key(self.preshared_key, "preshared_key")
         if not C.MIN_MTU <= self.mtu <= C.MAX_MTU:
             raise ConfigError(f"--mtu: must be between {C.MIN_MTU} and {C.MAX_MTU}, got {self.mtu}")
         if self.tcp_buffer_size < 1024 or self.tcp_buffer_size > 1 << 30:

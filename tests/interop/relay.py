@@ -1,6 +1,6 @@
 """Userspace UDP relay with seeded impairments, and datagram record/replay/garbage tools.
 
-The kernel here has no netem (docs/ARCHITECTURE.md, Testing), so loss, duplication, reordering and
+The kernel here has no netem (ARCHITECTURE §6), so loss, duplication, reordering and
 delay on the WireGuard underlay come from this relay: the client's endpoint points at
 ``--listen``; datagrams from the most recent client address go to ``--upstream``, and the
 upstream's answers go back to that client address. Each datagram, either direction, is
