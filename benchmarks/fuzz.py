@@ -38,24 +38,25 @@ import struct
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wgslirpy import constants as C  # noqa: E402
-from wgslirpy.errors import DropCounter  # noqa: E402
-from wgslirpy.net.build import build_icmp_echo, build_icmp_unreachable, build_tcp, build_udp  # noqa: E402
-from wgslirpy.net.fragments import fragment_ip  # noqa: E402
-from wgslirpy.net.packet import decode_ip, fast_decode_tcp  # noqa: E402
-from wgslirpy.net.segments import (  # noqa: E402
+from wgslirpy import constants as C
+from wgslirpy.errors import DropCounter
+from wgslirpy.net.build import build_icmp_echo, build_icmp_unreachable, build_tcp, build_udp
+from wgslirpy.net.fragments import fragment_ip
+from wgslirpy.net.packet import decode_ip, fast_decode_tcp
+from wgslirpy.net.segments import (
     IcmpEcho,
     TcpFlags,
     TcpSegment,
     UdpDatagram,
     Unreachable,
 )
-from wgslirpy.net.stack import (  # noqa: E402
+from wgslirpy.net.stack import (
     DnsLookup,
     DnsTcpRequested,
     HostIcmpError,
@@ -64,13 +65,15 @@ from wgslirpy.net.stack import (  # noqa: E402
     TcpConnectRequested,
     UdpSend,
 )
-from wgslirpy.net.tcp import TcpConfig, TcpConnection  # noqa: E402
-from wgslirpy.wg import crypto  # noqa: E402
-from wgslirpy.wg.cookie import CookieGenerator  # noqa: E402
-from wgslirpy.wg.endpoint import PeerConfig, WireGuardEndpoint  # noqa: E402
+from wgslirpy.net.tcp import TcpConfig, TcpConnection
+from wgslirpy.wg import crypto
+from wgslirpy.wg.cookie import CookieGenerator
+from wgslirpy.wg.endpoint import PeerConfig, WireGuardEndpoint
 
 CLIENT_ADDR = ("192.0.2.1", 40000)
-OTHER_ADDRS = [("192.0.2.%d" % i, 1000 + i) for i in range(2, 40)] + [("2001:db8::%x" % i, 2000 + i) for i in range(1, 20)]
+OTHER_ADDRS = [(f"192.0.2.{i}", 1000 + i) for i in range(2, 40)] + [
+    (f"2001:db8::{i:x}", 2000 + i) for i in range(1, 20)
+]
 A_PRIVATE = crypto.clamp(bytes(range(1, 33)))
 B_PRIVATE = crypto.clamp(bytes(range(101, 133)))
 
@@ -116,9 +119,12 @@ class Report:
         if len(self.samples) < 3:
             return True, "too few samples"
         warm = self.samples[len(self.samples) // 5]
-        peak = max(s[1] for s in self.samples[len(self.samples) // 5:])
+        peak = max(s[1] for s in self.samples[len(self.samples) // 5 :])
         growth = peak - warm[1]
-        return growth <= limit_growth, f"RSS after warm-up {warm[1] / 1e6:.1f} MB, peak {peak / 1e6:.1f} MB, growth {growth / 1e6:.1f} MB"
+        return (
+            growth <= limit_growth,
+            f"RSS after warm-up {warm[1] / 1e6:.1f} MB, peak {peak / 1e6:.1f} MB, growth {growth / 1e6:.1f} MB",
+        )
 
 
 # --- outer: WireGuard datagrams ---------------------------------------------------------
@@ -131,10 +137,16 @@ class WgTarget:
         self.rnd = rnd
         self.now = 1000.0
         wall = lambda: self.now + 1_700_000_000.0  # noqa: E731
-        self.client = WireGuardEndpoint(A_PRIVATE, PeerConfig(crypto.public_key(B_PRIVATE), endpoint=("198.51.100.2", 51820)),
-                                        now=self.now, wall_clock=wall, rng=seeded(rnd))
-        self.gw = WireGuardEndpoint(B_PRIVATE, PeerConfig(crypto.public_key(A_PRIVATE)), now=self.now, wall_clock=wall,
-                                    rng=seeded(rnd))
+        self.client = WireGuardEndpoint(
+            A_PRIVATE,
+            PeerConfig(crypto.public_key(B_PRIVATE), endpoint=("198.51.100.2", 51820)),
+            now=self.now,
+            wall_clock=wall,
+            rng=seeded(rnd),
+        )
+        self.gw = WireGuardEndpoint(
+            B_PRIVATE, PeerConfig(crypto.public_key(A_PRIVATE)), now=self.now, wall_clock=wall, rng=seeded(rnd)
+        )
         self.client.initiate_handshake(now=self.now)
         self.initiation = self.client.datagrams_to_send()[0][0]
         self.gw.receive_datagram(self.initiation, CLIENT_ADDR, now=self.now)
@@ -172,8 +184,12 @@ class WgTarget:
             return "random_long", r.randbytes(r.randint(65, 1600)), True
         if x < 0.30:
             t = r.randint(1, 4)
-            exact = {1: C.MESSAGE_INITIATION_SIZE, 2: C.MESSAGE_RESPONSE_SIZE, 3: C.MESSAGE_COOKIE_REPLY_SIZE,
-                     4: C.MESSAGE_TRANSPORT_MIN_SIZE}[t]
+            exact = {
+                1: C.MESSAGE_INITIATION_SIZE,
+                2: C.MESSAGE_RESPONSE_SIZE,
+                3: C.MESSAGE_COOKIE_REPLY_SIZE,
+                4: C.MESSAGE_TRANSPORT_MIN_SIZE,
+            }[t]
             n = max(0, exact + r.choice([-1, 1, -4, 4, -exact, r.randint(-exact, 200)]))
             if t == 4 and n >= exact:
                 n = r.randint(0, exact - 1)  # transport: any length below the minimum
@@ -195,8 +211,19 @@ class WgTarget:
             real = r.choice([self.initiation, self.response, self.fresh_transport()])
             return "truncated_real", real[: r.randint(0, max(0, len(real) - 1))], True
         if x < 0.65:
-            counter = r.choice([0, 1, 2**64 - 1, 2**63, C.REJECT_AFTER_MESSAGES - 1, C.REJECT_AFTER_MESSAGES,
-                                C.REJECT_AFTER_MESSAGES + 1, 2**32, r.getrandbits(64)])
+            counter = r.choice(
+                [
+                    0,
+                    1,
+                    2**64 - 1,
+                    2**63,
+                    C.REJECT_AFTER_MESSAGES - 1,
+                    C.REJECT_AFTER_MESSAGES,
+                    C.REJECT_AFTER_MESSAGES + 1,
+                    2**32,
+                    r.getrandbits(64),
+                ]
+            )
             head = struct.pack("<IIQ", 4, self.real_index, counter)
             return "transport_real_index", head + r.randbytes(r.randint(16, 1500)), True
         if x < 0.72:
@@ -282,10 +309,14 @@ CLIENT4 = ipaddress.ip_address("10.0.0.2")
 CLIENT6 = ipaddress.ip_address("fd00::2")
 PING4, PING6 = ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("fd00::1")
 DNS4, DNS6 = ipaddress.ip_address("10.0.0.53"), ipaddress.ip_address("fd00::53")
-DESTS4 = [ipaddress.ip_address(a) for a in ("192.0.2.10", "198.51.100.7", "127.0.0.1", "169.254.169.254",
-                                             "224.0.0.251", "255.255.255.255", "0.0.0.0")] + [PING4, DNS4]
-DESTS6 = [ipaddress.ip_address(a) for a in ("2001:db8::10", "::1", "fe80::1", "ff02::fb", "::ffff:192.0.2.10",
-                                             "::ffff:127.0.0.1")] + [PING6, DNS6]
+DESTS4 = [
+    ipaddress.ip_address(a)
+    for a in ("192.0.2.10", "198.51.100.7", "127.0.0.1", "169.254.169.254", "224.0.0.251", "255.255.255.255", "0.0.0.0")
+] + [PING4, DNS4]
+DESTS6 = [
+    ipaddress.ip_address(a)
+    for a in ("2001:db8::10", "::1", "fe80::1", "ff02::fb", "::ffff:192.0.2.10", "::ffff:127.0.0.1")
+] + [PING6, DNS6]
 PORTS = [80, 443, 53, 22, 0, 65535, 8080]
 SPORTS = list(range(40000, 40048))
 EXT_HEADERS = (0, 60, 43, 135, 139, 140)  # hop-by-hop, dest opts, routing, mobility, HIP, shim6
@@ -303,9 +334,15 @@ class StackTarget:
     def __init__(self, rnd: random.Random) -> None:
         self.rnd = rnd
         self.now = 1000.0
-        cfg = StackConfig(mtu=1420, tcp=TcpConfig(mtu=1420), pingable=frozenset({PING4, PING6}),
-                          dns=frozenset({(DNS4, 53), (DNS6, 53)}), max_tcp_flows=512, max_pending_connects=64,
-                          max_udp_bindings=256)
+        cfg = StackConfig(
+            mtu=1420,
+            tcp=TcpConfig(mtu=1420),
+            pingable=frozenset({PING4, PING6}),
+            dns=frozenset({(DNS4, 53), (DNS6, 53)}),
+            max_tcp_flows=512,
+            max_pending_connects=64,
+            max_udp_bindings=256,
+        )
         self.stack = Stack(cfg, rng=seeded(rnd))
         #: flow key -> (next seq the peer would send, the ack it would send)
         self.windows: dict[tuple[Any, int, Any, int], tuple[int, int]] = {}
@@ -329,8 +366,25 @@ class StackTarget:
         win = self.windows.get(key)
         if win is not None and r.random() < 0.8:
             seq, ack = win
-            flags = TcpFlags(r.choice([0x10, 0x18, 0x18, 0x18, 0x11, 0x19, 0x10, 0x10, 0x12, 0x02, 0x01, 0x10,
-                                       0x14 if r.random() < 0.1 else 0x10]))
+            flags = TcpFlags(
+                r.choice(
+                    [
+                        0x10,
+                        0x18,
+                        0x18,
+                        0x18,
+                        0x11,
+                        0x19,
+                        0x10,
+                        0x10,
+                        0x12,
+                        0x02,
+                        0x01,
+                        0x10,
+                        0x14 if r.random() < 0.1 else 0x10,
+                    ]
+                )
+            )
             seq = (seq + r.choice([0, 0, 0, -1, 1, 1000, -70000])) & 0xFFFFFFFF
             ack = (ack + r.choice([0, 0, 0, 1, -1, 100000])) & 0xFFFFFFFF
         else:
@@ -369,8 +423,16 @@ class StackTarget:
         src = CLIENT6 if v6 else CLIENT4
         dst = r.choice(DESTS6 if v6 else DESTS4)
         if r.random() < 0.6:
-            return build_icmp_echo(IcmpEcho(src, dst, r.random() < 0.9, r.getrandbits(16), r.getrandbits(16),
-                                            r.randbytes(r.choice([0, 56, 1400]))))
+            return build_icmp_echo(
+                IcmpEcho(
+                    src,
+                    dst,
+                    r.random() < 0.9,
+                    r.getrandbits(16),
+                    r.getrandbits(16),
+                    r.randbytes(r.choice([0, 56, 1400])),
+                )
+            )
         return build_icmp_unreachable(src, dst, r.choice(list(Unreachable)), self.udp()[:48], mtu=1280)
 
     def fragments(self) -> list[bytes]:
@@ -379,8 +441,10 @@ class StackTarget:
         if len(big) < 200:
             big = build_udp(UdpDatagram(CLIENT4, DESTS4[0], 40000, 9, r.randbytes(3000)))
         try:
-            frags = fragment_ip(big[:8] + b"\x00\x00" + big[10:] if big[0] >> 4 == 4 else big,
-                                r.choice([68, 576, 576, 1280, 1280, 1400, 1400, 1400]) if r.random() < 0.9 else 68)
+            frags = fragment_ip(
+                big[:8] + b"\x00\x00" + big[10:] if big[0] >> 4 == 4 else big,
+                r.choice([68, 576, 576, 1280, 1280, 1400, 1400, 1400]) if r.random() < 0.9 else 68,
+            )
         except Exception:
             frags = []
         if not frags:
@@ -405,8 +469,13 @@ class StackTarget:
         for _ in range(r.randint(1, 3)):
             kind = r.choice(EXT_HEADERS + (44,))
             if kind == 44:
-                body = struct.pack("!BBHI", nh, 0, (r.getrandbits(13) << 3) | r.getrandbits(1) if r.random() < 0.5 else 0,
-                                   r.getrandbits(32))
+                body = struct.pack(
+                    "!BBHI",
+                    nh,
+                    0,
+                    (r.getrandbits(13) << 3) | r.getrandbits(1) if r.random() < 0.5 else 0,
+                    r.getrandbits(32),
+                )
             else:
                 ln = r.randint(0, 3)
                 body = bytes([nh, ln]) + r.randbytes(6 + 8 * ln)
@@ -443,7 +512,9 @@ class StackTarget:
                 b[0] = (r.randrange(16) << 4) | (b[0] & 15)
             else:
                 n = r.choice([4, 8, 20, 40])
-                opts = r.choice([r.randbytes(n), b"\x01" * n, b"\x00" + r.randbytes(n - 1), bytes([7, n]) + bytes(n - 2)])
+                opts = r.choice(
+                    [r.randbytes(n), b"\x01" * n, b"\x00" + r.randbytes(n - 1), bytes([7, n]) + bytes(n - 2)]
+                )
                 b = bytearray(b[:20] + opts + b[20:])
                 b[0] = 0x40 | min(15, 5 + n // 4)
                 struct.pack_into("!H", b, 2, min(65535, len(b)))
@@ -548,8 +619,11 @@ class StackTarget:
             else:
                 stack.tcp_unreachable(conn, r.choice([u for u in Unreachable if u is not Unreachable.FRAG_NEEDED]))
         if len(self.accepted) > 256:
-            self.accepted = [c for c in self.accepted if not c.is_closed and c in self.stack._dirty or
-                             self.stack.flows.get(c.key) is c]
+            self.accepted = [
+                c
+                for c in self.accepted
+                if (not c.is_closed and c in self.stack._dirty) or self.stack.flows.get(c.key) is c
+            ]
         if self.accepted and r.random() < 0.3:
             conn = r.choice(self.accepted)
             y = r.random()
@@ -571,10 +645,18 @@ class StackTarget:
             if r.random() < 0.7:
                 stack.udp_reply(b.id, remote, r.choice(PORTS), r.randbytes(r.choice([0, 10, 2000])), now=self.now)
             else:
-                err = HostIcmpError(r.random() < 0.5, r.getrandbits(8) if r.random() < 0.2 else r.choice([1, 2, 3, 4, 11, 12]),
-                                    r.getrandbits(8) if r.random() < 0.3 else r.randrange(16), r.getrandbits(32))
-                offender = r.choice([None, remote, ipaddress.ip_address("198.51.100.1"), ipaddress.ip_address("2001:db8::1")])
-                stack.udp_icmp_error(b.id, remote, r.choice(PORTS), r.randrange(100), err, offender=offender, now=self.now)
+                err = HostIcmpError(
+                    r.random() < 0.5,
+                    r.getrandbits(8) if r.random() < 0.2 else r.choice([1, 2, 3, 4, 11, 12]),
+                    r.getrandbits(8) if r.random() < 0.3 else r.randrange(16),
+                    r.getrandbits(32),
+                )
+                offender = r.choice(
+                    [None, remote, ipaddress.ip_address("198.51.100.1"), ipaddress.ip_address("2001:db8::1")]
+                )
+                stack.udp_icmp_error(
+                    b.id, remote, r.choice(PORTS), r.randrange(100), err, offender=offender, now=self.now
+                )
 
     def drain(self) -> int:
         self.stack.touched_flows()  # as the shell does each turn (it wakes these flows' greenlets)
@@ -638,7 +720,9 @@ def run_inner(count: int, seed: int, report: Report, *, progress: bool) -> Stack
             except Exception as exc:
                 report.crash(kind, exc)
                 continue
-            dropped = sum(c.total() for c in cores) > before or (key is not None and _flow_drops(stack, key) > flow_before)
+            dropped = sum(c.total() for c in cores) > before or (
+                key is not None and _flow_drops(stack, key) > flow_before
+            )
             effect = len(stack._events) > events_before or len(stack._out) > out_before or bool(stack._dirty)
             if dropped:
                 outcome = "dropped"
@@ -686,8 +770,10 @@ def _stack_sizes(stack: Stack) -> dict[str, int]:
 
 def print_report(report: Report, drops: dict[str, int], limits: dict[str, int]) -> bool:
     ok = True
-    print(f"\n== {report.name}: {report.count:,} inputs in {report.seconds:.1f} s "
-          f"({report.count / max(report.seconds, 1e-9):,.0f}/s)")
+    print(
+        f"\n== {report.name}: {report.count:,} inputs in {report.seconds:.1f} s "
+        f"({report.count / max(report.seconds, 1e-9):,.0f}/s)"
+    )
     by_outcome: collections.Counter[str] = collections.Counter()
     by_kind: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for (kind, outcome), n in report.outcomes.items():
@@ -748,9 +834,13 @@ def main(argv: list[str] | None = None) -> int:
     inner = Report("inner: IP packets -> Stack")
     st = run_inner(inner_count, args.seed, inner, progress=progress)
     cfg = st.stack.config
-    limits = {"tcp_flows": cfg.max_tcp_flows, "udp_bindings": cfg.max_udp_bindings,
-              "fragment_bytes": cfg.max_reassembly_bytes, "pending_connects": cfg.max_pending_connects,
-              "timer_entries": 2 * cfg.max_tcp_flows + 64}
+    limits = {
+        "tcp_flows": cfg.max_tcp_flows,
+        "udp_bindings": cfg.max_udp_bindings,
+        "fragment_bytes": cfg.max_reassembly_bytes,
+        "pending_connects": cfg.max_pending_connects,
+        "timer_entries": 2 * cfg.max_tcp_flows + 64,
+    }
     ok = print_report(inner, st.stack.all_drops().as_dict(), limits) and ok
     tcp = st.stack.tcp_counters()
     if tcp:

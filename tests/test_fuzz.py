@@ -35,8 +35,13 @@ SERVER6 = ipaddress.ip_address("2001:db8::10")
 
 
 def new_stack() -> Stack:
-    return Stack(StackConfig(pingable=frozenset({ipaddress.ip_address("10.0.0.1")}),
-                             dns=frozenset({(ipaddress.ip_address("10.0.0.53"), 53)})), rng=seeded_rng(3))
+    return Stack(
+        StackConfig(
+            pingable=frozenset({ipaddress.ip_address("10.0.0.1")}),
+            dns=frozenset({(ipaddress.ip_address("10.0.0.53"), 53)}),
+        ),
+        rng=seeded_rng(3),
+    )
 
 
 def drive(stack: Stack, packets: list[bytes]) -> None:
@@ -74,8 +79,15 @@ def _valid(v6: bool, tcp: bool, payload: bytes, flags: int, options: int) -> byt
 
 @st.composite
 def mutated_packets(draw: st.DrawFn) -> bytes:
-    pkt = bytearray(_valid(draw(st.booleans()), draw(st.booleans()), draw(st.binary(max_size=64)),
-                           draw(st.integers(0, 255)), draw(st.integers(0, 7))))
+    pkt = bytearray(
+        _valid(
+            draw(st.booleans()),
+            draw(st.booleans()),
+            draw(st.binary(max_size=64)),
+            draw(st.integers(0, 255)),
+            draw(st.integers(0, 7)),
+        )
+    )
     for _ in range(draw(st.integers(0, 4))):
         i = draw(st.integers(0, len(pkt) - 1))
         pkt[i] = draw(st.integers(0, 255))
@@ -99,8 +111,22 @@ def fragments(draw: st.DrawFn) -> list[bytes]:
         offset = draw(st.integers(0, 8191))
         mf = draw(st.booleans())
         proto = draw(st.sampled_from([6, 17, 1, 0]))
-        out.append(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(data), ident, (mf << 13) | offset, 64, proto, 0,
-                               CLIENT.packed, SERVER.packed) + data)
+        out.append(
+            struct.pack(
+                "!BBHHHBBH4s4s",
+                0x45,
+                0,
+                20 + len(data),
+                ident,
+                (mf << 13) | offset,
+                64,
+                proto,
+                0,
+                CLIENT.packed,
+                SERVER.packed,
+            )
+            + data
+        )
     return out
 
 
@@ -144,8 +170,13 @@ def test_decode_ip_returns_a_value_or_a_drop_reason(data: bytes) -> None:
 
 
 def _endpoint() -> WireGuardEndpoint:
-    return WireGuardEndpoint(crypto.clamp(bytes(range(101, 133))), PeerConfig(crypto.public_key(crypto.clamp(bytes(range(1, 33))))),
-                             now=0.0, wall_clock=lambda: 1_700_000_000.0, rng=seeded_rng(4))
+    return WireGuardEndpoint(
+        crypto.clamp(bytes(range(101, 133))),
+        PeerConfig(crypto.public_key(crypto.clamp(bytes(range(1, 33))))),
+        now=0.0,
+        wall_clock=lambda: 1_700_000_000.0,
+        rng=seeded_rng(4),
+    )
 
 
 _EP = _endpoint()

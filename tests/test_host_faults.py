@@ -9,23 +9,21 @@ import ipaddress
 import os
 import socket
 import struct
-from typing import Iterator
-
 import time
+from collections.abc import Iterator
 
 import gevent
 import gevent.queue
 import gevent.server
-from gevent import socket as gsocket
 import pytest
+from gevent import socket as gsocket
 
 from wgslirpy import Gateway
 from wgslirpy.errors import DropReason
 from wgslirpy.io import udp_forward
 from wgslirpy.io.udp_forward import QueuedError, host_icmp_error, parse_extended_err
-from wgslirpy.net.build import build_udp
+from wgslirpy.net.build import build_tcp, build_udp
 from wgslirpy.net.checksum import checksum
-from wgslirpy.net.build import build_tcp
 from wgslirpy.net.segments import IcmpError, TcpFlags, TcpSegment, UdpDatagram
 from wgslirpy.net.stack import HostIcmpError, relay_icmp_error
 
@@ -68,12 +66,15 @@ def test_parse_mapped_offender_is_unmapped_and_no_offender_is_none() -> None:
     assert bare is not None and bare.offender is None
 
 
-@pytest.mark.parametrize("anc", [
-    [],
-    [(socket.IPPROTO_IP, 11, ee(1, 2, 3, 3)[:15])],  # truncated
-    [(socket.SOL_SOCKET, 11, ee(1, 2, 3, 3))],  # another level
-    [(socket.IPPROTO_IP, 8, ee(1, 2, 3, 3))],  # another type (IP_PKTINFO)
-])
+@pytest.mark.parametrize(
+    "anc",
+    [
+        [],
+        [(socket.IPPROTO_IP, 11, ee(1, 2, 3, 3)[:15])],  # truncated
+        [(socket.SOL_SOCKET, 11, ee(1, 2, 3, 3))],  # another level
+        [(socket.IPPROTO_IP, 8, ee(1, 2, 3, 3))],  # another type (IP_PKTINFO)
+    ],
+)
 def test_parse_ignores_what_is_not_an_extended_error(anc: list[tuple[int, int, bytes]]) -> None:
     assert parse_extended_err(anc) is None
 
@@ -96,26 +97,29 @@ def test_host_icmp_error_by_origin() -> None:
 # --- relaying: same type and code, or RFC 7915 for an IPv6 client of an IPv4 remote ------
 
 
-@pytest.mark.parametrize("err, v6, expect", [
-    (HostIcmpError(False, 3, 3), False, (3, 3, 0)),
-    (HostIcmpError(False, 3, 13), False, (3, 13, 0)),  # administratively prohibited
-    (HostIcmpError(False, 3, 4, 1400), False, (3, 4, 1400)),  # frag needed, next-hop MTU
-    (HostIcmpError(False, 11, 0), False, (11, 0, 0)),
-    (HostIcmpError(False, 12, 0, 9), False, (12, 0, 9 << 24)),  # pointer in the first byte
-    (HostIcmpError(True, 1, 1), True, (1, 1, 0)),
-    (HostIcmpError(True, 2, 0, 1400), True, (2, 0, 1400)),
-    (HostIcmpError(True, 4, 0, 6), True, (4, 0, 6)),
-    (HostIcmpError(True, 3, 0), True, (3, 0, 0)),
-    (HostIcmpError(False, 3, 3), True, (1, 4, 0)),  # RFC 7915 §4.2
-    (HostIcmpError(False, 3, 13), True, (1, 1, 0)),
-    (HostIcmpError(False, 3, 4, 1400), True, (2, 0, 1420)),
-    (HostIcmpError(False, 3, 2), True, (4, 1, 6)),
-    (HostIcmpError(False, 11, 1), True, (3, 1, 0)),
-    (HostIcmpError(False, 0, 0), False, None),  # an echo reply is no error
-    (HostIcmpError(True, 128, 0), True, None),
-    (HostIcmpError(True, 1, 0), False, None),  # ICMPv6 for an IPv4 client cannot happen
-    (HostIcmpError(False, 3, 14), True, None),
-])
+@pytest.mark.parametrize(
+    "err, v6, expect",
+    [
+        (HostIcmpError(False, 3, 3), False, (3, 3, 0)),
+        (HostIcmpError(False, 3, 13), False, (3, 13, 0)),  # administratively prohibited
+        (HostIcmpError(False, 3, 4, 1400), False, (3, 4, 1400)),  # frag needed, next-hop MTU
+        (HostIcmpError(False, 11, 0), False, (11, 0, 0)),
+        (HostIcmpError(False, 12, 0, 9), False, (12, 0, 9 << 24)),  # pointer in the first byte
+        (HostIcmpError(True, 1, 1), True, (1, 1, 0)),
+        (HostIcmpError(True, 2, 0, 1400), True, (2, 0, 1400)),
+        (HostIcmpError(True, 4, 0, 6), True, (4, 0, 6)),
+        (HostIcmpError(True, 3, 0), True, (3, 0, 0)),
+        (HostIcmpError(False, 3, 3), True, (1, 4, 0)),  # RFC 7915 §4.2
+        (HostIcmpError(False, 3, 13), True, (1, 1, 0)),
+        (HostIcmpError(False, 3, 4, 1400), True, (2, 0, 1420)),
+        (HostIcmpError(False, 3, 2), True, (4, 1, 6)),
+        (HostIcmpError(False, 11, 1), True, (3, 1, 0)),
+        (HostIcmpError(False, 0, 0), False, None),  # an echo reply is no error
+        (HostIcmpError(True, 128, 0), True, None),
+        (HostIcmpError(True, 1, 0), False, None),  # ICMPv6 for an IPv4 client cannot happen
+        (HostIcmpError(False, 3, 14), True, None),
+    ],
+)
 def test_relay_icmp_error(err: HostIcmpError, v6: bool, expect: tuple[int, int, int] | None) -> None:
     assert relay_icmp_error(err, v6) == expect
 
@@ -146,8 +150,9 @@ def _forge_icmp(type_: int, code: int, rest: int, sport: int, dport: int) -> Non
     """Send ICMP ``type_``/``code`` to 127.0.0.1 quoting a UDP datagram 127.0.0.1:sport ->
     127.0.0.1:dport, as a router on the path would (needs a raw socket: root)."""
     udp = struct.pack("!HHHH", sport, dport, 8 + 4, 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp) + 4, 1, 0, 64, 17, 0, bytes([127, 0, 0, 1]),
-                     bytes([127, 0, 0, 1]))
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp) + 4, 1, 0, 64, 17, 0, bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])
+    )
     body = ip + udp + b"ping"
     head = struct.pack("!BBHI", type_, code, 0, rest)
     csum = checksum(head + body)
@@ -163,16 +168,24 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="forging an ICMP error
 
 
 @needs_root
-@pytest.mark.parametrize("type_, code, rest", [
-    (12, 0, 9 << 24),  # parameter problem: EPROTO
-    (3, 13, 0),  # communication administratively prohibited: EHOSTUNREACH
-    (3, 2, 0),  # protocol unreachable: ENOPROTOOPT
-])
-def test_icmp_error_is_relayed_and_the_binding_survives(gateway: Gateway, client: TunnelClient,
-                                                        type_: int, code: int, rest: int) -> None:
+@pytest.mark.parametrize(
+    "type_, code, rest",
+    [
+        (12, 0, 9 << 24),  # parameter problem: EPROTO
+        (3, 13, 0),  # communication administratively prohibited: EHOSTUNREACH
+        (3, 2, 0),  # protocol unreachable: ENOPROTOOPT
+    ],
+)
+def test_icmp_error_is_relayed_and_the_binding_survives(
+    gateway: Gateway, client: TunnelClient, type_: int, code: int, rest: int
+) -> None:
     sources: list[int] = []
-    server = gevent.server.DatagramServer(
-        ("127.0.0.1", 0), lambda data, addr: (sources.append(addr[1]), server.sendto(data, addr)))
+
+    def echo(data: bytes, addr: tuple[str, int]) -> None:
+        sources.append(addr[1])
+        server.sendto(data, addr)
+
+    server = gevent.server.DatagramServer(("127.0.0.1", 0), echo)
     server.start()
     try:
         port = server.server_port
@@ -223,8 +236,7 @@ def test_send_on_a_full_socket_drops_and_counts_instead_of_blocking() -> None:
 # --- TCP: a reset after the peer's FIN ---------------------------------------------------
 
 
-def test_peer_reset_after_its_fin_resets_the_host_and_ends_the_flow(gateway: Gateway,
-                                                                  client: TunnelClient) -> None:
+def test_peer_reset_after_its_fin_resets_the_host_and_ends_the_flow(gateway: Gateway, client: TunnelClient) -> None:
     """The peer sends data + FIN (delivered: the host reads EOF), then RST. The flow sits
     in the host socket's recv (the host never writes); the RST must still close the host
     socket abortively and end the flow's greenlet."""
@@ -251,8 +263,9 @@ def test_peer_reset_after_its_fin_resets_the_host_and_ends_the_flow(gateway: Gat
         synack = client.expect(lambda x: isinstance(x, TcpSegment))
         assert isinstance(synack, TcpSegment) and synack.flags & TcpFlags.SYN
         ack = synack.seq + 1
-        client.send(build_tcp(TcpSegment(ME, LOOP, 40020, port, 101, ack, TcpFlags.ACK | TcpFlags.FIN, 65535,
-                                         payload=b"bye")))
+        client.send(
+            build_tcp(TcpSegment(ME, LOOP, 40020, port, 101, ack, TcpFlags.ACK | TcpFlags.FIN, 65535, payload=b"bye"))
+        )
         assert outcome.get(timeout=5) == "eof"
         (flow,) = gateway.tcp_flows.values()
         deadline = time.monotonic() + 5

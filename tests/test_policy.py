@@ -10,44 +10,53 @@ from wgslirpy.errors import ConfigError
 from wgslirpy.net.policy import Policy, PortSet, Rule, parse_ports, parse_rule, parse_rules
 
 
-@pytest.mark.parametrize("text, ranges", [
-    ("443", ((443, 443),)),
-    ("8000-8100", ((8000, 8100),)),
-    ("80,443,8000-8100", ((80, 80), (443, 443), (8000, 8100))),
-    (" 0 - 65535 ", ((0, 65535),)),
-])
+@pytest.mark.parametrize(
+    "text, ranges",
+    [
+        ("443", ((443, 443),)),
+        ("8000-8100", ((8000, 8100),)),
+        ("80,443,8000-8100", ((80, 80), (443, 443), (8000, 8100))),
+        (" 0 - 65535 ", ((0, 65535),)),
+    ],
+)
 def test_parse_ports(text: str, ranges: tuple[tuple[int, int], ...]) -> None:
     assert parse_ports(text, "--allow") == PortSet(ranges)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "not a port"),
-    ("http", "not a port"),
-    ("65536", "out of range"),
-    ("90-80", "runs backwards"),
-    ("80,", "not a port"),
-    ("1-2-3", "not a port"),
-    ("-5", "not a port"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "not a port"),
+        ("http", "not a port"),
+        ("65536", "out of range"),
+        ("90-80", "runs backwards"),
+        ("80,", "not a port"),
+        ("1-2-3", "not a port"),
+        ("-5", "not a port"),
+    ],
+)
 def test_bad_ports_are_one_clear_line(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as e:
         parse_ports(text, "--deny")
     assert str(e.value).startswith("--deny: ") and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("text, net, ports", [
-    ("10.0.0.0/8", "10.0.0.0/8", None),
-    ("10.1.2.3", "10.1.2.3/32", None),
-    ("10.1.2.3/8", "10.0.0.0/8", None),  # host bits are ignored
-    ("192.0.2.0/24:443", "192.0.2.0/24", "443"),
-    ("192.0.2.0/24:80,443,8000-8100", "192.0.2.0/24", "80,443,8000-8100"),
-    ("2001:db8::/32", "2001:db8::/32", None),
-    ("::1", "::1/128", None),
-    ("[2001:db8::/32]:443", "2001:db8::/32", "443"),
-    ("[2001:db8::]/32:443", "2001:db8::/32", "443"),
-    ("[2001:db8::1]", "2001:db8::1/128", None),
-    ("0.0.0.0/0:25", "0.0.0.0/0", "25"),
-])
+@pytest.mark.parametrize(
+    "text, net, ports",
+    [
+        ("10.0.0.0/8", "10.0.0.0/8", None),
+        ("10.1.2.3", "10.1.2.3/32", None),
+        ("10.1.2.3/8", "10.0.0.0/8", None),  # host bits are ignored
+        ("192.0.2.0/24:443", "192.0.2.0/24", "443"),
+        ("192.0.2.0/24:80,443,8000-8100", "192.0.2.0/24", "80,443,8000-8100"),
+        ("2001:db8::/32", "2001:db8::/32", None),
+        ("::1", "::1/128", None),
+        ("[2001:db8::/32]:443", "2001:db8::/32", "443"),
+        ("[2001:db8::]/32:443", "2001:db8::/32", "443"),
+        ("[2001:db8::1]", "2001:db8::1/128", None),
+        ("0.0.0.0/0:25", "0.0.0.0/0", "25"),
+    ],
+)
 def test_parse_rule(text: str, net: str, ports: str | None) -> None:
     rule = parse_rule(text, allow=True)
     assert rule.network == ip_network(net)
@@ -55,8 +64,20 @@ def test_parse_rule(text: str, net: str, ports: str | None) -> None:
     assert rule.allow
 
 
-@pytest.mark.parametrize("text", ["", "example.com", "10.0.0.0/33", "[2001:db8::/32", "[::1]443", "[::1]:",
-                                  "10.0.0.1:", "1.2.3.4:x", "fe80::1%eth0"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "example.com",
+        "10.0.0.0/33",
+        "[2001:db8::/32",
+        "[::1]443",
+        "[::1]:",
+        "10.0.0.1:",
+        "1.2.3.4:x",
+        "fe80::1%eth0",
+    ],
+)
 def test_bad_rule_is_one_clear_line(text: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_rule(text, allow=False)
@@ -69,13 +90,24 @@ def test_rule_str_round_trips() -> None:
         assert parse_rule(str(rule).split(" ", 1)[1], allow=False) == rule
 
 
-@pytest.mark.parametrize("addr, category", [
-    ("127.0.0.1", "loopback"), ("127.255.0.9", "loopback"), ("::1", "loopback"), ("0.0.0.0", "loopback"),
-    ("::", "loopback"), ("::ffff:127.0.0.1", "loopback"),
-    ("169.254.169.254", "link-local"), ("fe80::1", "link-local"), ("::ffff:169.254.169.254", "link-local"),
-    ("224.0.0.251", "multicast"), ("239.1.2.3", "multicast"), ("ff02::fb", "multicast"),
-    ("255.255.255.255", "broadcast"),
-])
+@pytest.mark.parametrize(
+    "addr, category",
+    [
+        ("127.0.0.1", "loopback"),
+        ("127.255.0.9", "loopback"),
+        ("::1", "loopback"),
+        ("0.0.0.0", "loopback"),
+        ("::", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("::ffff:169.254.169.254", "link-local"),
+        ("224.0.0.251", "multicast"),
+        ("239.1.2.3", "multicast"),
+        ("ff02::fb", "multicast"),
+        ("255.255.255.255", "broadcast"),
+    ],
+)
 def test_denied_by_default(addr: str, category: str) -> None:
     d = Policy().decide(ip_address(addr), 80)
     assert not d.allowed and d.category == category
@@ -116,8 +148,11 @@ def test_first_match_wins() -> None:
 
 
 def test_deny_everything_but_web() -> None:
-    p = Policy(parse_rules([("allow", "0.0.0.0/0:80,443"), ("allow", "[::/0]:80,443"),
-                            ("deny", "0.0.0.0/0"), ("deny", "::/0")]))
+    p = Policy(
+        parse_rules(
+            [("allow", "0.0.0.0/0:80,443"), ("allow", "[::/0]:80,443"), ("deny", "0.0.0.0/0"), ("deny", "::/0")]
+        )
+    )
     assert p.allows(ip_address("192.0.2.1"), 443) and p.allows(ip_address("2001:db8::1"), 80)
     assert not p.allows(ip_address("192.0.2.1"), 22) and not p.allows(ip_address("2001:db8::1"), 53)
     # the user's allow-all-web rule also opens loopback web ports: first match wins
@@ -151,22 +186,42 @@ _K2 = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
 def test_cli_keeps_the_order_of_allow_and_deny() -> None:
     from wgslirpy.cli import config_from_options, parse_args
 
-    opts = parse_args(["-k", _K1, "-K", _K2, "--deny", "192.0.2.0/24:25", "--allow=192.0.2.0/24",
-                       "--deny", "[2001:db8::/32]:1-1023", "--max-pending-connects", "7"])
+    opts = parse_args(
+        [
+            "-k",
+            _K1,
+            "-K",
+            _K2,
+            "--deny",
+            "192.0.2.0/24:25",
+            "--allow=192.0.2.0/24",
+            "--deny",
+            "[2001:db8::/32]:1-1023",
+            "--max-pending-connects",
+            "7",
+        ]
+    )
     c = config_from_options(opts)
     assert [str(r) for r in c.destination_rules] == [
-        "--deny 192.0.2.0/24:25", "--allow 192.0.2.0/24", "--deny [2001:db8::/32]:1-1023"]
+        "--deny 192.0.2.0/24:25",
+        "--allow 192.0.2.0/24",
+        "--deny [2001:db8::/32]:1-1023",
+    ]
     assert c.max_pending_connects == 7 and c.max_tcp_flows == 65536 and c.max_dns_lookups == 256
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--allow", "10.0.0.0/8:99999"], "--allow: port 99999 is out of range"),
-    (["--deny", "nowhere"], "--deny: 'nowhere' is not an address or prefix"),
-    (["--max-tcp-flows", "0"], "--max-tcp-flows: must be a positive number"),
-    (["--max-reassembly-bytes", "100"], "--max-reassembly-bytes: must be at least"),
-])
-def test_cli_bad_rule_or_limit_is_one_line_and_exit_2(argv: list[str], message: str,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--allow", "10.0.0.0/8:99999"], "--allow: port 99999 is out of range"),
+        (["--deny", "nowhere"], "--deny: 'nowhere' is not an address or prefix"),
+        (["--max-tcp-flows", "0"], "--max-tcp-flows: must be a positive number"),
+        (["--max-reassembly-bytes", "100"], "--max-reassembly-bytes: must be at least"),
+    ],
+)
+def test_cli_bad_rule_or_limit_is_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from wgslirpy.cli import main
 
     assert main(["-k", _K1, "-K", _K2, *argv]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import dns.message
 import dns.rdatatype
@@ -11,7 +12,7 @@ import pytest
 from wgslirpy.errors import DropReason
 from wgslirpy.net.build import build_icmp_echo, build_tcp, build_udp
 from wgslirpy.net.packet import decode_ip
-from wgslirpy.net.segments import IcmpEcho, IcmpError, TcpFlags, TcpSegment, UdpDatagram, Unreachable
+from wgslirpy.net.segments import IcmpEcho, IcmpError, IPAddress, TcpFlags, TcpSegment, UdpDatagram, Unreachable
 from wgslirpy.net.stack import (
     DnsLookup,
     DnsTcpRequested,
@@ -21,8 +22,8 @@ from wgslirpy.net.stack import (
     TcpConnectRequested,
     UdpSend,
 )
+from wgslirpy.net.tcp import State, TcpConnection
 from wgslirpy.net.udp_nat import BindingClosed, BindingOpened
-from wgslirpy.net.tcp import State
 
 from .conftest import seeded_rng
 
@@ -52,14 +53,14 @@ def syn(dst: ipaddress.IPv4Address | ipaddress.IPv6Address = SERVER, dport: int 
                       sack_permitted=True, ts_val=1, ts_ecr=0)
 
 
-def events(stack: Stack) -> list[object]:
-    out = []
+def events(stack: Stack) -> list[Any]:
+    out: list[Any] = []
     while (ev := stack.next_event()) is not None:
         out.append(ev)
     return out
 
 
-def sent(stack: Stack, now: float = NOW) -> list[object]:
+def sent(stack: Stack, now: float = NOW) -> list[Any]:
     return [decode_ip(p) for p in stack.packets_to_send(now=now)]
 
 
@@ -67,7 +68,7 @@ def sent(stack: Stack, now: float = NOW) -> list[object]:
 
 
 @pytest.mark.parametrize("src, dst", [(CLIENT, PING), (CLIENT6, PING6)])
-def test_echo_at_pingable_address_is_answered(src, dst) -> None:
+def test_echo_at_pingable_address_is_answered(src: IPAddress, dst: IPAddress) -> None:
     s = make_stack()
     s.receive_ip(build_icmp_echo(IcmpEcho(src, dst, True, 7, 3, b"x" * 1000)), now=NOW)
     (reply,) = sent(s)
@@ -245,7 +246,7 @@ def test_udp_binding_full_cone_and_expiry() -> None:
 def test_big_udp_reply_is_fragmented_to_the_mtu() -> None:
     s = make_stack()
     s.receive_ip(build_udp(UdpDatagram(CLIENT, SERVER, 5000, 9, b"x")), now=NOW)
-    send = [e for e in events(s) if isinstance(e, UdpSend)][0]
+    send = next(e for e in events(s) if isinstance(e, UdpSend))
     s.udp_reply(send.binding.id, SERVER, 9, bytes(range(256)) * 125, now=NOW)
     packets = s.packets_to_send(now=NOW)
     assert len(packets) > 1 and all(len(p) <= 1420 for p in packets)
@@ -264,7 +265,7 @@ def test_big_udp_reply_is_fragmented_to_the_mtu() -> None:
     (CLIENT6, "::1", (1, 1)),
     (CLIENT6, "fe80::1", (1, 1)),
 ])
-def test_denied_udp_gets_administratively_prohibited(src, dst, type_code) -> None:
+def test_denied_udp_gets_administratively_prohibited(src: IPAddress, dst: str, type_code: tuple[int, int]) -> None:
     s = make_stack()
     s.receive_ip(build_udp(UdpDatagram(src, ipaddress.ip_address(dst), 5000, 53, b"q")), now=NOW)
     evs = events(s)
@@ -347,7 +348,7 @@ def test_tcp_flow_limit_gets_rst() -> None:
 def test_udp_port_unreachable_from_host_reaches_client() -> None:
     s = make_stack()
     s.receive_ip(build_udp(UdpDatagram(CLIENT6, SERVER6, 5000, 9, b"x")), now=NOW)
-    send = [e for e in events(s) if isinstance(e, UdpSend)][0]
+    send = next(e for e in events(s) if isinstance(e, UdpSend))
     s.udp_port_unreachable(send.binding.id, SERVER6, 9, 1, now=NOW)
     (err,) = sent(s)
     assert isinstance(err, IcmpError) and (err.type, err.code) == (1, 4)
@@ -385,7 +386,7 @@ def test_dns_localhost_is_answered_at_once() -> None:
 # --- TIME-WAIT reuse, the deadline heap, TCP drop folding --------------------------------
 
 
-def _time_wait_flow(s: Stack, *, ts: bool = True) -> tuple[object, int, int]:
+def _time_wait_flow(s: Stack, *, ts: bool = True) -> tuple[TcpConnection, int, int]:
     """Drive one flow through a close we start into TIME-WAIT; returns (conn, peer seq, peer ts)."""
     first = syn()
     if not ts:
@@ -439,13 +440,14 @@ def test_old_syn_in_time_wait_still_gets_a_challenge_ack() -> None:
     assert isinstance(ack, TcpSegment) and ack.flags == TcpFlags.ACK
 
 
-def _established(s: Stack, sport: int = 40000) -> object:
+def _established(s: Stack, sport: int = 40000) -> TcpConnection:
     s.receive_ip(build_tcp(syn(sport=sport)), now=NOW)
     (ev,) = events(s)
     ev.conn.accept(now=NOW)
     s.mark(ev.conn)
     sent(s)
-    return ev.conn
+    conn: TcpConnection = ev.conn
+    return conn
 
 
 def test_deadline_heap_stays_bounded_when_deadlines_move_later() -> None:
@@ -482,7 +484,7 @@ def test_moved_deadline_fires_at_its_new_time_only() -> None:
     s.mark(conn)
     s.packets_to_send(now=NOW)
     fired: list[float] = []
-    conn.handle_timer = lambda *, now: fired.append(now)  # type: ignore[attr-defined]
+    conn.handle_timer = lambda *, now: fired.append(now)  # type: ignore[method-assign]
     s.handle_timer(now=NOW + 1)
     assert fired == [] and s.next_deadline() == NOW + 3
     s.handle_timer(now=NOW + 3)
@@ -513,8 +515,8 @@ def test_host_icmp_error_for_an_ipv6_client_of_an_ipv4_remote_is_translated() ->
     s.receive_ip(build_udp(UdpDatagram(CLIENT6, ipaddress.ip_address(f"::ffff:{SERVER}"), 5000, 9, b"hi")), now=NOW)
     binding = next(ev.binding for ev in events(s) if isinstance(ev, UdpSend))
     sent(s)
-    s.udp_icmp_error(binding.id, SERVER, 9, 2, HostIcmpError(False, 3, 13), offender=ipaddress.ip_address("198.51.100.1"),
-                     now=NOW)
+    router = ipaddress.ip_address("198.51.100.1")
+    s.udp_icmp_error(binding.id, SERVER, 9, 2, HostIcmpError(False, 3, 13), offender=router, now=NOW)
     (err,) = sent(s)
     mapped = ipaddress.ip_address(f"::ffff:{SERVER}")
     # administratively prohibited -> ICMPv6 type 1 code 1; the IPv4 router cannot be an

@@ -24,8 +24,9 @@ bracketed, ``[2001:db8::/32]:443``; a bare address means one host. PORTS is one 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 from ..errors import ConfigError
 from .segments import IPAddress
@@ -60,8 +61,8 @@ class Rule:
     category: Category = "rule"
 
     def matches(self, addr: IPAddress, port: int) -> bool:
-        return addr.version == self.network.version and addr in self.network and (
-            self.ports is None or port in self.ports
+        return (
+            addr.version == self.network.version and addr in self.network and (self.ports is None or port in self.ports)
         )
 
     def __str__(self) -> str:
