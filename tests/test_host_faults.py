@@ -279,5 +279,7 @@ def test_peer_reset_after_its_fin_resets_the_host_and_ends_the_flow(gateway: Gat
         while gateway.tcp_flows and time.monotonic() < deadline:
             gevent.sleep(0.01)
         assert not gateway.tcp_flows  # the greenlet ended and the socket is closed
+        stats = gateway.stats()  # what SIGUSR1 prints: the stack's TCP totals outlive the flow
+        assert isinstance(stats["tcp"], dict) and stats["tcp_flows_in_stack"] == 0
     finally:
         server.stop()
