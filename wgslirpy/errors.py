@@ -72,6 +72,9 @@ class DropReason(enum.Enum):
     UDP_NO_BINDING = "udp_no_binding"  # reply for a binding already closed/expired/evicted
     DNS_NOT_A_QUERY = "dns_not_a_query"  # QR=1: never answer a response (no loops)
 
+    # --- Outgoing queue ---
+    TRANSMIT_QUEUE_FULL = "transmit_queue_full"
+
     # --- Destination policy, limits and host-side faults (net/policy.py, net/stack.py, io/) ---
     TCP_DENIED = "tcp_denied"  # --deny or a default-denied destination (answered with RST)
     UDP_DENIED = "udp_denied"  # ... (answered with ICMP administratively prohibited)
@@ -80,9 +83,6 @@ class DropReason(enum.Enum):
     UDP_HOST_SEND_FULL = "udp_host_send_full"  # the host UDP socket's buffer was full
     UDP_HOST_SEND_FAILED = "udp_host_send_failed"  # the host refused the send (e.g. EMSGSIZE)
     FRAGMENT_DUPLICATE = "fragment_duplicate"  # an exact copy of a fragment already held
-
-    # --- Outgoing queue ---
-    TRANSMIT_QUEUE_FULL = "transmit_queue_full"
 
 
 class _Drop(Exception):

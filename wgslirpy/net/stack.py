@@ -21,8 +21,9 @@ Contract (the vocabulary of *The sans-IO contract* in docs/ARCHITECTURE.md):
 Policy decided here, not in the shell: each new TCP flow and each UDP datagram is judged
 by the destination :class:`~wgslirpy.net.policy.Policy` (``--allow``/``--deny``; loopback,
 link-local, multicast and broadcast denied by default): a denied TCP SYN gets a RST, a
-denied UDP datagram an ICMP administratively prohibited (none for multicast or broadcast
-destinations, RFC 1122 §3.2.2). Limits: past ``max_tcp_flows`` open flows or
+denied UDP datagram an ICMP administratively prohibited (multicast and broadcast ones are
+only counted: no ICMP error, RFC 1122 §3.2.2, and no log line, as clients send them in
+normal use). Limits: past ``max_tcp_flows`` open flows or
 ``max_pending_connects`` dials in progress a SYN gets a RST. Every refusal is counted
 and queued as :class:`FlowRefused` (the shell logs it, rate-limited). Only bare SYNs create
 flows (any other segment for an unknown flow is answered with RST, as RFC 9293 §3.10.7.1
@@ -193,9 +194,9 @@ def relay_icmp_error(err: HostIcmpError, client_v6: bool) -> tuple[int, int, int
     return None
 
 
-def _no_icmp_errors(addr: IPAddress) -> bool:
-    """Destinations whose datagrams never get an ICMP error (RFC 1122 §3.2.2): multicast,
-    broadcast."""
+def _unforwardable(addr: IPAddress) -> bool:
+    """Multicast and broadcast destinations (IPv4-mapped included): denied by default, and
+    never answered with an ICMP error (RFC 1122 §3.2.2)."""
     mapped = getattr(addr, "ipv4_mapped", None) or addr
     return mapped.is_multicast or (mapped.version == 4 and int(mapped) == 0xFFFFFFFF)
 
@@ -367,10 +368,14 @@ class Stack:
             return
         decision = self.policy.decide(dst, d.dport)
         if not decision.allowed:
+            if _unforwardable(dst):
+                # mDNS, SSDP, router solicitations: what clients send in normal use; counted,
+                # not logged, and never answered with an ICMP error
+                self.drops.add(DropReason.UDP_DENIED)
+                return
             reason = DropReason.UDP_LOOPBACK_REFUSED if decision.category == "loopback" else DropReason.UDP_DENIED
             self._refuse("UDP", d.src, d.sport, dst, d.dport, reason, decision.explain())
-            if not _no_icmp_errors(dst):
-                self._out.append(build_icmp_unreachable(d.dst, d.src, Unreachable.ADMIN, raw))
+            self._out.append(build_icmp_unreachable(d.dst, d.src, Unreachable.ADMIN, raw))
             return
         binding = self.nat.outbound(d, now=now)
         self._pull_nat_events()
