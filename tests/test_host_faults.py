@@ -209,6 +209,52 @@ def test_icmp_error_is_relayed_and_the_binding_survives(
         server.stop()
 
 
+def _forge_icmp6(type_: int, code: int, sport: int, dport: int) -> None:
+    """ICMPv6 ``type_``/``code`` to ::1 quoting a UDP datagram [::1]:sport -> [::1]:dport
+    (the kernel fills in the ICMPv6 checksum of a raw ICMPv6 socket)."""
+    loop6 = socket.inet_pton(socket.AF_INET6, "::1")
+    udp = struct.pack("!HHHH", sport, dport, 8 + 4, 0)
+    ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(udp) + 4, 17, 64, loop6, loop6)
+    msg = struct.pack("!BBHI", type_, code, 0, 0) + ip6 + udp + b"ping"
+    raw = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        raw.sendto(msg, ("::1", 0))
+    finally:
+        raw.close()
+
+
+@needs_root
+def test_icmpv6_administratively_prohibited_is_relayed_and_the_binding_survives(
+    gateway: Gateway, client: TunnelClient
+) -> None:
+    """EACCES (ICMPv6 1/1) tore the binding down before; now it is relayed as 1/1."""
+    me6, loop6 = ipaddress.ip_address("fd00::2"), ipaddress.ip_address("::1")
+    sources: list[int] = []
+
+    def echo(data: bytes, addr: tuple[str, int, int, int]) -> None:
+        sources.append(addr[1])
+        server.sendto(data, addr)
+
+    server = gevent.server.DatagramServer(("::1", 0), echo)
+    server.start()
+    try:
+        port = server.server_port
+        client.send(build_udp(UdpDatagram(me6, loop6, 4447, port, b"ping")))
+        client.expect(lambda x: isinstance(x, UdpDatagram) and x.sport == port)
+        (relay,) = gateway.udp_relays.values()
+        assert relay.sock is not None
+        _forge_icmp6(1, 1, relay.sock.getsockname()[1], port)
+        err = client.expect(lambda x: isinstance(x, IcmpError))
+        assert isinstance(err, IcmpError) and (err.type, err.code) == (1, 1)
+        assert err.src == loop6 and err.dst == me6
+        client.send(build_udp(UdpDatagram(me6, loop6, 4447, port, b"again")))
+        reply = client.expect(lambda x: isinstance(x, UdpDatagram) and x.sport == port)
+        assert isinstance(reply, UdpDatagram) and reply.payload == b"again"
+        assert len(set(sources)) == 1 and list(gateway.udp_relays.values()) == [relay]
+    finally:
+        server.stop()
+
+
 def test_send_on_a_full_socket_drops_and_counts_instead_of_blocking() -> None:
     """(Loopback never fills a UDP send buffer, so the full socket is simulated.)"""
     with Gateway(make_config()) as gw:
