@@ -775,12 +775,14 @@ class Topology:
                     delay_ms: float = 0.0, record: Path | None = None, jitter_ms: float = 0.0,
                     reorder_ms: float = 5.0, rate_mbit: float = 0.0, queue_kb: float = 0.0,
                     up: Mapping[str, float] | None = None, down: Mapping[str, float] | None = None,
-                    engine: str = "auto") -> "RelayProcess":
+                    engine: str | None = None) -> "RelayProcess":
         """A relay in ns gw at 10.201.0.2:51900 in front of the gateway (point the client at it).
 
         The keyword impairments apply to both directions; ``up`` (client -> gateway) and
         ``down`` (gateway -> client) override single fields (relay.py's ``LinkSpec`` names).
+        ``engine``: relay.py's ``--engine``; default ``$WGSLIRPY_RELAY_ENGINE`` or ``auto``.
         """
+        engine = engine or os.environ.get("WGSLIRPY_RELAY_ENGINE", "auto")
         args = [PYTHON, str(RELAY_PY), "relay", "--listen", f"{GW_UNDERLAY_V4}:{RELAY_PORT}",
                 "--upstream", self.gateway.endpoint, "--seed", str(seed), "--loss", str(loss),
                 "--dup", str(dup), "--reorder", str(reorder), "--delay-ms", str(delay_ms),
