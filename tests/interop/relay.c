@@ -7,17 +7,19 @@
  *   relay LHOST LPORT UHOST UPORT SEED  <up: 8 numbers>  <down: 8 numbers>
  *   per direction: delay_ns jitter_ns loss dup reorder reorder_ns rate_bytes_per_s queue_bytes
  *
- * One thread: recvmmsg() batches from both sockets into a pool of packet slots; each
- * datagram's release time (bottleneck departure + delay + jitter + reorder hold) goes into
- * a binary heap; ppoll() sleeps with nanosecond timeouts until the next release, and due
- * datagrams leave in sendmmsg() batches. Each direction has its own seeded generator
- * (splitmix64), so one direction's traffic never changes the other's decisions.
- * Prints "ready" once bound, a JSON line of counters on SIGUSR1 and on SIGTERM/SIGINT (then exits).
+ * One thread per direction: recvmmsg() batches into that direction's pool of packet slots;
+ * each datagram's release time (bottleneck departure + delay + jitter + reorder hold) goes
+ * into the direction's binary heap; ppoll() sleeps with nanosecond timeouts until the next
+ * release, and due datagrams leave in sendmmsg() batches. Each direction has its own seeded
+ * generator (splitmix64), so one direction's traffic never changes the other's decisions.
+ * The main thread handles signals and samples the busiest second. Prints "ready" once
+ * bound, a JSON line of counters on SIGUSR1 and on SIGTERM/SIGINT (then exits).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,32 +32,37 @@
 #include <unistd.h>
 
 #define SLOT_SIZE 2048    /* > any WireGuard datagram on a 1500-byte underlay */
-#define NSLOTS 32768      /* datagrams held at once, both directions (64 MiB at most) */
+#define NSLOTS 32768      /* datagrams held at once per direction (64 MiB at most, touched lazily) */
 #define BATCH 64
 #define SOCK_BUF (8 * 1024 * 1024)
 
+struct ev { uint64_t due, seq; uint32_t slot; };
+
+/* One direction: its settings, its generator, its held datagrams; run by its own thread. */
 struct dir {
-    double delay_ns, jitter_ns, loss, dup, reorder, reorder_ns, rate, queue;
+    double delay_ns, jitter_ns, loss, dup, reorder, reorder_ns, rate, queue; /* from argv, in this order */
     uint64_t rng;
     uint64_t tail_ns; /* when the bottleneck finishes sending what it holds */
-    uint64_t in, dropped, duplicated, reordered, queue_dropped, out, bytes_out, send_errors;
+    int in_sock, out_sock, k;
+    unsigned char (*slots)[SLOT_SIZE];
+    uint16_t *slot_len;
+    uint32_t *free_stack, nfree; /* invariant: nfree + held + in-flight batch slots == NSLOTS */
+    struct ev *heap;
+    uint32_t nheap;
+    uint64_t seqno;
+    /* counters: written by this direction's thread only, read (approximately) by main */
+    volatile uint64_t in, dropped, duplicated, reordered, queue_dropped, out, bytes_out, send_errors,
+        pool_full, truncated, recv_errors;
 };
 
-struct ev { uint64_t due, seq; uint32_t slot; uint8_t dir; };
-
-static unsigned char (*slots)[SLOT_SIZE];
-static uint16_t slot_len[NSLOTS];
-static uint32_t free_stack[NSLOTS];
-static uint32_t nfree;
-static struct ev heap[NSLOTS];
-static uint32_t nheap;
-static uint64_t seqno;
 static struct dir dirs[2]; /* 0: client -> upstream ("up"), 1: upstream -> client ("down") */
-static uint64_t pool_full, truncated, recv_errors;
-static uint64_t peak_dps, win_start, win_count;
+/* The client's address: learnt by "up" from what it receives, used by "down" to send. */
+static pthread_mutex_t client_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sockaddr_storage client;
 static socklen_t client_len;
-static volatile sig_atomic_t stop_flag, dump_flag;
+static volatile uint32_t client_version;
+static volatile sig_atomic_t stop_flag;
+static uint64_t peak_dps;
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -75,36 +82,31 @@ static int ev_less(const struct ev *a, const struct ev *b) {
     return a->due < b->due || (a->due == b->due && a->seq < b->seq);
 }
 
-static void heap_push(uint64_t due, uint32_t slot, uint8_t dir) {
-    uint32_t i = nheap++;
-    struct ev e = {due, seqno++, slot, dir};
+static void heap_push(struct dir *d, uint64_t due, uint32_t slot) {
+    uint32_t i = d->nheap++;
+    struct ev e = {due, d->seqno++, slot};
     while (i > 0) {
         uint32_t p = (i - 1) / 2;
-        if (!ev_less(&e, &heap[p])) break;
-        heap[i] = heap[p];
+        if (!ev_less(&e, &d->heap[p])) break;
+        d->heap[i] = d->heap[p];
         i = p;
     }
-    heap[i] = e;
+    d->heap[i] = e;
 }
 
-static struct ev heap_pop(void) {
-    struct ev top = heap[0], last = heap[--nheap];
-    uint32_t i = 0;
+static struct ev heap_pop(struct dir *d) {
+    struct ev top = d->heap[0], last = d->heap[--d->nheap];
+    uint32_t i = 0, n = d->nheap;
     for (;;) {
         uint32_t c = 2 * i + 1;
-        if (c >= nheap) break;
-        if (c + 1 < nheap && ev_less(&heap[c + 1], &heap[c])) c++;
-        if (!ev_less(&heap[c], &last)) break;
-        heap[i] = heap[c];
+        if (c >= n) break;
+        if (c + 1 < n && ev_less(&d->heap[c + 1], &d->heap[c])) c++;
+        if (!ev_less(&d->heap[c], &last)) break;
+        d->heap[i] = d->heap[c];
         i = c;
     }
-    if (nheap > 0) heap[i] = last;
+    if (n > 0) d->heap[i] = last;
     return top;
-}
-
-static void on_signal(int sig) {
-    if (sig == SIGUSR1) dump_flag = 1;
-    else stop_flag = 1;
 }
 
 static int resolve(const char *host, const char *port, struct sockaddr_storage *ss, socklen_t *len) {
@@ -127,13 +129,14 @@ static int udp_socket(int family) {
     return s;
 }
 
+#define U(x) ((unsigned long long)(x))
+
 static void print_dir(const char *name, const struct dir *d) {
     printf("\"%s\": {\"in\": %llu, \"dropped\": %llu, \"duplicated\": %llu, \"reordered\": %llu, "
-           "\"queue_dropped\": %llu, \"out\": %llu, \"bytes_out\": %llu, \"send_errors\": %llu}",
-           name, (unsigned long long)d->in, (unsigned long long)d->dropped,
-           (unsigned long long)d->duplicated, (unsigned long long)d->reordered,
-           (unsigned long long)d->queue_dropped, (unsigned long long)d->out,
-           (unsigned long long)d->bytes_out, (unsigned long long)d->send_errors);
+           "\"queue_dropped\": %llu, \"out\": %llu, \"bytes_out\": %llu, \"send_errors\": %llu, "
+           "\"pool_full\": %llu, \"held\": %u}",
+           name, U(d->in), U(d->dropped), U(d->duplicated), U(d->reordered), U(d->queue_dropped),
+           U(d->out), U(d->bytes_out), U(d->send_errors), U(d->pool_full), d->nheap);
 }
 
 static void dump(uint64_t t0) {
@@ -145,12 +148,10 @@ static void dump(uint64_t t0) {
            "\"queue_dropped\": %llu, \"to_upstream\": %llu, \"to_client\": %llu, \"send_errors\": %llu, "
            "\"pool_full\": %llu, \"truncated\": %llu, \"recv_errors\": %llu, \"held\": %u, "
            "\"peak_dps\": %llu, \"cpu_s\": %.3f, \"elapsed_s\": %.3f, \"recorded\": 0, ",
-           (unsigned long long)(u->in + d->in), (unsigned long long)(u->dropped + d->dropped),
-           (unsigned long long)(u->duplicated + d->duplicated), (unsigned long long)(u->reordered + d->reordered),
-           (unsigned long long)(u->queue_dropped + d->queue_dropped), (unsigned long long)u->out,
-           (unsigned long long)d->out, (unsigned long long)(u->send_errors + d->send_errors),
-           (unsigned long long)pool_full, (unsigned long long)truncated, (unsigned long long)recv_errors,
-           nheap, (unsigned long long)peak_dps, cpu, (now_ns() - t0) / 1e9);
+           U(u->in + d->in), U(u->dropped + d->dropped), U(u->duplicated + d->duplicated),
+           U(u->reordered + d->reordered), U(u->queue_dropped + d->queue_dropped), U(u->out), U(d->out),
+           U(u->send_errors + d->send_errors), U(u->pool_full + d->pool_full), U(u->truncated + d->truncated),
+           U(u->recv_errors + d->recv_errors), u->nheap + d->nheap, U(peak_dps), cpu, (now_ns() - t0) / 1e9);
     print_dir("up", u);
     printf(", ");
     print_dir("down", d);
@@ -184,15 +185,132 @@ static uint64_t decide(struct dir *d, uint64_t now, size_t len, int *copies) {
     return base + (uint64_t)extra + 1; /* +1: never 0 */
 }
 
-static void count_forwarded(uint64_t now, unsigned n) {
-    uint64_t span = now - win_start;
-    if (span >= 1000000000ull) {
-        uint64_t rate = (uint64_t)((double)win_count * 1e9 / (double)span);
-        if (span < 2000000000ull && rate > peak_dps) peak_dps = rate;
-        win_start = now;
-        win_count = 0;
+/* Send every due datagram, in sendmmsg batches. */
+static void release_due(struct dir *d, struct sockaddr_storage *to, socklen_t *to_len, uint32_t *seen) {
+    static __thread struct mmsghdr msg[BATCH];
+    static __thread struct iovec iov[BATCH];
+    static __thread uint32_t slot[BATCH];
+    if (d->k == 1 && *seen != __atomic_load_n(&client_version, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&client_lock);
+        *to = client;
+        *to_len = client_len;
+        *seen = client_version;
+        pthread_mutex_unlock(&client_lock);
     }
-    win_count += n;
+    uint64_t now = now_ns();
+    while (d->nheap > 0 && d->heap[0].due <= now) {
+        unsigned n = 0;
+        while (n < BATCH && d->nheap > 0 && d->heap[0].due <= now) {
+            struct ev e = heap_pop(d);
+            if (d->k == 1 && *to_len == 0) { d->free_stack[d->nfree++] = e.slot; continue; }
+            iov[n].iov_base = d->slots[e.slot];
+            iov[n].iov_len = d->slot_len[e.slot];
+            memset(&msg[n].msg_hdr, 0, sizeof msg[n].msg_hdr);
+            msg[n].msg_hdr.msg_iov = &iov[n];
+            msg[n].msg_hdr.msg_iovlen = 1;
+            if (d->k == 1) {
+                msg[n].msg_hdr.msg_name = to;
+                msg[n].msg_hdr.msg_namelen = *to_len;
+            }
+            slot[n++] = e.slot;
+        }
+        unsigned off = 0;
+        while (off < n) {
+            int r = sendmmsg(d->out_sock, msg + off, n - off, 0);
+            if (r < 0) {
+                if (errno == EINTR) continue;
+                d->send_errors++;
+                off++;
+                continue;
+            }
+            for (int q = 0; q < r; q++) d->bytes_out += msg[off + q].msg_len;
+            d->out += (uint64_t)r;
+            off += (unsigned)r;
+        }
+        for (unsigned q = 0; q < n; q++) d->free_stack[d->nfree++] = slot[q];
+        now = now_ns();
+    }
+}
+
+/* Read what is waiting (bounded), decide each datagram's fate, hold the survivors. */
+static void receive(struct dir *d) {
+    static __thread struct mmsghdr msg[BATCH];
+    static __thread struct iovec iov[BATCH];
+    static __thread uint32_t slot[BATCH];
+    static __thread struct sockaddr_storage from[BATCH];
+    static __thread unsigned char scratch[SLOT_SIZE];
+    for (int burst = 0; burst < 8; burst++) {
+        unsigned n = d->nfree >= 2 * BATCH ? BATCH : 1; /* nearly full: read one at a time into scratch */
+        for (unsigned i = 0; i < n; i++) {
+            slot[i] = d->nfree >= 2 * BATCH ? d->free_stack[--d->nfree] : UINT32_MAX;
+            iov[i].iov_base = slot[i] == UINT32_MAX ? scratch : d->slots[slot[i]];
+            iov[i].iov_len = SLOT_SIZE;
+            memset(&msg[i].msg_hdr, 0, sizeof msg[i].msg_hdr);
+            msg[i].msg_hdr.msg_iov = &iov[i];
+            msg[i].msg_hdr.msg_iovlen = 1;
+            msg[i].msg_hdr.msg_name = &from[i];
+            msg[i].msg_hdr.msg_namelen = sizeof from[i];
+        }
+        int got = recvmmsg(d->in_sock, msg, n, MSG_DONTWAIT, NULL);
+        for (unsigned i = got < 0 ? 0 : (unsigned)got; i < n; i++)
+            if (slot[i] != UINT32_MAX) d->free_stack[d->nfree++] = slot[i];
+        if (got < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) d->recv_errors++;
+            return;
+        }
+        uint64_t now = now_ns();
+        for (int i = 0; i < got; i++) {
+            if (d->k == 0) {
+                socklen_t len = msg[i].msg_hdr.msg_namelen;
+                if (len != client_len || memcmp(&client, &from[i], len) != 0) {
+                    pthread_mutex_lock(&client_lock);
+                    memcpy(&client, &from[i], len);
+                    client_len = len;
+                    __atomic_add_fetch(&client_version, 1, __ATOMIC_RELEASE);
+                    pthread_mutex_unlock(&client_lock);
+                }
+            }
+            if (slot[i] == UINT32_MAX) { d->in++; d->pool_full++; continue; }
+            if (msg[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                d->in++;
+                d->truncated++;
+                d->free_stack[d->nfree++] = slot[i];
+                continue;
+            }
+            d->slot_len[slot[i]] = (uint16_t)msg[i].msg_len;
+            int copies;
+            uint64_t due = decide(d, now, msg[i].msg_len, &copies);
+            if (due == 0) { d->free_stack[d->nfree++] = slot[i]; continue; }
+            heap_push(d, due, slot[i]);
+            if (copies == 2 && d->nfree > 0) {
+                uint32_t c = d->free_stack[--d->nfree];
+                memcpy(d->slots[c], d->slots[slot[i]], msg[i].msg_len);
+                d->slot_len[c] = d->slot_len[slot[i]];
+                heap_push(d, due + 1000, c);
+            }
+        }
+        if ((unsigned)got < n) return;
+    }
+}
+
+static void *direction_loop(void *arg) {
+    struct dir *d = arg;
+    struct sockaddr_storage to;
+    socklen_t to_len = 0;
+    uint32_t seen = 0;
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0); /* 1 us wake-up slack instead of 50 us */
+    while (!stop_flag) {
+        release_due(d, &to, &to_len, &seen);
+        struct timespec ts = {0, 100000000}; /* wake at least every 100 ms to see stop_flag */
+        if (d->nheap > 0) {
+            uint64_t now = now_ns(), due = d->heap[0].due;
+            uint64_t wait = due > now ? due - now : 0;
+            if (wait < 100000000ull) ts.tv_nsec = (long)wait;
+        }
+        struct pollfd pfd = {d->in_sock, POLLIN, 0};
+        if (ppoll(&pfd, 1, &ts, NULL) > 0) receive(d);
+    }
+    return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -206,146 +324,56 @@ int main(int argc, char **argv) {
         fprintf(stderr, "relay: bad address\n");
         return 2;
     }
-    uint64_t seed = strtoull(argv[5], NULL, 10);
-    for (int k = 0; k < 2; k++) {
-        double *f = &dirs[k].delay_ns;
-        for (int j = 0; j < 8; j++) f[j] = strtod(argv[6 + 8 * k + j], NULL);
-        dirs[k].rng = seed * 2 + (uint64_t)k + 0x1234567ull;
-    }
-    slots = malloc((size_t)NSLOTS * SLOT_SIZE);
-    if (!slots) { perror("relay: malloc"); return 1; }
-    for (uint32_t i = 0; i < NSLOTS; i++) free_stack[i] = NSLOTS - 1 - i;
-    nfree = NSLOTS;
-
     int down = udp_socket(laddr.ss_family), up = udp_socket(uaddr.ss_family);
     if (down < 0 || up < 0 || bind(down, (struct sockaddr *)&laddr, llen) < 0 ||
         connect(up, (struct sockaddr *)&uaddr, ulen) < 0) {
         perror("relay: socket");
         return 1;
     }
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal; /* no SA_RESTART: ppoll returns EINTR */
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0); /* 1 us wake-up slack instead of 50 us */
+    uint64_t seed = strtoull(argv[5], NULL, 10);
+    for (int k = 0; k < 2; k++) {
+        struct dir *d = &dirs[k];
+        double *f = &d->delay_ns;
+        for (int j = 0; j < 8; j++) f[j] = strtod(argv[6 + 8 * k + j], NULL);
+        d->rng = seed * 2 + (uint64_t)k + 0x1234567ull;
+        d->k = k;
+        d->in_sock = k == 0 ? down : up;
+        d->out_sock = k == 0 ? up : down;
+        d->slots = malloc((size_t)NSLOTS * SLOT_SIZE);
+        d->slot_len = calloc(NSLOTS, sizeof *d->slot_len);
+        d->free_stack = malloc(NSLOTS * sizeof *d->free_stack);
+        d->heap = malloc(NSLOTS * sizeof *d->heap);
+        if (!d->slots || !d->slot_len || !d->free_stack || !d->heap) { perror("relay: malloc"); return 1; }
+        for (uint32_t i = 0; i < NSLOTS; i++) d->free_stack[i] = NSLOTS - 1 - i;
+        d->nfree = NSLOTS;
+    }
+    /* Signals go to the main thread only (blocked here, inherited by the workers). */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++)
+        if (pthread_create(&th[k], NULL, direction_loop, &dirs[k]) != 0) { perror("relay: thread"); return 1; }
+    uint64_t t0 = now_ns(), last = t0, last_out = 0;
     printf("ready\n");
     fflush(stdout);
-
-    static struct mmsghdr rmsg[BATCH], smsg[2][BATCH];
-    static struct iovec riov[BATCH], siov[2][BATCH];
-    static uint32_t rslot[BATCH], sslot[2][BATCH];
-    static struct sockaddr_storage rfrom[BATCH];
-    static unsigned char scratch[SLOT_SIZE];
-    unsigned nsend[2] = {0, 0};
-    int socks[2] = {down, up}; /* index = direction whose datagrams arrive on it */
-    uint64_t t0 = now_ns();
-    win_start = t0;
-
-#define FLUSH(k)                                                                              \
-    do {                                                                                      \
-        unsigned off_ = 0;                                                                    \
-        while (off_ < nsend[k]) {                                                             \
-            int r_ = sendmmsg((k) == 0 ? up : down, smsg[k] + off_, nsend[k] - off_, 0);      \
-            if (r_ < 0) {                                                                     \
-                if (errno == EINTR) continue;                                                 \
-                dirs[k].send_errors++;                                                        \
-                off_++;                                                                       \
-                continue;                                                                     \
-            }                                                                                 \
-            for (int q_ = 0; q_ < r_; q_++) dirs[k].bytes_out += smsg[k][off_ + q_].msg_len;  \
-            dirs[k].out += (uint64_t)r_;                                                      \
-            off_ += (unsigned)r_;                                                             \
-        }                                                                                     \
-        count_forwarded(now_ns(), nsend[k]);                                                  \
-        for (unsigned q_ = 0; q_ < nsend[k]; q_++) free_stack[nfree++] = sslot[k][q_];         \
-        nsend[k] = 0;                                                                         \
-    } while (0)
-
     while (!stop_flag) {
-        if (dump_flag) { dump_flag = 0; dump(t0); }
-        uint64_t now = now_ns();
-        while (nheap > 0 && heap[0].due <= now) {
-            struct ev e = heap_pop();
-            int k = e.dir;
-            if (k == 1 && client_len == 0) { free_stack[nfree++] = e.slot; continue; }
-            unsigned i = nsend[k];
-            siov[k][i].iov_base = slots[e.slot];
-            siov[k][i].iov_len = slot_len[e.slot];
-            memset(&smsg[k][i].msg_hdr, 0, sizeof smsg[k][i].msg_hdr);
-            smsg[k][i].msg_hdr.msg_iov = &siov[k][i];
-            smsg[k][i].msg_hdr.msg_iovlen = 1;
-            if (k == 1) {
-                smsg[k][i].msg_hdr.msg_name = &client;
-                smsg[k][i].msg_hdr.msg_namelen = client_len;
-            }
-            sslot[k][i] = e.slot;
-            if (++nsend[k] == BATCH) FLUSH(k);
+        struct timespec one = {1, 0};
+        int sig = sigtimedwait(&set, NULL, &one);
+        uint64_t now = now_ns(), out = dirs[0].out + dirs[1].out;
+        if (now - last >= 900000000ull) { /* the busiest second so far */
+            uint64_t rate = (uint64_t)((double)(out - last_out) * 1e9 / (double)(now - last));
+            if (rate > peak_dps) peak_dps = rate;
+            last = now;
+            last_out = out;
         }
-        if (nsend[0]) FLUSH(0);
-        if (nsend[1]) FLUSH(1);
-
-        struct timespec ts = {0, 200000000};
-        if (nheap > 0) {
-            now = now_ns();
-            uint64_t wait = heap[0].due > now ? heap[0].due - now : 0;
-            if (wait < 200000000ull) { ts.tv_sec = 0; ts.tv_nsec = (long)wait; }
-        }
-        struct pollfd pfd[2] = {{down, POLLIN, 0}, {up, POLLIN, 0}};
-        int pr = ppoll(pfd, 2, &ts, NULL);
-        if (pr <= 0) continue;
-        for (int k = 0; k < 2; k++) {
-            if (!(pfd[k].revents & (POLLIN | POLLERR))) continue;
-            for (int burst = 0; burst < 8; burst++) {
-                unsigned n = BATCH;
-                if (nfree < 2 * BATCH) n = 1; /* nearly full: read one at a time into scratch */
-                for (unsigned i = 0; i < n; i++) {
-                    rslot[i] = nfree >= 2 * BATCH ? free_stack[--nfree] : UINT32_MAX;
-                    riov[i].iov_base = rslot[i] == UINT32_MAX ? scratch : slots[rslot[i]];
-                    riov[i].iov_len = SLOT_SIZE;
-                    memset(&rmsg[i].msg_hdr, 0, sizeof rmsg[i].msg_hdr);
-                    rmsg[i].msg_hdr.msg_iov = &riov[i];
-                    rmsg[i].msg_hdr.msg_iovlen = 1;
-                    rmsg[i].msg_hdr.msg_name = &rfrom[i];
-                    rmsg[i].msg_hdr.msg_namelen = sizeof rfrom[i];
-                }
-                int got = recvmmsg(socks[k], rmsg, n, MSG_DONTWAIT, NULL);
-                int used = got < 0 ? 0 : got;
-                for (unsigned i = (unsigned)used; i < n; i++)
-                    if (rslot[i] != UINT32_MAX) free_stack[nfree++] = rslot[i];
-                if (got < 0) {
-                    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) recv_errors++;
-                    break;
-                }
-                now = now_ns();
-                for (int i = 0; i < got; i++) {
-                    if (k == 0) {
-                        memcpy(&client, &rfrom[i], rmsg[i].msg_hdr.msg_namelen);
-                        client_len = rmsg[i].msg_hdr.msg_namelen;
-                    }
-                    if (rslot[i] == UINT32_MAX) { dirs[k].in++; pool_full++; continue; }
-                    if (rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
-                        dirs[k].in++;
-                        truncated++;
-                        free_stack[nfree++] = rslot[i];
-                        continue;
-                    }
-                    slot_len[rslot[i]] = (uint16_t)rmsg[i].msg_len;
-                    int copies;
-                    uint64_t due = decide(&dirs[k], now, rmsg[i].msg_len, &copies);
-                    if (due == 0) { free_stack[nfree++] = rslot[i]; continue; }
-                    heap_push(due, rslot[i], (uint8_t)k);
-                    if (copies == 2 && nfree > 0) {
-                        uint32_t c = free_stack[--nfree];
-                        memcpy(slots[c], slots[rslot[i]], rmsg[i].msg_len);
-                        slot_len[c] = slot_len[rslot[i]];
-                        heap_push(due + 1000, c, (uint8_t)k);
-                    }
-                }
-                if ((unsigned)got < n) break;
-            }
-        }
+        if (sig == SIGUSR1) dump(t0);
+        else if (sig == SIGTERM || sig == SIGINT) stop_flag = 1;
     }
+    for (int k = 0; k < 2; k++) pthread_join(th[k], NULL);
     dump(t0);
     return 0;
 }
