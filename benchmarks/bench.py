@@ -32,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -607,7 +608,7 @@ def explain(rows: list[Row]) -> list[str]:
         "Cells: median over repeats [min-max]. Ratio: median of the per-repeat ratios, oriented so",
         "that higher is better for wgslirpy (rates: wgslirpy/baseline; times, CPU seconds and",
         "memory: baseline/wgslirpy); the mitmproxy ratio is the same against the baseline.",
-        *([f"Targets: {targets}."] if targets else []),
+        *(textwrap.wrap(f"Targets: {targets}.", 100) if targets else []),
         "Gateway CPU = utime+stime of the gateway process tree (wireguard-go, or python for",
         "wgslirpy) from /proc/PID/stat. The baseline's kernel forwarding runs in softirq and is",
         "not counted: the baseline's CPU is understated, so CPU ratios understate wgslirpy.",
@@ -771,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         link_lines = links.render_links(link_result)
         print()
         print("\n".join(link_lines))
-        print(f"Targets: {links.TARGETS_TEXT}.")
+        print("\n".join(textwrap.wrap(f"Targets: {links.TARGETS_TEXT}.", 100)))
     if profile_lines:
         print()
         print("\n".join(profile_lines))

@@ -75,14 +75,21 @@ class LinkSizes:
 LINKS_QUICK = LinkSizes(scale=0.25, cap_s=5.0)
 
 
-def find_counter(tree: Any, name: str) -> float | None:
-    """The value of ``name`` at its shallowest depth in a JSON tree (summed over that depth)."""
+def find_counters(tree: Any) -> dict[str, float] | None:
+    """The TCP recovery counters wherever the stats hold them: the shallowest dicts that have a
+    ``retransmitted_bytes`` key (a name no other figure uses), summed over that depth
+    (e.g. one folded ``"tcp"`` total, or per-connection ``counters``)."""
     level: list[Any] = [tree]
     for _ in range(8):
-        found = [v[name] for v in level if isinstance(v, dict) and isinstance(v.get(name), (int, float))
-                 and not isinstance(v.get(name), bool)]
+        found = [v for v in level if isinstance(v, dict) and "retransmitted_bytes" in v]
         if found:
-            return float(sum(found))
+            out: dict[str, float] = {}
+            for name in COUNTERS:
+                vals = [v[name] for v in found if isinstance(v.get(name), (int, float))
+                        and not isinstance(v.get(name), bool)]
+                if vals:
+                    out[name] = float(sum(vals))
+            return out
         nxt: list[Any] = []
         for v in level:
             if isinstance(v, dict):
@@ -128,12 +135,9 @@ class Bed:
 
 
 def counters_between(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for name in COUNTERS:
-        a = find_counter(after, name) if after is not None else None
-        b = find_counter(before, name) if before is not None else None
-        out[name] = None if a is None else a - (b or 0.0)
-    return out
+    a = find_counters(after) if after is not None else None
+    b = (find_counters(before) if before is not None else None) or {}
+    return {name: None if a is None or name not in a else a[name] - b.get(name, 0.0) for name in COUNTERS}
 
 
 def build_bed(kind: str, gateway_args: list[str], mitmdump: Path | None) -> Bed:
@@ -146,6 +150,10 @@ def build_bed(kind: str, gateway_args: list[str], mitmdump: Path | None) -> Bed:
             topo = Topology(kind, gateway_args=gateway_args if kind == "wgslirpy" else ())
         topo.up()
         bed.topo = topo
+        # No per-destination TCP metrics (ssthresh, RTT) carried from one profile's
+        # connections to the next: each transfer starts from the same state.
+        for ns in (topo.client, topo.srv):
+            ns.sysctl("net.ipv4.tcp_no_metrics_save", "1")
         proc = topo.srv.spawn([PYTHON, str(PROGRAMS_PY), "serve"], log_path=topo.workdir / "bench-serve.log",
                               stdout_pipe=True)
         topo_mod._wait_ready(proc, "benchmarks/programs.py serve")
