@@ -289,7 +289,8 @@ def render_links(result: dict[str, Any]) -> list[str]:
     header = ["link profile", "dir", "baseline MB/s", "wgslirpy MB/s", "ratio", "target", ""]
     if "mitmproxy" in kinds:
         header += ["mitmproxy MB/s", "ratio"]
-    header += ["wgslirpy RTOs", "retrans MB", "spurious undone", "longest gap s (b/w/m)"]
+    initials = "/".join(NAMES[k][0] for k in kinds)
+    header += ["wgslirpy RTOs", "retrans MB", "spurious undone", f"longest gap s ({initials})"]
     table: list[list[str]] = []
     for prof in PROFILES:
         for d in ("down", "up"):
@@ -388,6 +389,8 @@ def capacity_lines(result: dict[str, Any]) -> list[str]:
         out.append(f"  it forwarded up to {peak:,} datagrams/s (busiest second) at {per:.1f} us CPU each, "
                    f"i.e. it could carry ~{1e6 / per:,.0f} datagrams/s on one core "
                    f"({1e6 / per / max(peak, 1):.1f}x its busiest second)")
+    if "python" in engine:
+        out.append("  WARNING: the Python relay engine ran (no C compiler?): it may cap the baseline's figures")
     held = [r for r in relays if r.get("pool_full") or r.get("send_errors") or r.get("queue_dropped")]
     if held:
         out.append(f"  relay trouble: {len(held)} relay run(s) with pool_full/send_errors/queue drops")
@@ -403,5 +406,5 @@ def explain_links(result: dict[str, Any]) -> list[str]:
         "request to last byte, median over repeats [min-max]; ratio = median of per-repeat ratios to the",
         "baseline. RTOs, retransmitted MB and spurious retransmissions undone: wgslirpy's TCP counters",
         "(SIGUSR1 stats) over the transfer, n/a while the gateway does not report them. Longest gap: the",
-        "longest time without data arriving, per gateway (baseline/wgslirpy/mitmproxy).",
+        "longest time without data arriving, per gateway (b/w/m: baseline/wgslirpy/mitmproxy).",
     ]
