@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from . import servers
-from .topology import GW_PING_V4, HTTP_PORT, SINK_PORT, SRV_V4, RelayProcess, Topology
+from .servers import HTTP_PORT, SINK_PORT
+from .topology import GW_PING_V4, SRV_V4, RelayProcess, Topology
 
 pytestmark = pytest.mark.interop
 
