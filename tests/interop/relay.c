@@ -10,7 +10,9 @@
  * One thread per direction: recvmmsg() batches into that direction's pool of packet slots;
  * each datagram's release time (bottleneck departure + delay + jitter + reorder hold) goes
  * into the direction's binary heap; ppoll() sleeps with nanosecond timeouts until the next
- * release, and due datagrams leave in sendmmsg() batches. Each direction has its own seeded
+ * release, and due datagrams leave in sendmmsg() batches, each run of equal-sized datagrams
+ * as one UDP_SEGMENT (GSO) message the kernel splits again (a third of the CPU per datagram;
+ * WGSLIRPY_RELAY_GSO=0, or a kernel that refuses it, sends one message per datagram). Each direction has its own seeded
  * generator (splitmix64), so one direction's traffic never changes the other's decisions.
  * The main thread handles signals and samples the busiest second. Prints "ready" once
  * bound, a JSON line of counters on SIGUSR1 and on SIGTERM/SIGINT (then exits).
@@ -18,6 +20,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -63,6 +66,8 @@ static socklen_t client_len;
 static volatile uint32_t client_version;
 static volatile sig_atomic_t stop_flag;
 static uint64_t peak_dps;
+/* 0 once the kernel refused a UDP_SEGMENT send: then one message per datagram. */
+static volatile int gso_ok = 1;
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -147,11 +152,11 @@ static void dump(uint64_t t0) {
     printf("{\"engine\": \"c\", \"in\": %llu, \"dropped\": %llu, \"duplicated\": %llu, \"reordered\": %llu, "
            "\"queue_dropped\": %llu, \"to_upstream\": %llu, \"to_client\": %llu, \"send_errors\": %llu, "
            "\"pool_full\": %llu, \"truncated\": %llu, \"recv_errors\": %llu, \"held\": %u, "
-           "\"peak_dps\": %llu, \"cpu_s\": %.3f, \"elapsed_s\": %.3f, \"recorded\": 0, ",
+           "\"peak_dps\": %llu, \"cpu_s\": %.3f, \"elapsed_s\": %.3f, \"recorded\": 0, \"gso\": %d, ",
            U(u->in + d->in), U(u->dropped + d->dropped), U(u->duplicated + d->duplicated),
            U(u->reordered + d->reordered), U(u->queue_dropped + d->queue_dropped), U(u->out), U(d->out),
            U(u->send_errors + d->send_errors), U(u->pool_full + d->pool_full), U(u->truncated + d->truncated),
-           U(u->recv_errors + d->recv_errors), u->nheap + d->nheap, U(peak_dps), cpu, (now_ns() - t0) / 1e9);
+           U(u->recv_errors + d->recv_errors), u->nheap + d->nheap, U(peak_dps), cpu, (now_ns() - t0) / 1e9, gso_ok);
     print_dir("up", u);
     printf(", ");
     print_dir("down", d);
@@ -185,9 +190,75 @@ static uint64_t decide(struct dir *d, uint64_t now, size_t len, int *copies) {
     return base + (uint64_t)extra + 1; /* +1: never 0 */
 }
 
-/* Send every due datagram, in sendmmsg batches. */
-static void release_due(struct dir *d, struct sockaddr_storage *to, socklen_t *to_len, uint32_t *seen) {
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#define GSO_MAX_BYTES 65000 /* a GSO send carries at most one UDP datagram's worth */
+#define GSO_MAX_SEGS 64
+
+/* Send n datagrams (iov[0..n)) in order; with GSO, each run of equal-sized datagrams (the
+ * run's last may be shorter) leaves as one message the kernel splits (UDP_SEGMENT). */
+static void send_all(struct dir *d, struct iovec *iov, unsigned n, struct sockaddr_storage *to, socklen_t to_len) {
     static __thread struct mmsghdr msg[BATCH];
+    static __thread unsigned cnt[BATCH];
+    static __thread union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } ctrl[BATCH];
+    unsigned nmsg = 0, i = 0;
+    while (i < n) {
+        unsigned j = i + 1;
+        size_t seg = iov[i].iov_len, total = seg;
+        if (gso_ok) {
+            while (j < n && j - i < GSO_MAX_SEGS && iov[j].iov_len == seg && total + seg <= GSO_MAX_BYTES) total += iov[j++].iov_len;
+            if (j < n && j - i < GSO_MAX_SEGS && iov[j].iov_len < seg && total + iov[j].iov_len <= GSO_MAX_BYTES) total += iov[j++].iov_len;
+        }
+        struct msghdr *h = &msg[nmsg].msg_hdr;
+        memset(h, 0, sizeof *h);
+        h->msg_iov = &iov[i];
+        h->msg_iovlen = j - i;
+        if (d->k == 1) {
+            h->msg_name = to;
+            h->msg_namelen = to_len;
+        }
+        if (j - i > 1) {
+            h->msg_control = ctrl[nmsg].buf;
+            h->msg_controllen = sizeof ctrl[nmsg].buf;
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t gso = (uint16_t)seg;
+            memcpy(CMSG_DATA(c), &gso, sizeof gso);
+        }
+        cnt[nmsg++] = j - i;
+        i = j;
+    }
+    unsigned off = 0, first = 0; /* first: index in iov of msg[off]'s first datagram */
+    while (off < nmsg) {
+        int r = sendmmsg(d->out_sock, msg + off, nmsg - off, 0);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            if (cnt[off] > 1) { /* no GSO here: send this run one by one, and never try again */
+                gso_ok = 0;
+                send_all(d, &iov[first], cnt[off], to, to_len);
+            } else {
+                d->send_errors++;
+            }
+            first += cnt[off++];
+            continue;
+        }
+        for (int q = 0; q < r; q++) {
+            d->bytes_out += msg[off + q].msg_len;
+            d->out += cnt[off + q];
+            first += cnt[off + q];
+        }
+        off += (unsigned)r;
+    }
+}
+
+/* Send every due datagram, in batches. */
+static void release_due(struct dir *d, struct sockaddr_storage *to, socklen_t *to_len, uint32_t *seen) {
     static __thread struct iovec iov[BATCH];
     static __thread uint32_t slot[BATCH];
     if (d->k == 1 && *seen != __atomic_load_n(&client_version, __ATOMIC_ACQUIRE)) {
@@ -205,28 +276,9 @@ static void release_due(struct dir *d, struct sockaddr_storage *to, socklen_t *t
             if (d->k == 1 && *to_len == 0) { d->free_stack[d->nfree++] = e.slot; continue; }
             iov[n].iov_base = d->slots[e.slot];
             iov[n].iov_len = d->slot_len[e.slot];
-            memset(&msg[n].msg_hdr, 0, sizeof msg[n].msg_hdr);
-            msg[n].msg_hdr.msg_iov = &iov[n];
-            msg[n].msg_hdr.msg_iovlen = 1;
-            if (d->k == 1) {
-                msg[n].msg_hdr.msg_name = to;
-                msg[n].msg_hdr.msg_namelen = *to_len;
-            }
             slot[n++] = e.slot;
         }
-        unsigned off = 0;
-        while (off < n) {
-            int r = sendmmsg(d->out_sock, msg + off, n - off, 0);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                d->send_errors++;
-                off++;
-                continue;
-            }
-            for (int q = 0; q < r; q++) d->bytes_out += msg[off + q].msg_len;
-            d->out += (uint64_t)r;
-            off += (unsigned)r;
-        }
+        send_all(d, iov, n, to, *to_len);
         for (unsigned q = 0; q < n; q++) d->free_stack[d->nfree++] = slot[q];
         now = now_ns();
     }
@@ -358,6 +410,7 @@ int main(int argc, char **argv) {
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     pthread_t th[2];
+    if (getenv("WGSLIRPY_RELAY_GSO") && strcmp(getenv("WGSLIRPY_RELAY_GSO"), "0") == 0) gso_ok = 0;
     for (int k = 0; k < 2; k++)
         if (pthread_create(&th[k], NULL, direction_loop, &dirs[k]) != 0) { perror("relay: thread"); return 1; }
     uint64_t t0 = now_ns(), last = t0, last_out = 0;

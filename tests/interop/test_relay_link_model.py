@@ -9,6 +9,7 @@ counters that add up. No speed is asserted.
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import socket
@@ -61,9 +62,10 @@ def test_bottleneck_queue_tail_drops_and_spaces_departures() -> None:
     assert imp.decide(5.5, 1000)  # drained by then: accepted again
 
 
-@pytest.fixture(params=["python", "c"])
+@pytest.fixture(params=["python", "c", "c-no-gso"])
 def engine(request: pytest.FixtureRequest) -> str:
-    if request.param == "c":
+    """The relay engine; ``c-no-gso``: the C engine with one message per datagram (its fallback)."""
+    if request.param.startswith("c"):
         try:
             build_c_engine()
         except OSError as e:
@@ -79,22 +81,23 @@ def _free_udp() -> socket.socket:
 
 
 @pytest.fixture
-def loopback_relay(engine: str) -> Iterator[tuple[subprocess.Popen[bytes], socket.socket, socket.socket, int]]:
-    """(relay process, client socket, upstream echo socket, relay port) on 127.0.0.1."""
+def loopback_relay(engine: str) -> Iterator[tuple[str, subprocess.Popen[bytes], socket.socket, socket.socket, int]]:
+    """(engine, relay process, client socket, upstream echo socket, relay port) on 127.0.0.1."""
     upstream = _free_udp()
     probe = _free_udp()
     port = probe.getsockname()[1]
     probe.close()
+    env = {**os.environ, "WGSLIRPY_RELAY_GSO": "0" if engine == "c-no-gso" else "1"}
     proc = subprocess.Popen(
         [sys.executable, str(RELAY_PY), "relay", "--listen", f"127.0.0.1:{port}",
-         "--upstream", f"127.0.0.1:{upstream.getsockname()[1]}", "--engine", engine,
-         *RELAY_ARGS], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+         "--upstream", f"127.0.0.1:{upstream.getsockname()[1]}", "--engine", engine.split("-")[0],
+         *RELAY_ARGS], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
     client = _free_udp()
     try:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], 30)
         assert ready and proc.stdout.readline().startswith(b"ready")
-        yield proc, client, upstream, port
+        yield engine, proc, client, upstream, port
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -104,9 +107,9 @@ def loopback_relay(engine: str) -> Iterator[tuple[subprocess.Popen[bytes], socke
 
 
 def test_engine_delivers_intact_delayed_and_counted(
-    loopback_relay: tuple[subprocess.Popen[bytes], socket.socket, socket.socket, int]
+    loopback_relay: tuple[str, subprocess.Popen[bytes], socket.socket, socket.socket, int]
 ) -> None:
-    proc, client, upstream, port = loopback_relay
+    engine, proc, client, upstream, port = loopback_relay
     n, delay = 150, 0.005  # RELAY_ARGS; 150 fit the default socket buffers
     sent_at: dict[bytes, float] = {}
     got: list[tuple[bytes, float]] = []
@@ -136,6 +139,8 @@ def test_engine_delivers_intact_delayed_and_counted(
     for data, at in got:
         assert data in sent_at, "a datagram changed on its way"
         assert at - sent_at[data] >= 2 * delay * 0.95, "returned before the two one-way delays"
+    if engine != "python":
+        assert counts["gso"] == (engine == "c"), counts
     up, down = counts["up"], counts["down"]
     assert up["in"] == n and up["dropped"] > 0 and down["dropped"] > 0
     assert up["out"] == up["in"] - up["dropped"] == down["in"]
