@@ -24,12 +24,14 @@ import json
 import statistics
 import time
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import procstat
 from mitm import MitmproxyGateway, mitmdump_version
+
 from tests.interop import topology as topo_mod
 from tests.interop.topology import PYTHON, SRV_V4, Topology
 
@@ -54,15 +56,21 @@ class Profile:
 PROFILES = (
     Profile("relay", "no impairment (relay only)", {}, 300),
     Profile("20ms", "20 ms each way, no loss", {"delay_ms": 20}, 160, 0.7, ">= 0.7x"),
-    Profile("50ms-1pct", "50 ms each way, 1 % loss each way", {"delay_ms": 50, "loss": 0.01}, 40, 0.5,
-            ">= 0.5x"),
-    Profile("lossy", "2 ms, 5 % loss, 10 % reorder, 1 % dup each way",
-            {"delay_ms": 2, "loss": 0.05, "reorder": 0.10, "reorder_ms": 5, "dup": 0.01}, 120, 0.5,
-            ">= 0.5x"),
+    Profile("50ms-1pct", "50 ms each way, 1 % loss each way", {"delay_ms": 50, "loss": 0.01}, 40, 0.5, ">= 0.5x"),
+    Profile(
+        "lossy",
+        "2 ms, 5 % loss, 10 % reorder, 1 % dup each way",
+        {"delay_ms": 2, "loss": 0.05, "reorder": 0.10, "reorder_ms": 5, "dup": 0.01},
+        120,
+        0.5,
+        ">= 0.5x",
+    ),
 )
-TARGETS_TEXT = ("link profiles (ratio wgslirpy/baseline through the same relay, both ways): "
-                + "; ".join(f"{p.label}: {p.target_text}" for p in PROFILES if p.target)
-                + "; any profile: no transfer stalls for more than 1 s")
+TARGETS_TEXT = (
+    "link profiles (ratio wgslirpy/baseline through the same relay, both ways): "
+    + "; ".join(f"{p.label}: {p.target_text}" for p in PROFILES if p.target)
+    + "; any profile: no transfer stalls for more than 1 s"
+)
 
 
 @dataclass(frozen=True)
@@ -85,8 +93,11 @@ def find_counters(tree: Any) -> dict[str, float] | None:
         if found:
             out: dict[str, float] = {}
             for name in COUNTERS:
-                vals = [v[name] for v in found if isinstance(v.get(name), (int, float))
-                        and not isinstance(v.get(name), bool)]
+                vals = [
+                    v[name]
+                    for v in found
+                    if isinstance(v.get(name), (int, float)) and not isinstance(v.get(name), bool)
+                ]
                 if vals:
                     out[name] = float(sum(vals))
             return out
@@ -114,8 +125,11 @@ class Bed:
         assert self.topo is not None
         cmd = "link-get" if direction == "down" else "link-put"
         try:
-            proc = self.topo.client.run([PYTHON, str(PROGRAMS_PY), cmd, SRV_V4, "--size", str(size),
-                                         "--cap", str(cap)], timeout=cap + 60, check=False)
+            proc = self.topo.client.run(
+                [PYTHON, str(PROGRAMS_PY), cmd, SRV_V4, "--size", str(size), "--cap", str(cap)],
+                timeout=cap + 60,
+                check=False,
+            )
         except topo_mod.TopologyError as e:
             return {"ok": False, "error": str(e)[:200]}
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -154,8 +168,9 @@ def build_bed(kind: str, gateway_args: list[str], mitmdump: Path | None) -> Bed:
         # connections to the next: each transfer starts from the same state.
         for ns in (topo.client, topo.srv):
             ns.sysctl("net.ipv4.tcp_no_metrics_save", "1")
-        proc = topo.srv.spawn([PYTHON, str(PROGRAMS_PY), "serve"], log_path=topo.workdir / "bench-serve.log",
-                              stdout_pipe=True)
+        proc = topo.srv.spawn(
+            [PYTHON, str(PROGRAMS_PY), "serve"], log_path=topo.workdir / "bench-serve.log", stdout_pipe=True
+        )
         topo_mod._wait_ready(proc, "benchmarks/programs.py serve")
         check = bed.transfer("down", 100_000, 15)
         if not check.get("ok"):
@@ -199,15 +214,27 @@ def relay_capacity(bed: Bed, sizes: LinkSizes) -> dict[str, Any]:
     return {d: bed.transfer(d, size, sizes.cap_s) for d in ("down", "up")}
 
 
-def run_links(kinds: list[str], repeat: int, sizes: LinkSizes, gateway_args: list[str],
-              deadline: float, mitmdump: Path | str | None,
-              progress: Callable[[str], None]) -> dict[str, Any]:
+def run_links(
+    kinds: list[str],
+    repeat: int,
+    sizes: LinkSizes,
+    gateway_args: list[str],
+    deadline: float,
+    mitmdump: Path | str | None,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
     """The whole section; never raises. Returns the raw results for :func:`render_links`.
 
     ``mitmdump``: the mitmproxy gateway's program, why there is none, or None (not asked for).
     """
-    result: dict[str, Any] = {"kinds": [], "runs": [], "direct": [], "notes": [], "mitmproxy": None,
-                              "sizes": {"scale": sizes.scale, "cap_s": sizes.cap_s, "seed": sizes.seed}}
+    result: dict[str, Any] = {
+        "kinds": [],
+        "runs": [],
+        "direct": [],
+        "notes": [],
+        "mitmproxy": None,
+        "sizes": {"scale": sizes.scale, "cap_s": sizes.cap_s, "seed": sizes.seed},
+    }
     order = [k for k in GATEWAYS if k in kinds]
     if isinstance(mitmdump, Path):
         result["mitmproxy"] = mitmdump_version(mitmdump)
@@ -247,8 +274,11 @@ def run_links(kinds: list[str], repeat: int, sizes: LinkSizes, gateway_args: lis
                         traceback.print_exc()
                         run[prof.key][kind] = {"error": f"failed: {type(e).__name__}: {str(e)[:200]}"}
                     r = run[prof.key][kind]
-                    progress(f"{time.monotonic() - t0:.0f}s " + " ".join(
-                        f"{d} {r[d].get('mbps', 0):.1f} MB/s" for d in ("down", "up") if d in r) + "\n")
+                    progress(
+                        f"{time.monotonic() - t0:.0f}s "
+                        + " ".join(f"{d} {r[d].get('mbps', 0):.1f} MB/s" for d in ("down", "up") if d in r)
+                        + "\n"
+                    )
                     if bed.topo is not None and bed.topo.gateway.pid is None:
                         bed.broken = f"failed: gateway exited ({bed.topo.gateway.log_tail(200).strip()[-200:]})"
             result["runs"].append(run)
@@ -280,6 +310,17 @@ def _fmt(vals: list[float]) -> str:
     return text
 
 
+def _ratio_text(ratios: dict[str, list[float]], kind: str) -> str:
+    return f"{statistics.median(ratios[kind]):.2f}x" if ratios.get(kind) else "-"
+
+
+def _ctext(vals: list[float], measured: bool, scale: float = 1.0, fmt: str = "{:.0f}") -> str:
+    """A wgslirpy counter cell: '-' without a transfer, 'n/a' without counters in the stats."""
+    if not measured:
+        return "-"
+    return fmt.format(statistics.median(vals) / scale) if vals else "n/a"
+
+
 def render_links(result: dict[str, Any]) -> list[str]:
     kinds: list[str] = result["kinds"]
     runs: list[dict[str, Any]] = result["runs"]
@@ -309,44 +350,52 @@ def render_links(result: dict[str, Any]) -> list[str]:
                     r = entry.get(d, {})
                     v = _rate(r)
                     if v is None:
-                        notes.append(f"{NAMES[k]}, {prof.label}, {d} (run {i + 1}): "
-                                     f"{r.get('error') or 'sha256 mismatch'}")
+                        notes.append(
+                            f"{NAMES[k]}, {prof.label}, {d} (run {i + 1}): {r.get('error') or 'sha256 mismatch'}"
+                        )
                         continue
                     cells[k].append(v)
                     if base:
                         ratios[k].append(v / base)
                     gaps[k].append(float(r.get("max_gap", 0.0)))
                     if r.get("max_gap", 0.0) > STALL_S:
-                        stalls.append(f"{NAMES[k]}, {prof.label}, {d} (run {i + 1}): "
-                                      f"{r.get('stalls', 1)} stall(s), longest {r['max_gap']:.1f} s")
+                        stalls.append(
+                            f"{NAMES[k]}, {prof.label}, {d} (run {i + 1}): "
+                            f"{r.get('stalls', 1)} stall(s), longest {r['max_gap']:.1f} s"
+                        )
                     if not r.get("complete", True):
-                        notes.append(f"{NAMES[k]}, {prof.label}, {d} (run {i + 1}): hit the "
-                                     f"{result['sizes']['cap_s']:.0f} s cap after {r.get('bytes', 0) / 1e6:.1f} MB")
+                        notes.append(
+                            f"{NAMES[k]}, {prof.label}, {d} (run {i + 1}): hit the "
+                            f"{result['sizes']['cap_s']:.0f} s cap after {r.get('bytes', 0) / 1e6:.1f} MB"
+                        )
                     if k == "wgslirpy":
                         for c in COUNTERS:
                             cv = (r.get("counters") or {}).get(c)
                             if cv is not None:
                                 ctr[c].append(float(cv))
 
-            def ratio_text(k: str) -> str:
-                return f"{statistics.median(ratios[k]):.2f}x" if ratios[k] else "-"
-
             verdict = ""
             if prof.target is not None and ratios.get("wgslirpy"):
                 verdict = "ok" if statistics.median(ratios["wgslirpy"]) >= prof.target else "MISS"
-            row = [prof.label if d == "down" else "", d, _fmt(cells.get("kernel", [])),
-                   _fmt(cells.get("wgslirpy", [])), ratio_text("wgslirpy") if "wgslirpy" in kinds else "-",
-                   prof.target_text, verdict]
+            row = [
+                prof.label if d == "down" else "",
+                d,
+                _fmt(cells.get("kernel", [])),
+                _fmt(cells.get("wgslirpy", [])),
+                _ratio_text(ratios, "wgslirpy") if "wgslirpy" in kinds else "-",
+                prof.target_text,
+                verdict,
+            ]
             if "mitmproxy" in kinds:
-                row += [_fmt(cells["mitmproxy"]), ratio_text("mitmproxy")]
+                row += [_fmt(cells["mitmproxy"]), _ratio_text(ratios, "mitmproxy")]
 
-            def ctext(c: str, scale: float = 1.0, fmt: str = "{:.0f}") -> str:
-                if "wgslirpy" not in kinds or not cells.get("wgslirpy"):
-                    return "-"
-                return fmt.format(statistics.median(ctr[c]) / scale) if ctr[c] else "n/a"
-
-            row += [ctext("rto"), ctext("retransmitted_bytes", 1e6, "{:.2f}"), ctext("spurious_undone"),
-                    "/".join(f"{max(gaps[k]):.1f}" if gaps[k] else "-" for k in kinds)]
+            measured = bool(cells.get("wgslirpy"))
+            row += [
+                _ctext(ctr["rto"], measured),
+                _ctext(ctr["retransmitted_bytes"], measured, 1e6, "{:.2f}"),
+                _ctext(ctr["spurious_undone"], measured),
+                "/".join(f"{max(gaps[k]):.1f}" if gaps[k] else "-" for k in kinds),
+            ]
             table.append(row)
     widths = [max(len(r[i]) for r in table + [header]) for i in range(len(header))]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
@@ -373,24 +422,34 @@ def capacity_lines(result: dict[str, Any]) -> list[str]:
         a = [v for v in (_rate(x.get(d)) for x in direct) if v is not None]
         b = [v for v in (_rate(x.get(d)) for x in through) if v is not None]
         if a and b:
-            parts.append(f"{d} {statistics.median(a):.1f} MB/s without it, {statistics.median(b):.1f} "
-                         f"through it ({statistics.median(b) / statistics.median(a):.2f}x)")
-    relays = [run.get(p.key, {}).get(k, {}).get("relay") or {} for run in result["runs"] for p in PROFILES
-              for k in result["kinds"]]
+            parts.append(
+                f"{d} {statistics.median(a):.1f} MB/s without it, {statistics.median(b):.1f} "
+                f"through it ({statistics.median(b) / statistics.median(a):.2f}x)"
+            )
+    relays = [
+        run.get(p.key, {}).get(k, {}).get("relay") or {}
+        for run in result["runs"]
+        for p in PROFILES
+        for k in result["kinds"]
+    ]
     relays = [r for r in relays if r]
     engine = sorted({str(r.get("engine", "?")) for r in relays})
     peak = max((int(r.get("peak_dps", 0)) for r in relays), default=0)
-    out.append(f"impairment relay (engine {'/'.join(engine) or '?'}): baseline " +
-               ("; ".join(parts) if parts else "with/without the relay not measured"))
+    out.append(
+        f"impairment relay (engine {'/'.join(engine) or '?'}): baseline "
+        + ("; ".join(parts) if parts else "with/without the relay not measured")
+    )
     # CPU per datagram where the relay worked hardest: the unimpaired baseline.
     busy = [r.get("relay") or {} for r in through]
     dgrams = sum(int(r.get("to_upstream", 0)) + int(r.get("to_client", 0)) for r in busy)
     cpu = sum(float(r.get("cpu_s", 0.0)) for r in busy)
     if dgrams and cpu > 0:
         per = cpu / dgrams * 1e6
-        out.append(f"  it used {per:.1f} us CPU per datagram carrying the unimpaired baseline, i.e. it could carry "
-                   f"~{1e6 / per:,.0f} datagrams/s on one core: {1e6 / per / max(peak, 1):.1f}x the busiest "
-                   f"second it had in any profile ({peak:,} datagrams/s)")
+        out.append(
+            f"  it used {per:.1f} us CPU per datagram carrying the unimpaired baseline, i.e. it could carry "
+            f"~{1e6 / per:,.0f} datagrams/s on one core: {1e6 / per / max(peak, 1):.1f}x the busiest "
+            f"second it had in any profile ({peak:,} datagrams/s)"
+        )
     if "python" in engine:
         out.append("  WARNING: the Python relay engine ran (no C compiler?): it may cap the baseline's figures")
     held = [r for r in relays if r.get("pool_full") or r.get("send_errors") or r.get("queue_dropped")]
@@ -402,8 +461,8 @@ def capacity_lines(result: dict[str, Any]) -> list[str]:
 def explain_links(result: dict[str, Any]) -> list[str]:
     s = result["sizes"]
     return [
-        f"Link profiles: each gateway in turn through a fresh tests/interop/relay.py (same seed per profile)",
-        f"on the underlay; impairments apply to each direction. A transfer is an HTTP download or an upload",
+        "Link profiles: each gateway in turn through a fresh tests/interop/relay.py (same seed per profile)",
+        "on the underlay; impairments apply to each direction. A transfer is an HTTP download or an upload",
         f"of about {s['scale']:g} x the profile's size, stopped at {s['cap_s']:.0f} s; MB/s = bytes / time from",
         "request to last byte, median over repeats [min-max]; ratio = median of per-repeat ratios to the",
         "baseline. RTOs, retransmitted MB and spurious retransmissions undone: wgslirpy's TCP counters",

@@ -23,7 +23,12 @@ import subprocess
 from pathlib import Path
 
 from tests.interop.topology import (
-    GATEWAY_PORT, GW_UNDERLAY_V4, Gateway, Topology, TopologyError, wait_until,
+    GATEWAY_PORT,
+    GW_UNDERLAY_V4,
+    Gateway,
+    Topology,
+    TopologyError,
+    wait_until,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -33,8 +38,12 @@ REQUIREMENT = "mitmproxy>=12,<13"
 
 def _python_ok(exe: str) -> bool:
     try:
-        out = subprocess.run([exe, "-c", "import sys, venv; print(sys.version_info >= (3, 12))"],
-                             capture_output=True, text=True, timeout=20).stdout.strip()
+        out = subprocess.run(
+            [exe, "-c", "import sys, venv; print(sys.version_info >= (3, 12))"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out == "True"
@@ -43,8 +52,7 @@ def _python_ok(exe: str) -> bool:
 def find_python312() -> str | None:
     candidates = [os.environ.get("WGSLIRPY_BENCH_PYTHON", "")]
     candidates += [shutil.which(n) or "" for n in ("python3.13", "python3.12", "python3")]
-    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python3")),
-                         reverse=True)
+    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python3")), reverse=True)
     for c in candidates:
         if c and _python_ok(c):
             return c
@@ -56,8 +64,7 @@ def ensure_mitmdump(log: Path) -> Path | str:
     mitmdump = VENV / "bin" / "mitmdump"
     if mitmdump.exists():
         try:
-            if subprocess.run([str(mitmdump), "--version"], capture_output=True,
-                              timeout=60).returncode == 0:
+            if subprocess.run([str(mitmdump), "--version"], capture_output=True, timeout=60).returncode == 0:
                 return mitmdump
         except (OSError, subprocess.TimeoutExpired):
             pass
@@ -67,8 +74,10 @@ def ensure_mitmdump(log: Path) -> Path | str:
     VENV.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
         try:
-            for cmd in ([py, "-m", "venv", "--clear", str(VENV)],
-                        [str(VENV / "bin" / "pip"), "install", "--quiet", REQUIREMENT]):
+            for cmd in (
+                [py, "-m", "venv", "--clear", str(VENV)],
+                [str(VENV / "bin" / "pip"), "install", "--quiet", REQUIREMENT],
+            ):
                 f.write(f"$ {' '.join(cmd)}\n")
                 f.flush()
                 proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=900)
@@ -102,17 +111,32 @@ class MitmproxyGateway(Gateway):
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, initiate_to: str | None = None, timeout: float = 60.0) -> None:
-        self.key_file.write_text(json.dumps({"server_key": self.private_key,
-                                             "client_key": self.topo.client_wg.private_key}))
+        self.key_file.write_text(
+            json.dumps({"server_key": self.private_key, "client_key": self.topo.client_wg.private_key})
+        )
         self.key_file.chmod(0o600)
         self.confdir.mkdir(exist_ok=True)
         self.proc = self.topo.gw.spawn(
-            [str(self.mitmdump), "--mode", f"wireguard:{self.key_file}@{GW_UNDERLAY_V4}:{GATEWAY_PORT}",
-             "--ignore-hosts", ".*", "--set", f"confdir={self.confdir}", "--quiet"],
-            log_path=self.log_path, env={"HOME": str(self.topo.workdir)})
+            [
+                str(self.mitmdump),
+                "--mode",
+                f"wireguard:{self.key_file}@{GW_UNDERLAY_V4}:{GATEWAY_PORT}",
+                "--ignore-hosts",
+                ".*",
+                "--set",
+                f"confdir={self.confdir}",
+                "--quiet",
+            ],
+            log_path=self.log_path,
+            env={"HOME": str(self.topo.workdir)},
+        )
         proc = self.proc
-        wait_until(lambda: proc.poll() is not None or self.topo.gw.udp_port_bound(GATEWAY_PORT),
-                   timeout=timeout, interval=0.2, what="mitmdump to listen")
+        wait_until(
+            lambda: proc.poll() is not None or self.topo.gw.udp_port_bound(GATEWAY_PORT),
+            timeout=timeout,
+            interval=0.2,
+            what="mitmdump to listen",
+        )
         if proc.poll() is not None:
             raise TopologyError(f"mitmdump exited with {proc.returncode}: {self.log_tail()}")
 

@@ -207,7 +207,7 @@ class Arrivals:
                 "max_gap": round(self.max_gap, 3), "stalls": self.stalls}
 
 
-def prefix_ok(h: "hashlib._Hash", size: int) -> bool:
+def prefix_ok(h: hashlib._Hash, size: int) -> bool:
     return h.hexdigest() == pattern_sha256(size)
 
 
@@ -236,7 +236,7 @@ def link_sink_one(conn: socket.socket) -> None:
         conn.settimeout(max(0.01, min(0.25, cap - (now - t0))))
         try:
             n = conn.recv_into(buf)
-        except socket.timeout:
+        except TimeoutError:
             continue
         if not n:
             eof = True
@@ -347,7 +347,7 @@ def cmd_link_get(args: argparse.Namespace) -> int:
             s.settimeout(max(0.01, min(0.25, args.cap - (now - t0))))
             try:
                 n = s.recv_into(buf)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not n:
                 error = f"EOF after {arr.bytes} bytes"

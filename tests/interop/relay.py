@@ -20,8 +20,8 @@ Release times go into a heap and the relay sleeps until the next one is due (sub
 precision, no tick). Two engines implement this contract: ``c`` (``relay.c``, compiled on
 first use with the system C compiler and cached by source hash; a thread per direction,
 recvmmsg, sendmmsg with UDP GSO; about 2 us of CPU per datagram here, kernel delivery
-included) and ``python`` (this file: about 60,000 datagrams/s in all, less with delay). ``--engine auto`` (default) takes ``c`` when a compiler is there;
-``--record`` needs ``python``.
+included) and ``python`` (this file: about 60,000 datagrams/s in all, less with delay).
+``--engine auto`` (default) takes ``c`` when a compiler is there; ``--record`` needs ``python``.
 
 ``--record FILE`` appends each client->upstream datagram (before impairment) as a
 4-byte big-endian length plus the bytes, at most ``--record-max`` of them.
@@ -108,7 +108,7 @@ class LinkSpec:
             return self.queue_kb * 1024
         return max(64 * 1024, self.rate_bytes() * 0.05)
 
-    def override(self, text: str) -> "LinkSpec":
+    def override(self, text: str) -> LinkSpec:
         """A copy with ``key=value,...`` applied (keys are the field names)."""
         names = {f.name for f in dataclasses.fields(self)}
         changes: dict[str, float] = {}

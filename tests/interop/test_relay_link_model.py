@@ -8,6 +8,7 @@ counters that add up. No speed is asserted.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
@@ -16,7 +17,8 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -57,7 +59,7 @@ def test_bottleneck_queue_tail_drops_and_spaces_departures() -> None:
     out = [imp.decide(5.0, 1000) for _ in range(20)]
     accepted = [r[0] for r in out if r]
     assert len(accepted) == 10 and imp.counts["queue_dropped"] == 10
-    gaps = [round(b - a, 6) for a, b in zip(accepted, accepted[1:])]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(accepted)]
     assert gaps == [0.001] * 9  # 1000 bytes at 1 MB/s each
     assert imp.decide(5.5, 1000)  # drained by then: accepted again
 
@@ -89,9 +91,22 @@ def loopback_relay(engine: str) -> Iterator[tuple[str, subprocess.Popen[bytes], 
     probe.close()
     env = {**os.environ, "WGSLIRPY_RELAY_GSO": "0" if engine == "c-no-gso" else "1"}
     proc = subprocess.Popen(
-        [sys.executable, str(RELAY_PY), "relay", "--listen", f"127.0.0.1:{port}",
-         "--upstream", f"127.0.0.1:{upstream.getsockname()[1]}", "--engine", engine.split("-")[0],
-         *RELAY_ARGS], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+        [
+            sys.executable,
+            str(RELAY_PY),
+            "relay",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            f"127.0.0.1:{upstream.getsockname()[1]}",
+            "--engine",
+            engine.split("-")[0],
+            *RELAY_ARGS,
+        ],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
     client = _free_udp()
     try:
         assert proc.stdout is not None
@@ -107,7 +122,7 @@ def loopback_relay(engine: str) -> Iterator[tuple[str, subprocess.Popen[bytes], 
 
 
 def test_engine_delivers_intact_delayed_and_counted(
-    loopback_relay: tuple[str, subprocess.Popen[bytes], socket.socket, socket.socket, int]
+    loopback_relay: tuple[str, subprocess.Popen[bytes], socket.socket, socket.socket, int],
 ) -> None:
     engine, proc, client, upstream, port = loopback_relay
     n, delay = 150, 0.005  # RELAY_ARGS; 150 fit the default socket buffers

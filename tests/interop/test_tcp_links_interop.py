@@ -18,8 +18,9 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -42,9 +43,12 @@ class LinkProfile:
 
 PROFILES = (
     LinkProfile("delay20", {"delay_ms": 20.0}, int(os.environ.get("WGSLIRPY_INTEROP_LINK_MIB", "8")) * MIB, 100),
-    LinkProfile("lossy", {"delay_ms": 5.0, "jitter_ms": 1.0, "loss": 0.015, "reorder": 0.05,
-                          "reorder_ms": 8.0, "dup": 0.01},
-                int(os.environ.get("WGSLIRPY_INTEROP_LINK_MIB", "4")) * MIB, 100),
+    LinkProfile(
+        "lossy",
+        {"delay_ms": 5.0, "jitter_ms": 1.0, "loss": 0.015, "reorder": 0.05, "reorder_ms": 8.0, "dup": 0.01},
+        int(os.environ.get("WGSLIRPY_INTEROP_LINK_MIB", "4")) * MIB,
+        100,
+    ),
 )
 
 
@@ -95,8 +99,9 @@ def test_download_through_link(topo: Topology, link: Link, measure: Callable[[st
 
 def test_upload_through_link(topo: Topology, link: Link, measure: Callable[[str], None]) -> None:
     t = link.profile.timeout
-    r = topo.probe("upload", SRV_V4, str(SINK_PORT), "--size", str(link.profile.size), "--timeout", str(t),
-                   timeout=t + 30)
+    r = topo.probe(
+        "upload", SRV_V4, str(SINK_PORT), "--size", str(link.profile.size), "--timeout", str(t), timeout=t + 30
+    )
     assert r["ok"], f"the sink got other bytes than we sent: {r}"
     measure(f"{link.profile.name}: upload {link.profile.size / MIB:.0f} MiB in {r['elapsed']:.1f} s")
 
@@ -116,6 +121,8 @@ def test_relay_impaired_the_link(topo: Topology, link: Link, measure: Callable[[
     assert rx > 0 and rtts, out
     # A lower bound only: the relay holds each datagram at least the one-way delay.
     assert min(rtts) >= 2 * delay * 0.98, f"ping RTTs {rtts} below twice the {delay} ms delay"
-    measure(f"{link.profile.name}: ping RTT min {min(rtts):.1f} ms (2 x {delay:g} ms delay); "
-            f"relay ({c.get('engine')}) dropped {c['dropped']}, reordered {c['reordered']}, "
-            f"duplicated {c['duplicated']}")
+    measure(
+        f"{link.profile.name}: ping RTT min {min(rtts):.1f} ms (2 x {delay:g} ms delay); "
+        f"relay ({c.get('engine')}) dropped {c['dropped']}, reordered {c['reordered']}, "
+        f"duplicated {c['duplicated']}"
+    )
