@@ -223,6 +223,7 @@ class ClientTcp:
         self.ack_due = False
         self.syn_due = True
         self.sack_blocks_seen = 0
+        self.dsack_blocks_seen = 0
 
     @property
     def done(self) -> bool:
@@ -268,9 +269,13 @@ class ClientTcp:
                 self.snd_nxt = self.snd_una
             self.rto_at = now + self.rto if self.snd_una != self.snd_max else None
         self.peer_wnd = s.window << self.peer_ws
-        for left, right in s.sack_blocks:
+        for i, (left, right) in enumerate(s.sack_blocks):
             self.sack_blocks_seen += 1
-            assert _gt(left, s.ack) and _gt(right, left), s.sack_blocks
+            assert _gt(right, left), s.sack_blocks
+            if i == 0 and not _gt(right, s.ack):
+                self.dsack_blocks_seen += 1  # RFC 2883 D-SACK: a duplicate below the ACK
+                continue
+            assert _gt(left, s.ack) or (i == 0 and len(s.sack_blocks) > 1), s.sack_blocks
         # data
         off = (s.seq - self.rcv_nxt) & MASK
         if s.payload or s.flags & FIN:

@@ -16,6 +16,7 @@ from wgslirpy.net.segments import TcpSegment
 from wgslirpy.net.seq import MASK
 from wgslirpy.net.tcp import (
     Closed,
+    Recovery,
     PeerFin,
     PeerReset,
     RttEstimator,
@@ -23,6 +24,7 @@ from wgslirpy.net.tcp import (
     TcpConfig,
     TcpConnection,
     TimedOut,
+    TimeoutReason,
 )
 
 from .tcp_helpers import (
@@ -223,7 +225,7 @@ def test_syn_ack_retransmit_backoff_then_timeout() -> None:
     now += 32
     conn.handle_timer(now=now)
     assert recv(conn, now) == [rseg(flags=RST | ACK, window=0, seq=LOCAL_SEQ + 1)]
-    assert events(conn) == [TimedOut("syn-ack"), Closed()]
+    assert events(conn) == [TimedOut(TimeoutReason.SYN_ACK), Closed()]
 
 
 def test_establishing_ack_may_carry_data() -> None:
@@ -552,7 +554,7 @@ def test_zero_window_unanswered_probes_time_out() -> None:
         assert dl is not None
         now = dl
         conn.handle_timer(now=now)
-    assert events(conn) == [TimedOut("persist"), Closed()]
+    assert events(conn) == [TimedOut(TimeoutReason.PERSIST), Closed()]
     assert recv(conn, now)[0].flags == RST | ACK
 
 
@@ -625,7 +627,7 @@ def test_rto_backoff_doubles_to_max_then_abort() -> None:
     assert delays[-1] == 10.0
     now = conn.next_deadline() or now
     conn.handle_timer(now=now)
-    assert events(conn) == [TimedOut("retransmit"), Closed()]
+    assert events(conn) == [TimedOut(TimeoutReason.RETRANSMIT), Closed()]
     assert recv(conn, now) == [rseg(seq=LOCAL_SEQ + 5, flags=RST | ACK, window=0)]
 
 
@@ -718,19 +720,34 @@ def _in_flight(conn: TcpConnection, segments: int) -> list[TcpSegment]:
 
 
 def test_fast_retransmit_on_third_dup_ack() -> None:
-    conn = established()
+    """RFC 5681 §3.2 / RFC 6582 for a peer without SACK: the third duplicate ACK resends
+    the first segment and starts recovery; the controller sets ssthresh (NewReno: half)."""
+    conn = established(TcpConfig(congestion="newreno"))
     _in_flight(conn, 8)
     for _ in range(2):
         send(conn, seg())
         recv_nothing(conn)
     send(conn, seg())
     assert [(s.seq, len(s.payload)) for s in recv(conn)] == [(LOCAL_SEQ + 1, MSS)]
-    assert conn.ssthresh == 4 * MSS and conn.cwnd == 7 * MSS
-    send(conn, seg())  # each further dup ACK inflates cwnd
-    assert conn.cwnd == 8 * MSS
+    assert conn.ssthresh == 4 * MSS and conn.recovery is Recovery.RECOVERY
+    assert conn.counters["fast_recovery"] == 1 and conn.counters["retransmitted_bytes"] == MSS
+
+
+def test_limited_transmit_on_first_dup_acks() -> None:
+    """RFC 3042: each of the first two duplicate ACKs lets one new segment out."""
+    conn = established()
+    conn.send(bytes(12 * MSS), now=T0)
+    assert len(recv(conn)) == 10
+    send(conn, seg())
+    assert [s.seq for s in recv(conn)] == [LOCAL_SEQ + 1 + 10 * MSS]
+    send(conn, seg())
+    assert [s.seq for s in recv(conn)] == [LOCAL_SEQ + 1 + 11 * MSS]
+    assert conn.counters["fast_recovery"] == 0
 
 
 def test_partial_ack_retransmits_next_hole_full_ack_exits() -> None:
+    """RFC 6582 §3.2 step 4 (no SACK): a partial ACK resends the next hole at once; the
+    full ACK ends recovery with cwnd at ssthresh (RFC 6937 ends there too)."""
     conn = established()
     conn.send(bytes(12 * MSS), now=T0)
     assert len(recv(conn)) == 10
@@ -741,9 +758,9 @@ def test_partial_ack_retransmits_next_hole_full_ack_exits() -> None:
     send(conn, seg(ack=LOCAL_SEQ + 1 + 3 * MSS))
     out = recv(conn)
     assert out[0].seq == LOCAL_SEQ + 1 + 3 * MSS
-    assert conn._in_recovery
-    send(conn, seg(ack=LOCAL_SEQ + 1 + 10 * MSS))  # covers recover
-    assert not conn._in_recovery and conn.cwnd <= conn.ssthresh
+    assert conn.recovery is Recovery.RECOVERY
+    send(conn, seg(ack=LOCAL_SEQ + 1 + 10 * MSS))  # covers the recovery point
+    assert conn.recovery is Recovery.OPEN and conn.cwnd <= conn.ssthresh
 
 
 def test_dup_acks_with_data_or_window_change_do_not_count() -> None:
@@ -968,7 +985,7 @@ def test_fin_wait_2_times_out_without_peer_traffic() -> None:
     recv(conn, T0 + 51)  # after the delayed ACK
     assert conn.next_deadline() == pytest.approx(T0 + 110)
     conn.handle_timer(now=T0 + 110)
-    assert events(conn) == [TimedOut("fin-wait-2"), Closed()]
+    assert events(conn) == [TimedOut(TimeoutReason.FIN_WAIT_2), Closed()]
     assert recv(conn, T0 + 110)[0].flags == RST | ACK
 
 
@@ -979,14 +996,14 @@ def test_idle_timeout_aborts() -> None:
     recv(conn, T0 + 51)
     assert conn.next_deadline() == pytest.approx(T0 + 150)
     conn.handle_timer(now=T0 + 150)
-    assert events(conn) == [TimedOut("idle"), Closed()]
+    assert events(conn) == [TimedOut(TimeoutReason.IDLE), Closed()]
     assert recv(conn, T0 + 150) == [rseg(seq=LOCAL_SEQ + 1, ack=REMOTE_SEQ + 2, flags=RST | ACK, window=0)]
 
 
 def test_close_wait_idle_timeout() -> None:
     conn = close_wait(TcpConfig(idle_timeout=10))
     conn.handle_timer(now=T0 + 10)
-    assert events(conn)[-2:] == [TimedOut("idle"), Closed()]
+    assert events(conn)[-2:] == [TimedOut(TimeoutReason.IDLE), Closed()]
 
 
 # ----------------------------------------------------------------------------------------

@@ -1,13 +1,28 @@
 """One terminated TCP flow: the server half of a userspace TCP, sans I/O.
 
 The WireGuard peer is the TCP client; we are the server and relay the byte stream to an OS
-socket (slirp style). Implements RFC 9293 (state machine, segment acceptance), RFC 1122
-(delayed ACK, SWS avoidance), RFC 5681 + RFC 6582 (NewReno congestion control), RFC 6298
-(retransmission timer), RFC 7323 (window scaling, timestamps), RFC 2018 (we *send* SACK
-blocks; received SACK blocks are ignored, which RFC 2018 allows) and RFC 5961 (challenge
-ACKs for in-window RSTs and SYNs).
+socket (slirp style). This module is the state machine: RFC 9293 (states, segment
+acceptance), RFC 1122 (delayed ACK, SWS avoidance), RFC 7323 (window scaling, always
+offered with the shift of the largest buffer; timestamps), RFC 2018 / RFC 2883 (we send
+SACK and D-SACK blocks, most recent first), RFC 5961 (challenge ACKs) and RFC 6298 (RTO).
+The parts with a job of their own live beside it:
 
-Driving contract (aioquic/smoltcp style, see ARCHITECTURE.md):
+* ``net/rtt.py`` — RFC 6298 estimator and the minimum RTT;
+* ``net/recovery.py`` + ``net/sack.py`` + ``net/rack.py`` — what is in flight, the SACK
+  scoreboard (RFC 6675) and RACK-TLP loss detection (RFC 8985); ``net/prr.py`` — PRR
+  (RFC 6937) sizes sending during recovery;
+* the congestion controller (``CongestionControl`` interface: NewReno, CUBIC...);
+* the receive-buffer tuner (Linux-style dynamic right-sizing): the advertised window grows
+  with what the host really consumes per RTT, up to ``rcv_buffer``; the send buffer
+  (``send_space``) follows ``2 x cwnd`` up to ``snd_buffer``. Buffers hold only data, so
+  idle flows stay small.
+
+Spurious retransmissions are undone (Eifel detection with timestamps, RFC 3522 / RFC 4015
+response; D-SACK, RFC 3708): the controller's ``undo()`` restores the window and RACK's
+reordering window widens. Per-flow ``counters`` (rto, fast_recovery, tlp,
+retransmitted_bytes, spurious_undone, dsack_received) feed the gateway's stats.
+
+Driving contract (aioquic/smoltcp style, see docs/ARCHITECTURE.md):
 
 * Network side: :meth:`TcpConnection.handle_segment` never raises on any segment; bad
   input is dropped and counted in ``drops``. :meth:`segments_to_send` returns everything
@@ -44,6 +59,7 @@ from dataclasses import dataclass
 from typing import Callable, Union
 
 from wgslirpy.constants import (
+    DEFAULT_TCP_BUFFER_SIZE,
     DEFAULT_MSS_IPV4,
     DEFAULT_MSS_IPV6,
     IPV4_HEADER_SIZE,
@@ -51,8 +67,13 @@ from wgslirpy.constants import (
     TCP_HEADER_SIZE,
 )
 from wgslirpy.errors import ConfigError, DropCounter, DropReason, _Drop
+from wgslirpy.net.prr import Prr
+from wgslirpy.net.rack import DUP_THRESH, probe_timeout
+from wgslirpy.net.recovery import Sent, SentQueue
+from wgslirpy.net.rtt import MAX_RTT_SAMPLE, RttEstimator
 from wgslirpy.net.segments import IPAddress, TcpFlags, TcpSegment
 from wgslirpy.net.seq import HALF, MASK, MOD
+from wgslirpy.net.tcp_standins import DEFAULT_CONGESTION_CONTROL, ReceiveBufferTuner, make_congestion_control
 
 __all__ = [
     "State",
@@ -62,6 +83,7 @@ __all__ = [
     "PeerFin",
     "PeerReset",
     "TimedOut",
+    "TimeoutReason",
     "Closed",
     "TcpEvent",
 ]
@@ -86,11 +108,12 @@ MIN_MSS = 48
 TS_OPTION_LEN = 12
 # RFC 5961 challenge ACKs allowed per connection and second.
 CHALLENGE_ACK_LIMIT = 10
-# RTT samples above this (seconds) are treated as garbage (e.g. a bogus TSecr).
-MAX_RTT_SAMPLE = 120.0
-# Clock granularity G of RFC 6298 (our timestamp clock ticks in ms).
-CLOCK_GRANULARITY = 0.001
-_MAX_CWND = 1 << 30
+#: receive buffer a flow starts with (the tuner grows it up to TcpConfig.rcv_buffer).
+RCV_BUFFER_INITIAL = 64 * 1024
+#: send buffer a flow always may fill (send_space follows 2 x cwnd above this).
+SND_BUFFER_MIN = 64 * 1024
+#: the counters every connection keeps (the stats line and the benchmark read them).
+COUNTER_NAMES = ("rto", "fast_recovery", "tlp", "retransmitted_bytes", "spurious_undone", "dsack_received")
 
 
 class State(enum.Enum):
@@ -115,6 +138,14 @@ class Timer(enum.Enum):
     IDLE = "idle"  # nothing to do: abort after idle_timeout without traffic
 
 
+class Recovery(enum.Enum):
+    """Loss-recovery state of the sender (Linux's CA states, simplified)."""
+
+    OPEN = "open"  # no loss being repaired
+    RECOVERY = "recovery"  # fast / SACK recovery (RFC 6675), sending sized by PRR
+    LOSS = "loss"  # after an RTO: slow start, retransmit everything not SACKed
+
+
 # States in which we may (re)transmit data or our FIN.
 _SENDING = frozenset(
     {State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK}
@@ -133,11 +164,21 @@ class PeerReset:
     """An acceptable RST arrived: reset the host socket."""
 
 
+class TimeoutReason(enum.Enum):
+    """Why a connection gave up (:class:`TimedOut`)."""
+
+    RETRANSMIT = "retransmit"  # max_retransmits RTOs without progress
+    SYN_ACK = "syn-ack"  # our SYN-ACK was never acknowledged
+    PERSIST = "persist"  # zero-window probes without any answer
+    IDLE = "idle"  # no segment either way for idle_timeout
+    FIN_WAIT_2 = "fin-wait-2"  # the peer never sent its FIN
+
+
 @dataclass(frozen=True, slots=True)
 class TimedOut:
-    """We gave up (``why``: retransmit, syn-ack, persist, idle, fin-wait-2); a RST went out."""
+    """We gave up (see :class:`TimeoutReason`); a RST went out."""
 
-    why: str
+    why: TimeoutReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +195,11 @@ class TcpConfig:
 
     #: tunnel MTU; our MSS = min(peer MSS, mtu - 40 (IPv4) / mtu - 60 (IPv6)).
     mtu: int = 1420
-    #: peer bytes received and not yet read() by the host (--tcp-buffer-size).
-    rcv_buffer: int = 65535
-    #: host bytes accepted by send() and not yet acknowledged by the peer.
-    snd_buffer: int = 65535
+    #: largest receive buffer (peer bytes not yet read() by the host), --tcp-buffer-size;
+    #: the advertised window starts at 64 KiB (or this if smaller) and grows with the host.
+    rcv_buffer: int = DEFAULT_TCP_BUFFER_SIZE
+    #: largest send buffer (host bytes accepted by send() and not yet acknowledged).
+    snd_buffer: int = DEFAULT_TCP_BUFFER_SIZE
     #: no segment either way for this long -> RST + TimedOut("idle").
     idle_timeout: float = 7200.0
     #: 2MSL in TIME-WAIT.
@@ -175,6 +217,8 @@ class TcpConfig:
     sack: bool = True
     #: FIN-WAIT-2 ends after this long without any segment from the peer.
     fin_wait_2_timeout: float = 60.0
+    #: congestion control algorithm (--congestion).
+    congestion: str = DEFAULT_CONGESTION_CONTROL
 
     def __post_init__(self) -> None:
         if self.mtu < IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS:
@@ -189,39 +233,7 @@ class TcpConfig:
             raise ConfigError("TCP retry counts must be positive")
         if self.delayed_ack < 0 or self.time_wait < 0 or self.idle_timeout <= 0 or self.fin_wait_2_timeout <= 0:
             raise ConfigError("TCP timeouts must be positive")
-
-
-class RttEstimator:
-    """RFC 6298 smoothed RTT and retransmission timeout, with exponential backoff."""
-
-    __slots__ = ("srtt", "rttvar", "rto", "_min", "_max")
-
-    def __init__(self, *, initial_rto: float, min_rto: float, max_rto: float) -> None:
-        #: smoothed RTT in seconds; None until the first sample.
-        self.srtt: float | None = None
-        #: RTT variation; meaningful once srtt is set.
-        self.rttvar = 0.0
-        #: current RTO, always within [min_rto, max_rto].
-        self.rto = initial_rto
-        self._min = min_rto
-        self._max = max_rto
-
-    def sample(self, rtt: float) -> None:
-        """Feed one valid measurement (Karn's rule or a timestamp echo); resets backoff."""
-        if rtt < 0:
-            return
-        if self.srtt is None:
-            self.srtt = rtt
-            self.rttvar = rtt / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
-            self.srtt = 0.875 * self.srtt + 0.125 * rtt
-        rto = self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar)
-        self.rto = min(max(rto, self._min), self._max)
-
-    def backoff(self) -> None:
-        """RFC 6298 §5.5: double the RTO on expiry, up to the maximum."""
-        self.rto = min(self.rto * 2, self._max)
+        make_congestion_control(self.congestion, mss=1000)  # ConfigError names the choices
 
 
 def _window_shift(buffer: int) -> int:
@@ -279,7 +291,8 @@ class TcpConnection:
         self._ws_ok = config.window_scale and syn.wscale is not None
         #: shift applied to windows the peer advertises (0 without scaling).
         self._snd_ws = min(syn.wscale or 0, 14) if self._ws_ok else 0
-        #: shift applied to windows we advertise (0 without scaling).
+        #: shift applied to windows we advertise (0 without scaling): always the one the
+        #: largest buffer needs, so the window can grow later (RFC 7323 §2.2).
         self._rcv_ws = _window_shift(config.rcv_buffer) if self._ws_ok else 0
         #: payload bytes in a full-sized segment we send (MSS minus fixed options).
         self._smss = self.mss - (TS_OPTION_LEN if self._ts_ok else 0)
@@ -295,12 +308,13 @@ class TcpConnection:
         self.iss = isn
         #: oldest unacknowledged seq; == iss until our SYN is acked, then tx[0] is at snd_una.
         self.snd_una = isn
-        #: next seq to (re)transmit; snd_una <= snd_nxt <= snd_max (go-back-N rewinds it).
+        #: next new seq to send; == snd_max (retransmissions do not move it; kept for
+        #: introspection and RFC vocabulary).
         self.snd_nxt = isn
         #: highest seq ever sent + 1; ACKs beyond it acknowledge unsent data.
         self.snd_max = isn
         #: unacked + unsent host bytes; tx[0] is at snd_una (iss+1 before the SYN is acked).
-        #: Doubles as the retransmit queue. len(tx) <= snd_buffer.
+        #: Doubles as the retransmit queue's bytes. len(tx) <= snd_buffer.
         self.tx = bytearray()
         #: peer's receive window in bytes (scaled), counted from snd_una.
         self.snd_wnd = syn.window
@@ -311,15 +325,29 @@ class TcpConnection:
         #: host called close() (possibly before establishment).
         self._host_closed = False
 
-        # congestion control (RFC 5681 / 6582), all in bytes
-        self.cwnd = 10 * self._smss
-        self.ssthresh = _MAX_CWND
-        self._ca_acc = 0  # bytes acked toward the next congestion-avoidance increment
-        self._dupacks = 0
-        self._in_recovery = False
-        self._recover = isn  # snd_max when recovery/RTO started (exclusive)
-        #: retransmit the segment at snd_una on the next segments_to_send (fast rexmit/RTO).
-        self._rexmit_due = False
+        #: in-flight bookkeeping in stream offsets (offset 0 = seq iss + 1).
+        self._q = SentQueue()
+        #: congestion controller (bytes).
+        self.cc = make_congestion_control(config.congestion, mss=self._smss)
+        #: loss recovery state: OPEN, RECOVERY (fast/SACK recovery with PRR) or LOSS (after RTO).
+        self.recovery = Recovery.OPEN
+        self._prr: Prr | None = None
+        #: offset that ends the current recovery (snd_max when it began).
+        self._recovery_point = 0
+        self._dupacks = 0  # duplicate ACKs in a row (peers without SACK)
+        #: undo bookkeeping for the last congestion event (RFC 3522 / RFC 3708).
+        self._undo_armed = False
+        self._undo_ts: int | None = None  # TSval of its first retransmission
+        self._undo_from = 0  # offset of the first record it retransmitted
+        self._undo_retrans = 0  # its retransmitted segments not yet reported as duplicates
+        #: tail loss probe (RFC 8985 §7): deadline, and a probe waits to go out.
+        self._tlp_at: float | None = None
+        self._tlp_due = False
+        self._tlp_out = False  # a probe is unanswered: no second one
+        #: RACK reordering timer (RFC 8985 §6.3).
+        self._reo_at: float | None = None
+        #: the sender was limited by cwnd the last time it sent (else app/peer limited).
+        self._cwnd_limited = False
         self.rtt = RttEstimator(initial_rto=config.initial_rto, min_rto=config.min_rto, max_rto=config.max_rto)
         self._rtt_seq: int | None = None  # Karn: ack >= this completes the timed segment
         self._rtt_time = 0.0
@@ -331,6 +359,8 @@ class TcpConnection:
         self._probe_due = False
         self._probes = 0  # zero-window probes without any answer
         self._persist_backoff = 0
+        #: event counts for the stats line (keys: COUNTER_NAMES).
+        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
 
         # --- receive side ---------------------------------------------------------------
         #: next seq expected from the peer.
@@ -339,11 +369,20 @@ class TcpConnection:
         self.rx = bytearray()
         #: right edge of the window we advertised; never moves left.
         self.rcv_adv = self.rcv_nxt
-        #: receive space we can advertise (65535 without window scaling).
-        self._rcv_cap = min(config.rcv_buffer, 0xFFFF << self._rcv_ws)
+        #: grows the receive buffer with the host's consumption (never shrinks).
+        self._tuner = ReceiveBufferTuner(
+            mss=self.local_mss, initial=min(RCV_BUFFER_INITIAL, config.rcv_buffer), maximum=config.rcv_buffer
+        )
+        #: bytes the host took out with read() (monotonic, for the tuner).
+        self._consumed = 0
+        self._consumed_fed = 0
+        #: largest window the field can express (65535 without window scaling).
+        self._rcv_field_max = 0xFFFF << self._rcv_ws
         #: out-of-order data: sorted, disjoint, non-adjacent [seq, bytes] within the window.
         self._ooo: list[tuple[int, bytes]] = []
         self._ooo_last = 0  # seq of the most recent out-of-order arrival (first SACK block)
+        #: a duplicate [left, right) to report first in our next SACK option (RFC 2883).
+        self._dsack: tuple[int, int] | None = None
         self._rcv_fin_seq: int | None = None  # seq of an out-of-order FIN
         self._fin_received = False
         self._last_ack_sent = self.rcv_nxt
@@ -391,7 +430,24 @@ class TcpConnection:
     def send_space(self) -> int:
         if self.state not in (State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT) or self._host_closed:
             return 0
-        return max(self.config.snd_buffer - len(self.tx), 0)
+        return max(self._snd_buffer_target() - len(self.tx), 0)
+
+    def _snd_buffer_target(self) -> int:
+        """Send buffer size now: 2 x cwnd (one window in flight, one ready), at least
+        SND_BUFFER_MIN, at most snd_buffer."""
+        t = 2 * self.cc.cwnd
+        if t < SND_BUFFER_MIN:
+            t = SND_BUFFER_MIN
+        cap = self.config.snd_buffer
+        return t if t < cap else cap
+
+    @property
+    def cwnd(self) -> int:
+        return self.cc.cwnd
+
+    @property
+    def ssthresh(self) -> int:
+        return self.cc.ssthresh
 
     @property
     def readable(self) -> int:
@@ -406,9 +462,9 @@ class TcpConnection:
 
     def next_deadline(self) -> float | None:
         d = self._timer_at
-        a = self._ack_at
-        if a is not None and (d is None or a < d):
-            return a
+        for a in (self._ack_at, self._tlp_at, self._reo_at):
+            if a is not None and (d is None or a < d):
+                d = a
         return d
 
     # ------------------------------------------------------------------------------------
@@ -443,7 +499,7 @@ class TcpConnection:
             raise ConfigError("send() after close()")
         if not self.accepted:
             raise ConfigError("send() before accept()")
-        space = self.config.snd_buffer - len(self.tx)
+        space = self._snd_buffer_target() - len(self.tx)
         n = len(data)
         if n > space:
             n = space
@@ -462,6 +518,7 @@ class TcpConnection:
             return b""
         data = bytes(rx[:n])
         del rx[:n]
+        self._consumed += n
         if self.state in _RECEIVING and not self._fin_received:
             if self._window_growth() >= self._sws_threshold():
                 self._ack_now = True  # window update: the peer may be waiting on us
@@ -550,6 +607,8 @@ class TcpConnection:
             self.rtt.sample(now - self._synack_sent_at)  # Karn: only if never retransmitted
         elif self._ts_ok and seg.ts_ecr is not None:
             self._rtt_sample_ts(seg.ts_ecr, now)
+        if self.rtt.srtt is not None:
+            self._tuner.on_rtt_sample(self.rtt.srtt)  # until data brings receiver-side samples
         self._timer = Timer.NONE
         self._synack_due = self._ack_now = False
         self.state = State.FIN_WAIT_1 if self._host_closed else State.ESTABLISHED
@@ -604,6 +663,8 @@ class TcpConnection:
             ok = off < wnd and off + seglen > 0
         if not ok:
             self._ack_now = True
+            if plen and off < 0 and off + seglen <= 0 and self._sack_ok:
+                self._dsack = (seq, (seq + plen) & MASK)  # RFC 2883 §4: report the duplicate
             if st is State.TIME_WAIT and fin:
                 self._enter_time_wait(now)  # retransmitted FIN: re-ACK, restart 2MSL
             raise _Drop(DropReason.TCP_OUT_OF_WINDOW)
@@ -616,6 +677,10 @@ class TcpConnection:
 
         if not f & _ACK:
             raise _Drop(DropReason.TCP_BAD_STATE, "no ack")
+        if plen and seg.ts_ecr and self._ts_ok:
+            rrtt = self._ts_age(seg.ts_ecr, now)  # receiver-side RTT for the window tuner
+            if rrtt is not None:
+                self._tuner.on_rtt_sample(rrtt)
         self._on_ack(seg, f, plen, now)
         if self.state is State.CLOSED:
             return
@@ -632,14 +697,13 @@ class TcpConnection:
             self._ack_now = True
             raise _Drop(DropReason.TCP_BAD_ACK, "acks unsent data")
         wnd = seg.window << self._snd_ws
-        if acked == 0:
-            # RFC 5681 duplicate ACK: data outstanding, no payload/FIN, same window.
-            if self.snd_max != una and plen == 0 and not f & _FIN and wnd == self.snd_wnd:
-                self._on_dup_ack()
-        else:
-            self._on_new_ack(ack, acked, seg.ts_ecr, now)
+        blocks = seg.sack_blocks if self._sack_ok else ()
+        if acked or blocks:
+            self._on_ack_progress(ack, acked, blocks, seg.ts_ecr, now)
             if self.state is State.CLOSED:
                 return
+        elif self.snd_max != una and plen == 0 and not f & _FIN and wnd == self.snd_wnd:
+            self._on_dup_ack(now)  # RFC 5681 duplicate ACK without SACK information
         seq = seg.seq
         wl1 = self._snd_wl1
         if wl1 == seq and ((ack - self._snd_wl2) & MASK) < HALF or ((wl1 - seq) & MASK) >= HALF:
@@ -649,7 +713,94 @@ class TcpConnection:
             if wnd:
                 self._persist_backoff = 0
 
-    def _on_new_ack(self, ack: int, acked: int, ts_ecr: int | None, now: float) -> None:
+    def _sack_offsets(self, blocks: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
+        """SACK block edges (sequence numbers) as stream offsets relative to snd_una."""
+        una_seq = self.snd_una
+        una = self._q.una
+        out = []
+        for left, right in blocks:
+            lo = (left - una_seq) & MASK
+            hi = (right - una_seq) & MASK
+            if lo >= HALF:
+                lo -= MOD
+            if hi >= HALF:
+                hi -= MOD
+            out.append((una + lo, una + hi))
+        return out
+
+    def _on_ack_progress(
+        self, ack: int, acked: int, blocks: tuple[tuple[int, int], ...], ts_ecr: int | None, now: float
+    ) -> None:
+        """An ACK that moves snd_una and/or carries SACK blocks: scoreboard, RACK, undo, cc."""
+        q = self._q
+        rtt = self.rtt
+        new_una = q.una + acked
+        res = q.on_ack(new_una, self._sack_offsets(blocks) if blocks else [], now=now, min_rtt=rtt.min_rtt)
+        sample = None
+        if acked:
+            sample = self._on_new_ack(ack, acked, ts_ecr, now)
+            if self.state is State.CLOSED:
+                return
+            self._tlp_out = False
+        elif res.delivered:
+            self._tlp_out = False
+        if res.dsack is not None:
+            # RFC 2883 / RFC 3708: the peer got something twice; widen RACK's reo_wnd and
+            # undo once every retransmission of the episode proved needless.
+            self.counters["dsack_received"] += 1
+            q.rack.on_dsack(una=q.una, snd_max=q.snd_max)
+            if res.dsack_retransmitted and self._undo_armed:
+                self._undo_retrans -= 1
+                if self._undo_retrans <= 0:
+                    self._undo(now)
+        if (
+            acked
+            and self._undo_armed
+            and self._undo_ts is not None
+            and ts_ecr is not None
+            and self.recovery is not Recovery.OPEN
+            and q.una > self._undo_from
+            and ((ts_ecr - self._undo_ts) & MASK) >= HALF
+        ):
+            # Eifel (RFC 3522): this ACK echoes a TSval older than our first retransmission,
+            # so the original got through: the loss episode was spurious (RFC 4015 response).
+            self._undo(now)
+        rec = self.recovery
+        if self._sack_ok:
+            self._rack_detect(now)
+        elif rec is Recovery.RECOVERY and acked and q.una < self._recovery_point:
+            head = q.head_record()  # NewReno partial ACK (RFC 6582 §3.2 step 4)
+            if head is not None:
+                q.mark_lost(head)
+        if self.recovery is not rec and self.recovery is Recovery.RECOVERY:
+            return  # just entered: PRR starts with this ACK's state
+        rec = self.recovery
+        grow = res.delivered > 0
+        if rec is Recovery.RECOVERY:
+            if q.una < self._recovery_point:
+                assert self._prr is not None
+                self._prr.on_ack(delivered=res.delivered, pipe=q.pipe)
+                return
+            self._exit_recovery(now)  # cwnd = ssthresh; growth resumes with the next ACK
+            grow = False
+        elif rec is Recovery.LOSS and q.una >= self._recovery_point:
+            self.recovery = Recovery.OPEN
+        if grow:
+            self.cc.on_ack(
+                acked=res.delivered,
+                delivered=q.delivered,
+                snd_max=q.snd_max,
+                in_flight=q.pipe,
+                rtt=sample,
+                min_rtt=rtt.min_rtt,
+                app_limited=not self._cwnd_limited,
+                now=now,
+            )
+        if self.recovery is Recovery.OPEN and self._sack_ok and not self._tlp_out and q.outstanding:
+            self._tlp_at = now + probe_timeout(srtt=rtt.srtt, flight_segments=q.pipe // self._smss, rto=rtt.rto)
+
+    def _on_new_ack(self, ack: int, acked: int, ts_ecr: int | None, now: float) -> float | None:
+        """snd_una moves to ``ack``: free the bytes, sample the RTT, advance the state."""
         data = acked
         fin_acked = False
         fin_seq = self._fin_seq
@@ -659,36 +810,16 @@ class TcpConnection:
         if data:
             del self.tx[:data]
         self.snd_una = ack
-        if 0 < ((ack - self.snd_nxt) & MASK) < HALF:
-            self.snd_nxt = ack  # the peer had more than we resent after go-back-N
+        sample = None
         if self._ts_ok and ts_ecr is not None:
-            self._rtt_sample_ts(ts_ecr, now)
+            sample = self._rtt_sample_ts(ts_ecr, now)
         elif self._rtt_seq is not None and ((ack - self._rtt_seq) & MASK) < HALF:
-            self.rtt.sample(now - self._rtt_time)
+            sample = now - self._rtt_time
+            self.rtt.sample(sample)
             self._rtt_seq = None
         self._retransmits = 0
-        self._timer = Timer.NONE  # RFC 6298 §5.3: restart the timer on new data acked
-
-        smss = self._smss
-        if self._in_recovery:
-            if ((ack - self._recover) & MASK) < HALF:
-                # Full ACK (RFC 6582 §3.2 step 3): deflate to ssthresh.
-                flight = (self.snd_max - ack) & MASK
-                self.cwnd = min(self.ssthresh, max(flight, smss) + smss)
-                self._in_recovery = False
-            else:
-                # Partial ACK: retransmit the next hole, deflate by what was acked.
-                self._rexmit_due = True
-                self.cwnd = max(self.cwnd - acked + (smss if acked >= smss else 0), smss)
-        elif self.cwnd < self.ssthresh:
-            self.cwnd = min(self.cwnd + min(acked, smss), _MAX_CWND)
-        else:
-            self._ca_acc += acked
-            if self._ca_acc >= self.cwnd:
-                self._ca_acc -= self.cwnd
-                self.cwnd = min(self.cwnd + smss, _MAX_CWND)
         self._dupacks = 0
-
+        self._timer = Timer.NONE  # RFC 6298 §5.3: restart the timer on new data acked
         if fin_acked:
             st = self.state
             if st is State.FIN_WAIT_1:
@@ -697,24 +828,77 @@ class TcpConnection:
                 self._enter_time_wait(now)
             elif st is State.LAST_ACK:
                 self._set_closed()
+        return sample
 
-    def _on_dup_ack(self) -> None:
+    def _on_dup_ack(self, now: float) -> None:
+        """A duplicate ACK from a peer that sends no SACK blocks (RFC 5681 §3.2, RFC 6582)."""
         self._dupacks += 1
-        smss = self._smss
-        if self._in_recovery:
-            self.cwnd = min(self.cwnd + smss, _MAX_CWND)  # inflate for each segment that left
-        elif self._dupacks == 3 and ((self.snd_una - self._recover) & MASK) < HALF:
-            # Fast retransmit + fast recovery (RFC 5681 §3.2, RFC 6582 §3.2 step 2).
-            flight = (self.snd_max - self.snd_una) & MASK
-            self.ssthresh = max(flight // 2, 2 * smss)
-            self.cwnd = self.ssthresh + 3 * smss
-            self._recover = self.snd_max
-            self._in_recovery = True
-            self._rexmit_due = True
-            self._rtt_seq = None
+        q = self._q
+        q.on_dup_ack_reno(self._smss)  # pipe shrinks: limited transmit (RFC 3042)
+        if self.recovery is Recovery.RECOVERY:
+            assert self._prr is not None
+            self._prr.on_ack(delivered=self._smss, pipe=q.pipe)
+        elif self.recovery is Recovery.OPEN and self._dupacks >= DUP_THRESH:
+            head = q.head_record()
+            if head is not None and q.mark_lost(head):
+                self._enter_recovery(now)
+
+    def _rack_detect(self, now: float) -> None:
+        """RFC 8985 §6.2: mark overdue segments lost; start recovery on the first loss."""
+        q = self._q
+        rtt = self.rtt
+        reo = q.rack.reo_wnd(
+            in_recovery=self.recovery is not Recovery.OPEN,
+            sacked_segments=q.sacked_out // self._smss,
+            min_rtt=rtt.min_rtt,
+            srtt=rtt.srtt,
+        )
+        marked, self._reo_at = q.detect_loss(now, reo)
+        if marked and self.recovery is Recovery.OPEN:
+            self._enter_recovery(now)
+
+    def _enter_recovery(self, now: float) -> None:
+        """Fast / SACK loss recovery (RFC 6675 §5) with PRR (RFC 6937)."""
+        q = self._q
+        cc = self.cc
+        cc.on_congestion_event(in_flight=min(q.outstanding, cc.cwnd), now=now)
+        self.recovery = Recovery.RECOVERY
+        self._prr = Prr(ssthresh=cc.ssthresh, pipe=q.pipe, mss=self._smss)
+        self._recovery_point = q.snd_max
+        self.counters["fast_recovery"] += 1
+        self._arm_undo()
+        self._tlp_at = None
+        self._rtt_seq = None
+
+    def _exit_recovery(self, now: float) -> None:
+        self.cc.on_recovery_end(now=now)
+        self._prr = None
+        self.recovery = Recovery.OPEN
+        self._q.rack.on_recovery_exit()
+
+    def _arm_undo(self) -> None:
+        """A congestion event began: remember what undoing it needs."""
+        self._undo_armed = True
+        self._undo_ts = None
+        self._undo_from = 0
+        self._undo_retrans = 0
+
+    def _undo(self, now: float) -> None:
+        """The last congestion event was spurious: restore the window, forget the losses."""
+        self._undo_armed = False
+        self.cc.undo(now=now)
+        self.counters["spurious_undone"] += 1
+        if self.recovery is not Recovery.OPEN:
+            self._q.unmark_lost()
+            self._prr = None
+            self.recovery = Recovery.OPEN
+        self._q.rack.reordering_seen = True
+        self._retransmits = 0
 
     def _on_data(self, seq: int, off: int, wnd: int, payload: bytes, fin: int, now: float) -> None:
         if off < 0:
+            if self._sack_ok and payload:
+                self._dsack = (seq, self.rcv_nxt)  # RFC 2883: the front was a duplicate
             payload = payload[-off:]  # already have the front (FIN-only remains if it was all old)
             seq = self.rcv_nxt
             off = 0
@@ -826,12 +1010,22 @@ class TcpConnection:
     # Timers
 
     def handle_timer(self, *, now: float) -> None:
-        """Run whatever deadline has passed (delayed ACK, RTO, probe, 2MSL, idle)."""
+        """Run whatever deadline has passed (delayed ACK, RTO, TLP, RACK, probe, 2MSL, idle)."""
         if self.state is State.CLOSED:
             return
         if self._ack_at is not None and now >= self._ack_at:
             self._ack_at = None
             self._ack_now = True
+        if self._reo_at is not None and now >= self._reo_at:
+            self._reo_at = None
+            self._rack_detect(now)  # RFC 8985 §6.3: the reordering window has passed
+        if self._tlp_at is not None and now >= self._tlp_at:
+            self._tlp_at = None
+            if self.recovery is Recovery.OPEN and self.snd_max != self.snd_una and not self._tlp_out:
+                self._tlp_due = True
+                self.counters["tlp"] += 1
+                self._timer = Timer.RETRANSMIT  # RFC 8985 §7.3: re-arm the RTO after a probe
+                self._timer_at = now + self.rtt.rto
         at = self._timer_at
         if at is not None and now >= at:
             kind = self._timer
@@ -840,7 +1034,7 @@ class TcpConnection:
             elif kind is Timer.PERSIST:
                 self._probes += 1
                 if self._probes > self.config.max_retransmits:
-                    self._time_out("persist")
+                    self._time_out(TimeoutReason.PERSIST)
                 else:
                     self._probe_due = True
                     self._persist_backoff += 1
@@ -849,9 +1043,9 @@ class TcpConnection:
                 if self.state is State.TIME_WAIT:
                     self._set_closed()
                 else:
-                    self._time_out("fin-wait-2")
+                    self._time_out(TimeoutReason.FIN_WAIT_2)
             elif kind is Timer.IDLE:
-                self._time_out("idle")
+                self._time_out(TimeoutReason.IDLE)
         self._arm_timer(now)
 
     def _on_rto(self, now: float) -> None:
@@ -859,7 +1053,7 @@ class TcpConnection:
         if self.state is State.SYN_RECEIVED:
             self._synack_retries += 1
             if self._synack_retries > cfg.syn_ack_retries:
-                self._time_out("syn-ack")
+                self._time_out(TimeoutReason.SYN_ACK)
                 return
             self._synack_due = True
             self.rtt.backoff()
@@ -870,19 +1064,23 @@ class TcpConnection:
             self._retransmits += 1
         self._rx_since_rto = False
         if self._retransmits > cfg.max_retransmits:
-            self._time_out("retransmit")
+            self._time_out(TimeoutReason.RETRANSMIT)
             return
-        smss = self._smss
-        flight = (self.snd_max - self.snd_una) & MASK
-        self.ssthresh = max(flight // 2, 2 * smss)
-        self.cwnd = smss
-        self._ca_acc = 0
-        self._in_recovery = False
+        q = self._q
+        self.counters["rto"] += 1
+        # RFC 5681 §3.1 loss window; RFC 6675 §5.1: everything not SACKed is presumed lost
+        # and resent lowest first; SACKed data is never resent.
+        self.cc.on_rto(in_flight=q.pipe, now=now)
+        q.mark_all_lost()
+        if self.recovery is not Recovery.LOSS:
+            self._arm_undo()  # Eifel (RFC 3522): was this RTO spurious?
+        self.recovery = Recovery.LOSS
+        self._prr = None
+        self._recovery_point = q.snd_max
         self._dupacks = 0
-        self._recover = self.snd_max
-        self.snd_nxt = self.snd_una  # go-back-N
-        self._rexmit_due = True
         self._rtt_seq = None
+        self._tlp_at = self._reo_at = None
+        self._tlp_due = self._tlp_out = False
         self.rtt.backoff()
         self._timer_at = now + self.rtt.rto
 
@@ -909,6 +1107,7 @@ class TcpConnection:
             if kind is not Timer.RETRANSMIT:
                 self._timer = Timer.RETRANSMIT
                 self._timer_at = now + self.rtt.rto
+            return
         elif self.snd_wnd == 0 and self.tx:
             if kind is not Timer.PERSIST:
                 self._timer = Timer.PERSIST
@@ -919,14 +1118,16 @@ class TcpConnection:
         else:
             self._timer = Timer.IDLE
             self._timer_at = self._last_activity + self.config.idle_timeout
+        self._tlp_at = self._reo_at = None  # nothing in flight
 
     def _enter_time_wait(self, now: float) -> None:
         self.state = State.TIME_WAIT
         self._timer = Timer.CLOSE
         self._timer_at = now + self.config.time_wait
+        self._tlp_at = self._reo_at = None
         self.tx.clear()
 
-    def _time_out(self, why: str) -> None:
+    def _time_out(self, why: TimeoutReason) -> None:
         self._events.append(TimedOut(why))
         self.abort()
 
@@ -936,9 +1137,10 @@ class TcpConnection:
         self.state = State.CLOSED
         self._timer = Timer.NONE
         self._timer_at = None
-        self._ack_at = None
-        self._ack_now = self._rexmit_due = self._probe_due = self._synack_due = False
+        self._ack_at = self._tlp_at = self._reo_at = None
+        self._ack_now = self._tlp_due = self._probe_due = self._synack_due = False
         self.tx.clear()
+        self._q = SentQueue()
         self._ooo = []
         self._events.append(Closed())
 
@@ -946,7 +1148,8 @@ class TcpConnection:
     # Network side: output
 
     def segments_to_send(self, *, now: float) -> list[TcpSegment]:
-        """Everything due now: RSTs, SYN-ACK, data (within min(peer window, cwnd)), FIN, ACKs, probes."""
+        """Everything due now: RSTs, SYN-ACK, retransmissions and data (PRR / cwnd / peer
+        window), FIN, ACKs, probes."""
         out = self._ctl
         if out:
             self._ctl = []
@@ -964,8 +1167,11 @@ class TcpConnection:
             return out
         if self._ack_at is not None and now >= self._ack_at:
             self._ack_now = True
+        if self._consumed != self._consumed_fed:
+            self._consumed_fed = self._consumed
+            self._tuner.on_consumed(total=self._consumed, now=now)
         ts_val = ((int(now * 1000) + self._ts_offset) & MASK) if self._ts_ok else None
-        sack = self._sack_blocks() if self._ooo and self._sack_ok else ()
+        sack = self._sack_blocks() if (self._ooo or self._dsack is not None) and self._sack_ok else ()
         win = self._window_field()
         sent_any = False
         if st in _SENDING:
@@ -982,72 +1188,140 @@ class TcpConnection:
             self._ack_at = None
             self._rcv_unacked = 0
             self._last_ack_sent = self.rcv_nxt
+            self._dsack = None
         self._arm_timer(now)
         return out
 
     def _send_data(
         self, out: list[TcpSegment], now: float, ts_val: int | None, sack: tuple[tuple[int, int], ...], win: int
     ) -> bool:
-        """Append data/FIN segments to ``out``; True if any were added."""
+        """Append retransmissions, then new data/FIN segments to ``out``; True if any.
+
+        Order (RFC 6675 NextSeg): a due tail loss probe, segments marked lost (lowest
+        first), then new data. Outside recovery the budget is ``cwnd - pipe``; in recovery
+        PRR's ``sndcnt``. New data also needs the peer's window.
+        """
+        q = self._q
         tx = self.tx
-        txlen = len(tx)
-        una = self.snd_una
-        fin_seq = self._fin_seq
-        smss = self._smss - _sack_option_len(len(sack))
+        una = q.una
+        base = (self.snd_una - una) & MASK  # seq of stream offset 0, mod 2**32
+        data_end = una + len(tx)
+        fin_pending = self._fin_seq is not None
+        max_pl = self._smss - _sack_option_len(len(sack))
+        prr = self._prr
+        budget = prr.sndcnt if prr is not None else self.cc.cwnd - q.pipe
         before = len(out)
+        force = False
+        new_data = False
         with memoryview(tx) as view:
-            if self._rexmit_due:
-                self._rexmit_due = False
-                # Resend only what was sent before (at most snd_max): never-sent bytes go
-                # through the window-checked path below, and the FIN only if it went out.
-                outstanding = (self.snd_max - una) & MASK
-                if outstanding >= HALF:
-                    outstanding = 0
-                n = min(smss, txlen, outstanding)
-                fin = fin_seq is not None and n == txlen and outstanding > txlen
-                if n or fin:
-                    flags = (_F_FIN_ACK_PSH if n else _F_FIN_ACK) if fin else (_F_ACK_PSH if n == txlen else _F_ACK)
-                    out.append(self._build(una, flags, bytes(view[:n]), win, ts_val, sack))
-                    end = (una + n + (1 if fin else 0)) & MASK
-                    if 0 < ((end - self.snd_nxt) & MASK) < HALF:
-                        self.snd_nxt = end
-                    self._rtt_seq = None  # Karn: never time a retransmission
-            sent = (self.snd_nxt - una) & MASK  # seq space in flight, FIN included
-            limit = self.snd_wnd if self.snd_wnd < self.cwnd else self.cwnd
-            new_data = False
-            while sent < txlen:
-                avail = txlen - sent
-                n = limit - sent
-                if n > smss:
-                    n = smss
-                if n > avail:
-                    n = avail
-                if n <= 0 or (n < smss and n < avail and sent > 0):
-                    break  # window-limited; sender SWS avoidance (RFC 1122 4.2.3.4)
-                last = n == avail
-                if last and fin_seq is not None:
-                    flags = _F_FIN_ACK_PSH
-                    step = n + 1
+            if self._tlp_due:
+                # RFC 8985 §7.3: one probe: new data if the peer's window allows, else the
+                # highest segment not SACKed.
+                self._tlp_due = False
+                self._tlp_out = True
+                nxt = q.snd_max
+                if nxt < data_end and nxt + min(max_pl, data_end - nxt) <= una + self.snd_wnd:
+                    force = True
                 else:
-                    flags = _F_ACK_PSH if last else _F_ACK
-                    step = n
-                out.append(self._build((una + sent) & MASK, flags, bytes(view[sent : sent + n]), win, ts_val, sack))
-                sent += step
+                    last = q.last_unsacked()
+                    if last is not None:
+                        self._retransmit(out, last, view, una, base, data_end, now, ts_val, sack, win, max_pl)
+            while budget > 0:
+                r = q.next_lost()
+                if r is None:
+                    break
+                n = self._retransmit(out, r, view, una, base, data_end, now, ts_val, sack, win, max_pl)
+                budget -= n
+                if prr is not None:
+                    prr.on_sent(n)
+            nxt = q.snd_max
+            wnd_end = una + self.snd_wnd
+            cwnd_limited = False
+            while nxt < data_end:
+                avail = data_end - nxt
+                n = max_pl if max_pl < avail else avail
+                room = wnd_end - nxt
+                if room < n:
+                    # window-limited; sender SWS avoidance (RFC 1122 4.2.3.4)
+                    if room <= 0 or nxt > una:
+                        break
+                    n = room
+                if n > budget and not force:
+                    if budget <= 0 or q.pipe > 0:
+                        cwnd_limited = True
+                        break
+                force = False
+                fin = fin_pending and n == avail
+                if fin:
+                    flags = _F_FIN_ACK_PSH
+                else:
+                    flags = _F_ACK_PSH if n == avail else _F_ACK
+                off = nxt - una
+                out.append(self._build((base + nxt) & MASK, flags, bytes(view[off : off + n]), win, ts_val, sack))
+                end = nxt + n + (1 if fin else 0)
+                q.on_send(nxt, end, fin, now)
+                nxt = end
+                budget -= n
+                if prr is not None:
+                    prr.on_sent(n)
                 new_data = True
-            if fin_seq is not None and sent == txlen:
-                out.append(self._build(fin_seq, _F_FIN_ACK, b"", win, ts_val, sack))
-                sent += 1
+            if fin_pending and nxt == data_end:
+                out.append(self._build((base + nxt) & MASK, _F_FIN_ACK, b"", win, ts_val, sack))
+                q.on_send(nxt, nxt + 1, True, now)
                 new_data = True
+            self._cwnd_limited = cwnd_limited
+        if len(out) == before:
+            return False
         if new_data:
-            nxt = (una + sent) & MASK
-            self.snd_nxt = nxt
-            if 0 < ((nxt - self.snd_max) & MASK) < HALF:
-                if self._rtt_seq is None and not self._ts_ok:
-                    self._rtt_seq = nxt
-                    self._rtt_time = now
-                self.snd_max = nxt
-            self._last_activity = now
-        return len(out) > before
+            smax = (base + q.snd_max) & MASK
+            if self._rtt_seq is None and not self._ts_ok and not self._undo_armed:
+                self._rtt_seq = smax
+                self._rtt_time = now
+            self.snd_max = self.snd_nxt = smax
+        self._last_activity = now
+        if self.recovery is Recovery.OPEN and self._sack_ok and not self._tlp_out:
+            self._tlp_at = now + probe_timeout(srtt=self.rtt.srtt, flight_segments=q.pipe // self._smss, rto=self.rtt.rto)
+        return True
+
+    def _retransmit(
+        self,
+        out: list[TcpSegment],
+        r: Sent,
+        view: memoryview,
+        una: int,
+        base: int,
+        data_end: int,
+        now: float,
+        ts_val: int | None,
+        sack: tuple[tuple[int, int], ...],
+        win: int,
+        max_pl: int,
+    ) -> int:
+        """Resend record ``r`` (only bytes that were sent before); returns its payload size."""
+        plen = r.end - r.start - (1 if r.fin else 0)
+        off = r.start - una
+        if r.fin:
+            flags = _F_FIN_ACK_PSH if plen else _F_FIN_ACK
+        else:
+            flags = _F_ACK_PSH if r.end >= data_end else _F_ACK
+        # A record sent before our SACK option grew may not fit with it: leave SACK out then.
+        out.append(self._build((base + r.start) & MASK, flags, bytes(view[off : off + plen]), win, ts_val, sack if plen <= max_pl else ()))
+        self._q.on_retransmit(r, now)
+        self._rtt_seq = None  # Karn: never time a retransmission
+        self.counters["retransmitted_bytes"] += plen
+        if self._undo_armed:
+            if self._undo_ts is None and ts_val is not None:
+                self._undo_ts = ts_val
+                self._undo_from = r.start
+            self._undo_retrans += 1
+        return plen if plen else 1
+
+    @property
+    def _rcv_cap(self) -> int:
+        """Receive space we may advertise now: the tuner's buffer within the field's reach."""
+        size = self._tuner.size
+        cap = self._rcv_field_max
+        return size if size < cap else cap
 
     def _window_field(self) -> int:
         """Raw window for our next segment; moves rcv_adv right, never left (RFC 9293 §3.8.6.2.2)."""
@@ -1077,10 +1351,11 @@ class TcpConnection:
         return 0 if grow >= HALF else grow
 
     def _sws_threshold(self) -> int:
-        return min(self.config.rcv_buffer // 2, self.local_mss)
+        return min(self._rcv_cap // 2, self.local_mss)
 
     def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
-        """Up to 3 (4 without timestamps) SACK blocks, the most recent arrival's first."""
+        """Up to 3 (4 without timestamps) SACK blocks: a D-SACK block first (RFC 2883 §4),
+        then the block of the most recent arrival, then the others (RFC 2018 §4)."""
         limit = 3 if self._ts_ok else 4
         blocks = [(s, (s + len(d)) & MASK) for s, d in self._ooo]
         last = self._ooo_last
@@ -1089,6 +1364,8 @@ class TcpConnection:
                 if i:
                     blocks.insert(0, blocks.pop(i))
                 break
+        if self._dsack is not None:
+            blocks.insert(0, self._dsack)
         return tuple(blocks[:limit])
 
     def _build(
@@ -1100,22 +1377,20 @@ class TcpConnection:
         ts_val: int | None,
         sack: tuple[tuple[int, int], ...],
     ) -> TcpSegment:
+        """The one factory for our data/ACK segments."""
         return TcpSegment(
-            self._local,
-            self._peer,
-            self._lport,
-            self._pport,
-            seq,
-            self.rcv_nxt,
-            flags,
-            win,
-            payload,
-            None,
-            None,
-            False,
-            sack,
-            ts_val,
-            self._ts_recent if ts_val is not None else None,
+            src=self._local,
+            dst=self._peer,
+            sport=self._lport,
+            dport=self._pport,
+            seq=seq,
+            ack=self.rcv_nxt,
+            flags=flags,
+            window=win,
+            payload=payload,
+            sack_blocks=sack,
+            ts_val=ts_val,
+            ts_ecr=self._ts_recent if ts_val is not None else None,
         )
 
     def _build_synack(self, now: float) -> TcpSegment:
@@ -1124,25 +1399,25 @@ class TcpConnection:
         self.rcv_adv = (self.rcv_nxt + win) & MASK
         ts_val = ((int(now * 1000) + self._ts_offset) & MASK) if self._ts_ok else None
         return TcpSegment(
-            self._local,
-            self._peer,
-            self._lport,
-            self._pport,
-            self.iss,
-            self.rcv_nxt,
-            _F_SYN_ACK,
-            win,
-            b"",
-            self.local_mss,
-            self._rcv_ws if self._ws_ok else None,
-            self._sack_ok,
-            (),
-            ts_val,
-            self._ts_recent if ts_val is not None else None,
+            src=self._local,
+            dst=self._peer,
+            sport=self._lport,
+            dport=self._pport,
+            seq=self.iss,
+            ack=self.rcv_nxt,
+            flags=_F_SYN_ACK,
+            window=win,
+            mss=self.local_mss,
+            wscale=self._rcv_ws if self._ws_ok else None,
+            sack_permitted=self._sack_ok,
+            ts_val=ts_val,
+            ts_ecr=self._ts_recent if ts_val is not None else None,
         )
 
     def _build_rst(self, seq: int, flags: TcpFlags, ack: int) -> TcpSegment:
-        return TcpSegment(self._local, self._peer, self._lport, self._pport, seq & MASK, ack & MASK, flags, 0)
+        return TcpSegment(
+            src=self._local, dst=self._peer, sport=self._lport, dport=self._pport, seq=seq & MASK, ack=ack & MASK, flags=flags, window=0
+        )
 
     def _rst_reply(self, seg: TcpSegment) -> TcpSegment:
         """RST answering ``seg`` (RFC 9293 §3.10.7.1)."""
@@ -1150,10 +1425,16 @@ class TcpConnection:
             return self._build_rst(seg.ack, _F_RST, 0)
         return self._build_rst(0, _F_RST_ACK, seg.seq + seg.seg_len)
 
-    def _rtt_sample_ts(self, ts_ecr: int, now: float) -> None:
+    def _ts_age(self, ts_ecr: int, now: float) -> float | None:
+        """Seconds since we sent the TSval ``ts_ecr`` echoes; None if implausible."""
         rtt_ms = ((int(now * 1000) + self._ts_offset) - ts_ecr) & MASK
-        if rtt_ms < MAX_RTT_SAMPLE * 1000:
-            self.rtt.sample(rtt_ms / 1000.0)
+        return rtt_ms / 1000.0 if rtt_ms < MAX_RTT_SAMPLE * 1000 else None
+
+    def _rtt_sample_ts(self, ts_ecr: int, now: float) -> float | None:
+        rtt = self._ts_age(ts_ecr, now)
+        if rtt is not None:
+            self.rtt.sample(rtt)
+        return rtt
 
     def __repr__(self) -> str:
         peer, pport, local, lport = self.key
