@@ -2,9 +2,9 @@
 
 :class:`HyStartPlusPlus` is a small helper a controller consults on every slow-start ACK
 (NewReno and CUBIC share it). It tracks rounds with monotonic stream offsets: a round
-starts with ``window_end = snd_max`` and ends on the first ACK with
-``delivered >= window_end`` (RFC 9406 §4.2 uses SND.UNA and SND.NXT; ``delivered`` counts
-SACKed bytes too, which ends a round no later).
+starts with ``window_end = snd_max`` and ends with (and including) the ACK that makes
+``delivered >= window_end``; the next ACK belongs to the next round (RFC 9406 §4.2 uses
+SND.UNA and SND.NXT; ``delivered`` counts SACKed bytes too, which ends a round no later).
 
 Per round it keeps the minimum RTT of the samples it saw. With at least
 ``N_RTT_SAMPLE`` samples in the current round and a previous round to compare with:
@@ -102,30 +102,35 @@ class HyStartPlusPlus:
         if state == self.DONE:
             return False
         window_end = self.window_end
-        if window_end is None or delivered >= window_end:
-            # RFC 9406 §4.2: at the start of each round.
+        if window_end is None:
+            window_end = self.window_end = snd_max  # the first round starts
+        if valid_rtt(rtt):
+            self._sample(rtt)
+        if delivered >= window_end:
+            # This ACK ends the round (its sample belonged to it); RFC 9406 §4.2: at the
+            # start of each round, remember its minimum and start afresh.
             self.last_round_min_rtt = self.current_round_min_rtt
             self.current_round_min_rtt = _INF
             self.rtt_sample_count = 0
             self.window_end = snd_max
-            if state == self.CSS and window_end is not None:
+            if self.state == self.CSS:
                 self.css_rounds += 1
                 if self.css_rounds >= CSS_ROUNDS:
                     self.state = self.DONE
                     return True
-        if not valid_rtt(rtt):
-            return False
-        assert rtt is not None
+        return False
+
+    def _sample(self, rtt: float) -> None:
         current = self.current_round_min_rtt
         if rtt < current:
             current = self.current_round_min_rtt = rtt
         count = self.rtt_sample_count = self.rtt_sample_count + 1
         if count < N_RTT_SAMPLE:
-            return False
-        last = self.last_round_min_rtt
-        if state == self.SLOW_START:
+            return
+        if self.state == self.SLOW_START:
+            last = self.last_round_min_rtt
             if last == _INF:
-                return False
+                return
             thresh = last / MIN_RTT_DIVISOR
             if thresh < MIN_RTT_THRESH:
                 thresh = MIN_RTT_THRESH
@@ -139,7 +144,6 @@ class HyStartPlusPlus:
             # The RTT rise was spurious: back to slow start.
             self.css_baseline_min_rtt = _INF
             self.state = self.SLOW_START
-        return False
 
     def finish(self) -> None:
         """A congestion event or RTO ended the initial slow start: HyStart++ is done."""
