@@ -111,7 +111,9 @@ def test_syn_ack_options_only_if_offered() -> None:
     conn2 = syn_received(syn=OPT_SYN)
     conn2.accept(now=T0)
     (synack,) = recv(conn2)
-    assert synack.wscale == 0 and synack.sack_permitted
+    # RFC 7323 §2.2: the shift is the one the largest buffer (4 MiB by default) needs, so
+    # the window can grow later; the SYN-ACK's own window is never scaled.
+    assert synack.wscale == 7 and synack.sack_permitted and synack.window == 65535
     assert synack.ts_ecr == 5000 and synack.ts_val == int(T0 * 1000) & MASK
     assert conn.state is State.SYN_RECEIVED
     # Offered but disabled by config: nothing.
@@ -394,8 +396,8 @@ def test_initial_cwnd_is_ten_segments() -> None:
     conn = established()
     conn.send(bytes(20 * MSS), now=T0)
     assert len(recv(conn)) == 10
-    send(conn, seg(ack=LOCAL_SEQ + 1 + 2 * MSS))  # slow start: +1 MSS per ACK
-    assert len(recv(conn)) == 3
+    send(conn, seg(ack=LOCAL_SEQ + 1 + 2 * MSS))  # slow start, RFC 3465 byte counting (L = 2)
+    assert len(recv(conn)) == 4
 
 
 def test_send_respects_peer_window() -> None:
@@ -576,7 +578,9 @@ def test_rto_with_zero_window_is_a_probe_while_peer_answers() -> None:
 
 
 def test_rto_go_back_n_with_backoff() -> None:
-    conn = established()
+    """RFC 6298 §5.4-5.6 + RFC 5681 §3.1 (NewReno's ssthresh): resend the first segment,
+    back off, then slow start from 1 MSS resends the rest (RFC 6675 §5.1: all presumed lost)."""
+    conn = established(TcpConfig(congestion="newreno"))
     conn.send(bytes(3 * MSS), now=T0)
     assert len(recv(conn)) == 3
     rto0 = conn.rtt.rto

@@ -126,6 +126,7 @@ class Gateway:
             mtu=config.mtu,
             rcv_buffer=config.tcp_buffer_size,
             snd_buffer=config.tcp_buffer_size,
+            congestion=config.congestion,
             idle_timeout=config.tcp_idle_timeout,
         )
         self.stack = Stack(

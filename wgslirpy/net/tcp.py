@@ -73,7 +73,8 @@ from wgslirpy.net.recovery import Sent, SentQueue
 from wgslirpy.net.rtt import MAX_RTT_SAMPLE, RttEstimator
 from wgslirpy.net.segments import IPAddress, TcpFlags, TcpSegment
 from wgslirpy.net.seq import HALF, MASK, MOD
-from wgslirpy.net.tcp_standins import DEFAULT_CONGESTION_CONTROL, ReceiveBufferTuner, make_congestion_control
+from wgslirpy.net.congestion import DEFAULT_CONGESTION_CONTROL, make_congestion_control
+from wgslirpy.net.tcp_standins import ReceiveBufferTuner
 
 __all__ = [
     "State",
@@ -785,6 +786,7 @@ class TcpConnection:
             grow = False
         elif rec is Recovery.LOSS and q.una >= self._recovery_point:
             self.recovery = Recovery.OPEN
+            self.cc.on_recovery_end(now=now)
         if grow:
             self.cc.on_ack(
                 acked=res.delivered,
