@@ -799,7 +799,7 @@ def test_out_of_order_overlaps_merge() -> None:
     send(conn, seg(seq=REMOTE_SEQ + 10, payload=b"jkl"))
     send(conn, seg(seq=REMOTE_SEQ + 6, payload=b"fghijklmn"))
     send(conn, seg(seq=REMOTE_SEQ + 3, payload=b"cde"))
-    assert len(conn._ooo) == 1
+    assert conn._ooo is not None and conn._ooo.blocks == 1
     send(conn, seg(seq=REMOTE_SEQ + 1, payload=b"ab"))
     assert conn.read() == b"abcdefghijklmn"
 

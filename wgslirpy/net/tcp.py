@@ -69,6 +69,7 @@ from wgslirpy.constants import (
 from wgslirpy.errors import ConfigError, DropCounter, DropReason, _Drop
 from wgslirpy.net.prr import Prr
 from wgslirpy.net.rack import DUP_THRESH, probe_timeout
+from wgslirpy.net.reassembly import ReassemblyQueue
 from wgslirpy.net.recovery import Sent, SentQueue
 from wgslirpy.net.rtt import MAX_RTT_SAMPLE, RttEstimator
 from wgslirpy.net.segments import IPAddress, TcpFlags, TcpSegment
@@ -113,6 +114,10 @@ CHALLENGE_ACK_LIMIT = 10
 RCV_BUFFER_INITIAL = 64 * 1024
 #: send buffer a flow always may fill (send_space follows 2 x cwnd above this).
 SND_BUFFER_MIN = 64 * 1024
+#: most holes the out-of-order queue keeps (RFC 2018 needs only a few; more is hostile).
+OOO_MAX_BLOCKS = 256
+#: memory the out-of-order queue may spend beyond the receive window (chunk overhead).
+OOO_SLACK = 64 * 1024
 #: the counters every connection keeps (the stats line and the benchmark read them).
 COUNTER_NAMES = ("rto", "fast_recovery", "tlp", "retransmitted_bytes", "spurious_undone", "dsack_received")
 
@@ -379,9 +384,11 @@ class TcpConnection:
         self._consumed_fed = 0
         #: largest window the field can express (65535 without window scaling).
         self._rcv_field_max = 0xFFFF << self._rcv_ws
-        #: out-of-order data: sorted, disjoint, non-adjacent [seq, bytes] within the window.
-        self._ooo: list[tuple[int, bytes]] = []
-        self._ooo_last = 0  # seq of the most recent out-of-order arrival (first SACK block)
+        #: stream offset of rcv_nxt (monotonic; offset 0 = the peer's first data byte).
+        self._rcv_off = 0
+        #: out-of-order data (stream offsets); created on the first hole, so idle flows
+        #: cost nothing.
+        self._ooo: ReassemblyQueue | None = None
         #: a duplicate [left, right) to report first in our next SACK option (RFC 2883).
         self._dsack: tuple[int, int] | None = None
         self._rcv_fin_seq: int | None = None  # seq of an out-of-order FIN
@@ -911,7 +918,15 @@ class TcpConnection:
             self._ack_now = True
         if off:
             if payload:
-                self._ooo_insert(seq, payload)
+                q = self._ooo
+                if q is None:
+                    q = self._ooo = ReassemblyQueue(max_blocks=OOO_MAX_BLOCKS, max_bytes=self.config.rcv_buffer + OOO_SLACK)
+                res = q.insert(self._rcv_off + off, payload)
+                if not res.accepted:
+                    self.drops.add(DropReason.TCP_REASSEMBLY_FULL)
+                dup = res.duplicate
+                if dup is not None and self._sack_ok:
+                    self._dsack = self._seq_range(dup)  # RFC 2883: we already held this
             if fin:
                 self._rcv_fin_seq = (seq + len(payload)) & MASK
             self._ack_now = True  # RFC 5681 §4.2: out-of-order -> immediate (dup) ACK
@@ -920,9 +935,20 @@ class TcpConnection:
         if n:
             self.rx += payload
             self.rcv_nxt = (self.rcv_nxt + n) & MASK
-            if self._ooo:
-                self._reassemble()
-                self._ack_now = True  # filled (part of) a gap: ACK at once
+            self._rcv_off += n
+            q = self._ooo
+            if q is not None and q.blocks:
+                # filled (part of) a hole: take what is now contiguous, ACK at once
+                # (RFC 5681 §4.2)
+                rx = self.rx
+                got = 0
+                for chunk in q.pop_ready(self._rcv_off):
+                    rx += chunk
+                    got += len(chunk)
+                if got:
+                    self._rcv_off += got
+                    self.rcv_nxt = (self.rcv_nxt + got) & MASK
+                self._ack_now = True
             else:
                 self._rcv_unacked += n
                 if n > self._rcv_seg_max:
@@ -934,54 +960,16 @@ class TcpConnection:
         if fin or (self._rcv_fin_seq is not None and self._rcv_fin_seq == self.rcv_nxt):
             self._on_fin(now)
 
-    def _ooo_insert(self, seq: int, data: bytes) -> None:
-        """Merge ``data`` at ``seq`` (> rcv_nxt, inside the window) into the OOO list."""
-        base = self.rcv_nxt
-        start = (seq - base) & MASK
-        end = start + len(data)
-        merged = data
-        out: list[tuple[int, bytes]] = []
-        placed = False
-        for bseq, bdata in self._ooo:
-            bstart = (bseq - base) & MASK
-            bend = bstart + len(bdata)
-            if bend < start:
-                out.append((bseq, bdata))
-            elif bstart > end:
-                if not placed:
-                    out.append(((base + start) & MASK, merged))
-                    placed = True
-                out.append((bseq, bdata))
-            else:  # overlapping or adjacent: one block
-                if bstart < start:
-                    merged = bdata[: start - bstart] + merged
-                    start = bstart
-                if bend > end:
-                    merged = merged + bdata[end - bstart :]
-                    end = bend
-        if not placed:
-            out.append(((base + start) & MASK, merged))
-        self._ooo = out
-        self._ooo_last = seq
-
-    def _reassemble(self) -> None:
-        ooo = self._ooo
-        while ooo:
-            bseq, bdata = ooo[0]
-            skip = (self.rcv_nxt - bseq) & MASK
-            if skip >= HALF:
-                break  # still a gap before this block
-            del ooo[0]
-            if skip < len(bdata):
-                rest = bdata[skip:]
-                self.rx += rest
-                self.rcv_nxt = (self.rcv_nxt + len(rest)) & MASK
+    def _seq_range(self, r: tuple[int, int]) -> tuple[int, int]:
+        """Receive stream offsets ``[start, end)`` as sequence numbers."""
+        base = (self.rcv_nxt - self._rcv_off) & MASK
+        return ((base + r[0]) & MASK, (base + r[1]) & MASK)
 
     def _on_fin(self, now: float) -> None:
         self.rcv_nxt = (self.rcv_nxt + 1) & MASK
         self._fin_received = True
         self._rcv_fin_seq = None
-        self._ooo = []
+        self._ooo = None
         self._ack_now = True
         self._events.append(PeerFin())
         st = self.state
@@ -1143,7 +1131,7 @@ class TcpConnection:
         self._ack_now = self._tlp_due = self._probe_due = self._synack_due = False
         self.tx.clear()
         self._q = SentQueue()
-        self._ooo = []
+        self._ooo = None
         self._events.append(Closed())
 
     # ------------------------------------------------------------------------------------
@@ -1173,7 +1161,8 @@ class TcpConnection:
             self._consumed_fed = self._consumed
             self._tuner.on_consumed(total=self._consumed, now=now)
         ts_val = ((int(now * 1000) + self._ts_offset) & MASK) if self._ts_ok else None
-        sack = self._sack_blocks() if (self._ooo or self._dsack is not None) and self._sack_ok else ()
+        q = self._ooo
+        sack = self._sack_blocks() if ((q is not None and q.blocks) or self._dsack is not None) and self._sack_ok else ()
         win = self._window_field()
         sent_any = False
         if st in _SENDING:
@@ -1359,16 +1348,13 @@ class TcpConnection:
         """Up to 3 (4 without timestamps) SACK blocks: a D-SACK block first (RFC 2883 §4),
         then the block of the most recent arrival, then the others (RFC 2018 §4)."""
         limit = 3 if self._ts_ok else 4
-        blocks = [(s, (s + len(d)) & MASK) for s, d in self._ooo]
-        last = self._ooo_last
-        for i, (left, right) in enumerate(blocks):
-            if ((last - left) & MASK) < ((right - left) & MASK):
-                if i:
-                    blocks.insert(0, blocks.pop(i))
-                break
+        blocks: list[tuple[int, int]] = []
         if self._dsack is not None:
-            blocks.insert(0, self._dsack)
-        return tuple(blocks[:limit])
+            blocks.append(self._dsack)
+        q = self._ooo
+        if q is not None and q.blocks:
+            blocks.extend(self._seq_range(r) for r in q.sack_blocks(limit - len(blocks)))
+        return tuple(blocks)
 
     def _build(
         self,
