@@ -123,6 +123,7 @@ COUNTER_NAMES = ("rto", "fast_recovery", "tlp", "retransmitted_bytes", "spurious
 
 
 class State(enum.Enum):
+    SYN_SENT = "SYN-SENT"  # active open only (TcpConnection.connect)
     SYN_RECEIVED = "SYN-RECEIVED"
     ESTABLISHED = "ESTABLISHED"
     FIN_WAIT_1 = "FIN-WAIT-1"
@@ -156,6 +157,8 @@ class Recovery(enum.Enum):
 _SENDING = frozenset(
     {State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK}
 )
+# States in which the host may queue data.
+_HOST_SENDING = frozenset({State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT})
 # States in which the peer may still send data / its FIN.
 _RECEIVING = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
 
@@ -409,6 +412,36 @@ class TcpConnection:
         #: control segments built at event time (RSTs), emitted first.
         self._ctl: list[TcpSegment] = []
 
+    @classmethod
+    def connect(
+        cls,
+        *,
+        local: IPAddress,
+        lport: int,
+        peer: IPAddress,
+        pport: int,
+        config: TcpConfig,
+        now: float,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> "TcpConnection":
+        """Active open (RFC 9293 §3.10.1): a connection in SYN-SENT whose SYN is due.
+
+        Options are offered as the config allows and settled by the peer's SYN-ACK.
+        ``key`` and :attr:`syn` describe the flow as if ``peer`` had sent a SYN.
+        """
+        tmpl = TcpSegment(
+            src=peer, dst=local, sport=pport, dport=lport, seq=0, ack=0, flags=TcpFlags.SYN, window=0xFFFF,
+            wscale=0, sack_permitted=True, ts_val=0,
+        )
+        conn = cls(tmpl, config, now=now, rng=rng)
+        conn.state = State.SYN_SENT
+        conn.accepted = True
+        conn._synack_due = True
+        conn._ts_recent = None
+        conn.snd_nxt = conn.snd_max = (conn.iss + 1) & MASK
+        conn._arm_timer(now)
+        return conn
+
     # ------------------------------------------------------------------------------------
     # Introspection
 
@@ -436,7 +469,7 @@ class TcpConnection:
 
     @property
     def send_space(self) -> int:
-        if self.state not in (State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT) or self._host_closed:
+        if self.state not in _HOST_SENDING or self._host_closed:
             return 0
         return max(self._snd_buffer_target() - len(self.tx), 0)
 
@@ -540,7 +573,7 @@ class TcpConnection:
         if st is State.SYN_RECEIVED and not self.accepted:
             raise ConfigError("close() before accept(); use refuse()")
         self._host_closed = True
-        if st is State.SYN_RECEIVED:
+        if st is State.SYN_RECEIVED or st is State.SYN_SENT:
             # FIN follows once established (RFC 9293 §3.10.4: queue until ESTABLISHED).
             self._fin_seq = (self.iss + 1 + len(self.tx)) & MASK
             return
@@ -558,7 +591,7 @@ class TcpConnection:
             return
         if st is State.SYN_RECEIVED and not self.accepted:
             self._ctl.append(self._build_rst(0, _F_RST_ACK, self.rcv_nxt))
-        elif st is not State.TIME_WAIT:
+        elif st is not State.TIME_WAIT and st is not State.SYN_SENT:
             self._ctl.append(self._build_rst(self.snd_max, _F_RST_ACK, self.rcv_nxt))
         self._set_closed()
 
@@ -576,10 +609,54 @@ class TcpConnection:
                 raise _Drop(DropReason.TCP_BAD_STATE, "closed")
             if st is State.SYN_RECEIVED and not self._on_syn_received(seg, f, now):
                 return
+            if st is State.SYN_SENT:
+                self._on_syn_sent(seg, f, now)
+                return
             self._on_synchronized(seg, f, now)
         except _Drop as drop:
             self.drops.add(drop.reason)
         self._arm_timer(now)
+
+    def _on_syn_sent(self, seg: TcpSegment, f: int, now: float) -> None:
+        """SYN-SENT input (RFC 9293 §3.10.7.3): only our SYN-ACK establishes us."""
+        if f & _ACK and seg.ack != self.snd_max:
+            if not f & _RST:
+                self._ctl.append(self._build_rst(seg.ack, _F_RST, 0))
+            raise _Drop(DropReason.TCP_BAD_ACK, "syn-sent")
+        if f & _RST:
+            if f & _ACK:
+                self._on_reset()
+                return
+            raise _Drop(DropReason.TCP_OUT_OF_WINDOW, "rst in syn-sent")
+        if not f & _SYN or not f & _ACK:
+            raise _Drop(DropReason.TCP_BAD_STATE, "syn-sent needs a syn-ack")  # no simultaneous open
+        cfg = self.config
+        # Options: what both offered (RFC 7323 §1.3, RFC 2018 §2).
+        self._ts_ok = cfg.timestamps and seg.ts_val is not None
+        self._sack_ok = cfg.sack and seg.sack_permitted
+        self._ws_ok = cfg.window_scale and seg.wscale is not None
+        self._snd_ws = min(seg.wscale or 0, 14) if self._ws_ok else 0
+        self._rcv_ws = _window_shift(cfg.rcv_buffer) if self._ws_ok else 0
+        self._rcv_field_max = 0xFFFF << self._rcv_ws
+        v6 = self._peer.version == 6
+        peer_mss = seg.mss if seg.mss else (DEFAULT_MSS_IPV6 if v6 else DEFAULT_MSS_IPV4)
+        self.mss = max(min(peer_mss, self.local_mss), MIN_MSS)
+        self._smss = self.mss - (TS_OPTION_LEN if self._ts_ok else 0)
+        self.cc = make_congestion_control(cfg.congestion, mss=self._smss)
+        self._ts_recent = seg.ts_val if self._ts_ok else None
+        self.rcv_nxt = self.rcv_adv = self._last_ack_sent = (seg.seq + 1) & MASK
+        self.snd_una = self.snd_nxt = self.snd_max
+        self.snd_wnd = seg.window  # never scaled in a SYN
+        self._snd_wl1 = seg.seq
+        self._snd_wl2 = seg.ack
+        if self._synack_retries == 0 and self._synack_sent_at is not None:
+            self.rtt.sample(now - self._synack_sent_at)
+            self._tuner.on_rtt_sample(now - self._synack_sent_at)
+        self._timer = Timer.NONE
+        self._synack_due = False
+        self._ack_now = True
+        self._last_rx = self._last_activity = now
+        self.state = State.FIN_WAIT_1 if self._host_closed else State.ESTABLISHED
 
     def _on_syn_received(self, seg: TcpSegment, f: int, now: float) -> bool:
         """SYN-RECEIVED input; True when the segment established us and should go on."""
@@ -1040,7 +1117,7 @@ class TcpConnection:
 
     def _on_rto(self, now: float) -> None:
         cfg = self.config
-        if self.state is State.SYN_RECEIVED:
+        if self.state is State.SYN_RECEIVED or self.state is State.SYN_SENT:
             self._synack_retries += 1
             if self._synack_retries > cfg.syn_ack_retries:
                 self._time_out(TimeoutReason.SYN_ACK)
@@ -1086,7 +1163,7 @@ class TcpConnection:
             self._timer_at = None
         elif st is State.TIME_WAIT:
             pass  # set on entry, restarted by a retransmitted FIN
-        elif st is State.SYN_RECEIVED:
+        elif st is State.SYN_RECEIVED or st is State.SYN_SENT:
             if not self.accepted:
                 self._timer = Timer.NONE  # the shell's connect timeout governs
                 self._timer_at = None
@@ -1148,10 +1225,10 @@ class TcpConnection:
         st = self.state
         if st is State.CLOSED:
             return out
-        if st is State.SYN_RECEIVED:
+        if st is State.SYN_RECEIVED or st is State.SYN_SENT:
             if self._synack_due:
                 self._synack_due = False
-                out.append(self._build_synack(now))
+                out.append(self._build_synack(now) if st is State.SYN_RECEIVED else self._build_syn(now))
                 self._synack_sent_at = now
             self._arm_timer(now)
             return out
@@ -1400,6 +1477,26 @@ class TcpConnection:
             sack_permitted=self._sack_ok,
             ts_val=ts_val,
             ts_ecr=self._ts_recent if ts_val is not None else None,
+        )
+
+    def _build_syn(self, now: float) -> TcpSegment:
+        """Our SYN (active open) offering every option the config allows."""
+        cfg = self.config
+        ts_val = ((int(now * 1000) + self._ts_offset) & MASK) if cfg.timestamps else None
+        return TcpSegment(
+            src=self._local,
+            dst=self._peer,
+            sport=self._lport,
+            dport=self._pport,
+            seq=self.iss,
+            ack=0,
+            flags=TcpFlags.SYN,
+            window=min(self._rcv_cap, 0xFFFF),
+            mss=self.local_mss,
+            wscale=self._rcv_ws if cfg.window_scale else None,
+            sack_permitted=cfg.sack,
+            ts_val=ts_val,
+            ts_ecr=0 if ts_val is not None else None,
         )
 
     def _build_rst(self, seq: int, flags: TcpFlags, ack: int) -> TcpSegment:
