@@ -75,7 +75,7 @@ from wgslirpy.net.rtt import MAX_RTT_SAMPLE, RttEstimator
 from wgslirpy.net.segments import IPAddress, TcpFlags, TcpSegment
 from wgslirpy.net.seq import HALF, MASK, MOD
 from wgslirpy.net.congestion import DEFAULT_CONGESTION_CONTROL, make_congestion_control
-from wgslirpy.net.tcp_standins import ReceiveBufferTuner
+from wgslirpy.net.rcvbuf import ReceiveBufferTuner, ReceiverRttEstimator
 
 __all__ = [
     "State",
@@ -382,6 +382,9 @@ class TcpConnection:
         self._tuner = ReceiveBufferTuner(
             mss=self.local_mss, initial=min(RCV_BUFFER_INITIAL, config.rcv_buffer), maximum=config.rcv_buffer
         )
+        #: TSecr of the last receiver RTT sample; without timestamps the estimator.
+        self._rrtt_ecr = 0
+        self._rrtt_est: ReceiverRttEstimator | None = None
         #: bytes the host took out with read() (monotonic, for the tuner).
         self._consumed = 0
         self._consumed_fed = 0
@@ -651,7 +654,7 @@ class TcpConnection:
         self._snd_wl2 = seg.ack
         if self._synack_retries == 0 and self._synack_sent_at is not None:
             self.rtt.sample(now - self._synack_sent_at)
-            self._tuner.on_rtt_sample(now - self._synack_sent_at)
+            self._tuner.on_rtt_sample(now - self._synack_sent_at, window_based=True)
         self._timer = Timer.NONE
         self._synack_due = False
         self._ack_now = True
@@ -693,7 +696,8 @@ class TcpConnection:
         elif self._ts_ok and seg.ts_ecr is not None:
             self._rtt_sample_ts(seg.ts_ecr, now)
         if self.rtt.srtt is not None:
-            self._tuner.on_rtt_sample(self.rtt.srtt)  # until data brings receiver-side samples
+            # until data brings receiver-side samples (an overestimate is kept as a minimum)
+            self._tuner.on_rtt_sample(self.rtt.srtt, window_based=True)
         self._timer = Timer.NONE
         self._synack_due = self._ack_now = False
         self.state = State.FIN_WAIT_1 if self._host_closed else State.ESTABLISHED
@@ -762,8 +766,10 @@ class TcpConnection:
 
         if not f & _ACK:
             raise _Drop(DropReason.TCP_BAD_STATE, "no ack")
-        if plen and seg.ts_ecr and self._ts_ok:
-            rrtt = self._ts_age(seg.ts_ecr, now)  # receiver-side RTT for the window tuner
+        if off == 0 and plen >= self._rcv_seg_max and seg.ts_ecr and self._ts_ok and seg.ts_ecr != self._rrtt_ecr:
+            # receiver-side RTT for the window tuner (Linux tcp_rcv_rtt_measure_ts)
+            self._rrtt_ecr = seg.ts_ecr
+            rrtt = self._ts_age(seg.ts_ecr, now)
             if rrtt is not None:
                 self._tuner.on_rtt_sample(rrtt)
         self._on_ack(seg, f, plen, now)
@@ -1030,6 +1036,13 @@ class TcpConnection:
                 self._rcv_unacked += n
                 if n > self._rcv_seg_max:
                     self._rcv_seg_max = n
+            if not self._ts_ok:
+                est = self._rrtt_est
+                if est is None:
+                    est = self._rrtt_est = ReceiverRttEstimator(min_window=self.local_mss)
+                s = est.on_data(rcv_total=self._rcv_off, window=(self.rcv_adv - self.rcv_nxt) & MASK, now=now)
+                if s is not None:
+                    self._tuner.on_rtt_sample(s, window_based=True)
                 if self._rcv_unacked >= 2 * self._rcv_seg_max or self.config.delayed_ack <= 0:
                     self._ack_now = True
                 elif self._ack_at is None:
