@@ -45,6 +45,8 @@ class Pipe:
     dup: float = 0.0
     #: drop exactly these (0-based) data-segment numbers (deterministic single losses).
     drop_data: frozenset[int] = frozenset()
+    #: drop the retransmissions of those segments this many more times (lost retransmissions).
+    drop_again: int = 0
 
     def __post_init__(self) -> None:
         self.heap: list[tuple[float, int, TcpSegment]] = []
@@ -53,12 +55,18 @@ class Pipe:
         self.data_segments = 0
         self.dropped = 0
         self.queue_drops = 0
+        self._again: dict[int, int] = {}
 
     def put(self, s: TcpSegment, now: float) -> None:
         if s.payload:
             k = self.data_segments
             self.data_segments += 1
             if k in self.drop_data:
+                self.dropped += 1
+                self._again[s.seq] = self.drop_again
+                return
+            if self._again.get(s.seq, 0) > 0:
+                self._again[s.seq] -= 1
                 self.dropped += 1
                 return
         size = len(s.payload) + HEADER_BYTES

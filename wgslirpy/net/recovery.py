@@ -292,7 +292,8 @@ class SentQueue:
                         r = recs[i]
                         if r.start >= b:
                             break
-                        if not r.sacked and board.covers(r.start, r.end):
+                        # a FIN takes an offset but is never inside a SACK block
+                        if not r.sacked and board.covers(r.start, r.end - 1 if r.fin and r.end - r.start > 1 else r.end):
                             n = r.end - r.start
                             r.sacked = True
                             self.sacked_out += n

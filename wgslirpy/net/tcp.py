@@ -864,7 +864,14 @@ class TcpConnection:
             if head is not None:
                 q.mark_lost(head)
         if self.recovery is not rec and self.recovery is Recovery.RECOVERY:
-            return  # just entered: PRR starts with this ACK's state
+            # just entered: PRR counts this ACK too (RFC 6937 §3.1), the first
+            # retransmission goes out in any case
+            prr = self._prr
+            assert prr is not None
+            prr.on_ack(delivered=res.delivered, pipe=q.pipe)
+            if prr.sndcnt < self._smss:
+                prr.sndcnt = self._smss
+            return
         rec = self.recovery
         grow = res.delivered > 0
         if rec is Recovery.RECOVERY:
@@ -1220,7 +1227,6 @@ class TcpConnection:
         self._ack_at = self._tlp_at = self._reo_at = None
         self._ack_now = self._tlp_due = self._probe_due = self._synack_due = False
         self.tx.clear()
-        self._q = SentQueue()
         self._ooo = None
         self._events.append(Closed())
 
