@@ -1004,6 +1004,20 @@ def test_idle_timeout_aborts() -> None:
     assert recv(conn, T0 + 150) == [rseg(seq=LOCAL_SEQ + 1, ack=REMOTE_SEQ + 2, flags=RST | ACK, window=0)]
 
 
+@pytest.mark.parametrize("garbage", [b"", b"\x00"])
+def test_keepalive_probe_refreshes_idle_timer_and_is_acked(garbage: bytes) -> None:
+    """RFC 1122 4.2.3.6 keep-alives (seq = RCV.NXT - 1, no data or one garbage byte) fail
+    the RFC 9293 acceptance test but show the peer is alive: ACK them and restart the
+    idle timer (issue 9: the flow used to be cut off after idle_timeout anyway)."""
+    conn = established(TcpConfig(idle_timeout=100))
+    send(conn, seg(seq=REMOTE_SEQ, payload=garbage), T0 + 90)
+    assert recv(conn, T0 + 90) == [rseg(window=65535)]
+    assert conn.next_deadline() == pytest.approx(T0 + 190)
+    conn.handle_timer(now=T0 + 150)
+    assert events(conn) == [] and conn.state is State.ESTABLISHED
+    assert not conn.drops.as_dict()
+
+
 def test_close_wait_idle_timeout() -> None:
     conn = close_wait(TcpConfig(idle_timeout=10))
     conn.handle_timer(now=T0 + 10)

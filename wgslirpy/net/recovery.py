@@ -37,6 +37,10 @@ from wgslirpy.net.sack import SackScoreboard, classify_dsack
 
 __all__ = ["Sent", "AckResult", "SentQueue"]
 
+#: a reordering timer firing at its computed time must find the segment overdue even
+#: when float rounding leaves a remainder of a few ulps.
+_EPSILON = 1e-9
+
 
 class Sent:
     """One transmitted segment: ``[start, end)`` in stream offsets (``fin``: end includes it)."""
@@ -342,7 +346,7 @@ class SentQueue:
             if not rack.sent_before_rack(ts, r.end):
                 break
             remaining = ts + rack.rtt + reo_wnd - now
-            if remaining > 0:
+            if remaining > _EPSILON:
                 return marked, now + remaining
             q.popleft()
             if self.mark_lost(r):

@@ -73,7 +73,7 @@ from wgslirpy.net.reassembly import ReassemblyQueue
 from wgslirpy.net.recovery import Sent, SentQueue
 from wgslirpy.net.rtt import MAX_RTT_SAMPLE, RttEstimator
 from wgslirpy.net.segments import IPAddress, TcpFlags, TcpSegment
-from wgslirpy.net.seq import HALF, MASK, MOD
+from wgslirpy.net.seq import HALF, MASK, MOD, seq_diff, seq_ge, seq_gt, seq_lt
 from wgslirpy.net.congestion import DEFAULT_CONGESTION_CONTROL, make_congestion_control
 from wgslirpy.net.rcvbuf import ReceiveBufferTuner, ReceiverRttEstimator
 
@@ -467,8 +467,8 @@ class TcpConnection:
         if self.state is not State.TIME_WAIT or int(syn.flags) & (_ACK | _RST) or not int(syn.flags) & _SYN:
             return False
         if self._ts_recent is not None and syn.ts_val is not None:
-            return 0 < ((syn.ts_val - self._ts_recent) & MASK) < HALF
-        return 0 < ((syn.seq - self.rcv_nxt) & MASK) < HALF
+            return seq_gt(syn.ts_val, self._ts_recent)
+        return seq_gt(syn.seq, self.rcv_nxt)
 
     @property
     def send_space(self) -> int:
@@ -752,6 +752,11 @@ class TcpConnection:
             ok = off < wnd and off + seglen > 0
         if not ok:
             self._ack_now = True
+            if off == -1 and plen <= 1 and not fin:
+                # RFC 1122 4.2.3.6 keep-alive (SEG.SEQ = RCV.NXT - 1): the peer is alive.
+                # ACK it (above) and restart the idle timer; not a drop.
+                self._last_rx = self._last_activity = now
+                return
             if plen and off < 0 and off + seglen <= 0 and self._sack_ok:
                 self._dsack = (seq, (seq + plen) & MASK)  # RFC 2883 §4: report the duplicate
             if st is State.TIME_WAIT and fin:
@@ -808,16 +813,7 @@ class TcpConnection:
         """SACK block edges (sequence numbers) as stream offsets relative to snd_una."""
         una_seq = self.snd_una
         una = self._q.una
-        out = []
-        for left, right in blocks:
-            lo = (left - una_seq) & MASK
-            hi = (right - una_seq) & MASK
-            if lo >= HALF:
-                lo -= MOD
-            if hi >= HALF:
-                hi -= MOD
-            out.append((una + lo, una + hi))
-        return out
+        return [(una + seq_diff(left, una_seq), una + seq_diff(right, una_seq)) for left, right in blocks]
 
     def _on_ack_progress(
         self, ack: int, acked: int, blocks: tuple[tuple[int, int], ...], ts_ecr: int | None, now: float
@@ -851,7 +847,7 @@ class TcpConnection:
             and ts_ecr is not None
             and self.recovery is not Recovery.OPEN
             and q.una > self._undo_from
-            and ((ts_ecr - self._undo_ts) & MASK) >= HALF
+            and seq_lt(ts_ecr, self._undo_ts)
         ):
             # Eifel (RFC 3522): this ACK echoes a TSval older than our first retransmission,
             # so the original got through: the loss episode was spurious (RFC 4015 response).
@@ -903,7 +899,7 @@ class TcpConnection:
         data = acked
         fin_acked = False
         fin_seq = self._fin_seq
-        if fin_seq is not None and 0 < ((ack - fin_seq) & MASK) < HALF:
+        if fin_seq is not None and seq_gt(ack, fin_seq):
             fin_acked = True
             data -= 1
         if data:
@@ -912,7 +908,7 @@ class TcpConnection:
         sample = None
         if self._ts_ok and ts_ecr is not None:
             sample = self._rtt_sample_ts(ts_ecr, now)
-        elif self._rtt_seq is not None and ((ack - self._rtt_seq) & MASK) < HALF:
+        elif self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
             sample = now - self._rtt_time
             self.rtt.sample(sample)
             self._rtt_seq = None
