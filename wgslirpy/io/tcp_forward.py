@@ -109,6 +109,8 @@ class TcpFlow:
             "unacked_or_unsent": len(c.tx),
             "peer_window": c.snd_wnd,
             "cwnd": c.cwnd,
+            "recovery": c.recovery.value,
+            "tcp": dict(c.counters),
             "rcv_nxt": c.rcv_nxt,
             "unread": c.readable,
             "peer_eof": c.peer_eof,
