@@ -16,7 +16,10 @@ Call order the connection must follow (tcp-core):
 * ``on_ack`` for every ACK that newly delivers data **outside** loss recovery, also after an
   RTO (the LOSS phase grows cwnd from 1 MSS by slow start, RFC 5681 §3.1). An ``on_ack``
   that arrives while the controller is in RECOVERY is taken as an implicit
-  ``on_recovery_end`` first (so a forgotten end call can never freeze cwnd).
+  ``on_recovery_end`` first (so a forgotten end call can never freeze cwnd). In LOSS the
+  first ``on_ack`` records its ``snd_max`` as the RTO's recovery point and the ACK whose
+  ``delivered`` reaches it ends LOSS by itself, so a connection that does not call
+  ``on_recovery_end`` after an RTO still gets a fresh undo snapshot at the next loss.
 * ``on_congestion_event`` once when fast/SACK recovery starts. It sets ``ssthresh`` and
   leaves ``cwnd`` alone: during recovery the connection sizes sending with PRR (RFC 6937)
   towards ``ssthresh``. A second call inside the same RECOVERY is ignored.
@@ -99,6 +102,8 @@ class CongestionControl(abc.ABC):
     # State from before the current/last episode for undo(), or None:
     # (cwnd, ssthresh, the algorithm's _snapshot(), the HyStart++ snapshot or None).
     _undo: tuple[int, int, object, HyStartSnapshot | None] | None
+    # In LOSS: the recovery point (snd_max seen by the first ACK after the RTO), else None.
+    _loss_end: int | None
     # HyStart++ helper of the initial slow start (set by subclasses that use it), else None.
     _hystart: HyStartPlusPlus | None = None
 
@@ -118,6 +123,7 @@ class CongestionControl(abc.ABC):
         self.pacing_rate = None
         self.phase = Phase.OPEN
         self._undo = None
+        self._loss_end = None
 
     def __repr__(self) -> str:
         return (
@@ -148,6 +154,18 @@ class CongestionControl(abc.ABC):
     ) -> None:
         """An ACK newly delivered ``acked`` bytes outside loss recovery (see module docstring)."""
 
+    def _ack_in_episode(self, delivered: int, snd_max: int, now: float) -> None:
+        """An ``on_ack`` outside OPEN: end RECOVERY implicitly, or track the end of LOSS."""
+        if self.phase is Phase.RECOVERY:
+            self.on_recovery_end(now=now)
+            return
+        end = self._loss_end
+        if end is None:
+            end = self._loss_end = snd_max
+        if delivered >= end:
+            self.phase = Phase.OPEN
+            self._loss_end = None
+
     # ---- events ---------------------------------------------------------------------------
 
     def on_congestion_event(self, *, in_flight: int, now: float) -> None:
@@ -168,6 +186,7 @@ class CongestionControl(abc.ABC):
         if phase is Phase.OPEN:
             return
         self.phase = Phase.OPEN
+        self._loss_end = None
         if phase is Phase.RECOVERY:
             self.cwnd = max(min(self.ssthresh, MAX_CWND), self.mss)
             self._after_recovery(now)
@@ -181,6 +200,7 @@ class CongestionControl(abc.ABC):
         # same data holds ssthresh constant (RFC 5681 §3.1).
         self.cwnd = self.mss
         self.phase = Phase.LOSS
+        self._loss_end = None
         if self._hystart is not None:
             self._hystart.finish()
         self._after_rto(now)
@@ -193,6 +213,7 @@ class CongestionControl(abc.ABC):
         self._undo = None
         cwnd, ssthresh, extra, hs_saved = saved
         self.phase = Phase.OPEN
+        self._loss_end = None
         if self._hystart is not None and hs_saved is not None:
             self._hystart.restore(hs_saved)
         self._restore(extra, now)

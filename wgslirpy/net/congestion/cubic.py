@@ -141,8 +141,8 @@ class Cubic(CongestionControl):
         delivery_rate: float | None = None,
         now: float,
     ) -> None:
-        if self.phase is Phase.RECOVERY:
-            self.on_recovery_end(now=now)
+        if self.phase:  # RECOVERY or LOSS (Phase.OPEN is 0)
+            self._ack_in_episode(delivered, snd_max, now)
         if acked <= 0:
             return
         if acked > MAX_CWND:
