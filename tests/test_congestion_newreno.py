@@ -235,12 +235,16 @@ def test_loss_phase_ends_when_the_rto_recovery_point_is_delivered() -> None:
     cc = NewReno(mss=MSS)
     cc.cwnd = 40 * MSS
     cc.on_rto(in_flight=40 * MSS, now=1.0)
-    kw = {"in_flight": 0, "rtt": 0.1, "min_rtt": 0.1, "app_limited": False}
-    cc.on_ack(acked=MSS, delivered=11 * MSS, snd_max=50 * MSS, now=1.1, **kw)  # type: ignore[arg-type]
+
+    def ack_at(delivered: int, snd_max: int) -> None:
+        cc.on_ack(acked=MSS, delivered=delivered, snd_max=snd_max, in_flight=0, rtt=0.1,
+                  min_rtt=0.1, app_limited=False, now=1.1)
+
+    ack_at(11 * MSS, 50 * MSS)
     assert cc.phase is Phase.LOSS
-    cc.on_ack(acked=MSS, delivered=49 * MSS, snd_max=60 * MSS, now=1.2, **kw)  # type: ignore[arg-type]
+    ack_at(49 * MSS, 60 * MSS)
     assert cc.phase is Phase.LOSS  # the recovery point is the first ACK's snd_max (50)
-    cc.on_ack(acked=MSS, delivered=50 * MSS, snd_max=60 * MSS, now=1.3, **kw)  # type: ignore[arg-type]
+    ack_at(50 * MSS, 60 * MSS)
     assert cc.phase is Phase.OPEN  # without an on_recovery_end call
     grown = cc.cwnd
     cc.on_congestion_event(in_flight=grown, now=2.0)  # a new episode: a new undo snapshot

@@ -168,14 +168,18 @@ class CongestionControl(abc.ABC):
 
     # ---- events ---------------------------------------------------------------------------
 
-    def on_congestion_event(self, *, in_flight: int, now: float) -> None:
-        """Loss detected, fast/SACK recovery begins: set ssthresh, leave cwnd to PRR."""
+    def on_congestion_event(self, *, in_flight: int, now: float, lost: int | None = None) -> None:
+        """Loss detected, fast/SACK recovery begins: set ssthresh, leave cwnd to PRR.
+
+        ``lost`` (optional): bytes marked lost when recovery starts. Only the rate-based
+        controller uses it (to tell a high loss rate from random tunnel loss).
+        """
         phase = self.phase
         if phase is Phase.RECOVERY:
             return  # once per recovery episode
         if phase is Phase.OPEN:
             self._save_undo()
-        self.ssthresh = self._clamp_ssthresh(self._reduce(max(int(in_flight), 0), now))
+        self.ssthresh = self._clamp_ssthresh(self._reduce(max(int(in_flight), 0), now, lost))
         self.phase = Phase.RECOVERY
         if self._hystart is not None:
             self._hystart.finish()
@@ -195,7 +199,7 @@ class CongestionControl(abc.ABC):
         """Retransmission timeout: cwnd = 1 MSS; ssthresh reduced once per episode."""
         if self.phase is Phase.OPEN:
             self._save_undo()
-            self.ssthresh = self._clamp_ssthresh(self._reduce(max(int(in_flight), 0), now))
+            self.ssthresh = self._clamp_ssthresh(self._reduce(max(int(in_flight), 0), now, None))
         # RECOVERY: ssthresh was already reduced for this episode; LOSS: repeated RTO for the
         # same data holds ssthresh constant (RFC 5681 §3.1).
         self.cwnd = self.mss
@@ -297,8 +301,11 @@ class CongestionControl(abc.ABC):
         self.cwnd = cwnd if cwnd < MAX_CWND else MAX_CWND
 
     @abc.abstractmethod
-    def _reduce(self, in_flight: int, now: float) -> int:
-        """The new ssthresh at a congestion event or first RTO (may update internal state)."""
+    def _reduce(self, in_flight: int, now: float, lost: int | None) -> int:
+        """The new ssthresh at a congestion event or first RTO (may update internal state).
+
+        ``lost`` is what the connection passed to on_congestion_event (None for an RTO).
+        """
 
     def _snapshot(self) -> object:
         """Algorithm state that undo() must restore (immutable)."""

@@ -210,7 +210,7 @@ class Cubic(CongestionControl):
 
     # ---- events -------------------------------------------------------------------------------
 
-    def _reduce(self, in_flight: int, now: float) -> int:
+    def _reduce(self, in_flight: int, now: float, lost: int | None) -> int:
         cwnd = self.cwnd
         self._cwnd_prior = cwnd
         if self.fast_convergence and cwnd < self._w_max:

@@ -79,7 +79,7 @@ class NewReno(CongestionControl):
             self.cwnd = cwnd
         self._bytes_acked = counter
 
-    def _reduce(self, in_flight: int, now: float) -> int:
+    def _reduce(self, in_flight: int, now: float, lost: int | None) -> int:
         self._bytes_acked = 0
         return in_flight // 2
 
