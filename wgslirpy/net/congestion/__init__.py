@@ -8,8 +8,8 @@ states the call order the connection must follow). Algorithms, one module each:
 * ``bbr`` -- EXPERIMENTAL rate-based controller in the spirit of BBR
   (draft-ietf-ccwg-bbr): :mod:`.bbr`. It sets ``pacing_rate``.
 
-CUBIC and NewReno ignore on_ack's ``delivery_rate`` and on_congestion_event's ``lost``;
-the BBR-style controller uses both when given and copes without them.
+CUBIC and NewReno ignore on_ack's optional ``delivery_rate`` and ``lost``; the BBR-style
+controller uses both when given and copes without them.
 
 :func:`make_congestion_control` builds one by name (the ``--congestion`` option); an
 unknown name raises :class:`~wgslirpy.errors.ConfigError` listing the choices.

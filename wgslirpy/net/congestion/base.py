@@ -13,8 +13,9 @@ Episode state machine (kept here, once, for every algorithm)::
 
 Call order the connection must follow (tcp-core):
 
-* ``on_ack`` for every ACK that newly delivers data **outside** loss recovery, also after an
-  RTO (the LOSS phase grows cwnd from 1 MSS by slow start, RFC 5681 §3.1). An ``on_ack``
+* ``on_ack`` for every ACK that newly delivers data **outside** loss recovery (and also
+  inside it when the class attribute ``ack_in_recovery`` is True: the BBR-style one), also
+  after an RTO (the LOSS phase grows cwnd from 1 MSS by slow start, RFC 5681 §3.1). An ``on_ack``
   that arrives while the controller is in RECOVERY is taken as an implicit
   ``on_recovery_end`` first (so a forgotten end call can never freeze cwnd). In LOSS the
   first ``on_ack`` records its ``snd_max`` as the RTO's recovery point and the ACK whose
@@ -93,6 +94,10 @@ class CongestionControl(abc.ABC):
     """
 
     name: ClassVar[str]
+    # True: the controller wants on_ack for every delivering ACK, also during fast recovery
+    # (rate-based models must keep measuring); the connection then still runs PRR towards
+    # ssthresh but must call on_ack as well. False (loss-based ones): as described above.
+    ack_in_recovery: ClassVar[bool] = False
 
     cwnd: int  # bytes that may be in flight; mss <= cwnd <= MAX_CWND
     ssthresh: int  # bytes; INFINITE_SSTHRESH until the first event, else >= 2 * mss
@@ -150,9 +155,16 @@ class CongestionControl(abc.ABC):
         min_rtt: float | None,
         app_limited: bool,
         delivery_rate: float | None = None,
+        lost: int | None = None,
         now: float,
     ) -> None:
-        """An ACK newly delivered ``acked`` bytes outside loss recovery (see module docstring)."""
+        """An ACK newly delivered ``acked`` bytes outside loss recovery (see module docstring).
+
+        Optional extras (None when the connection does not track them; only the rate-based
+        controller uses them): ``delivery_rate`` -- a delivery-rate sample in bytes/s;
+        ``lost`` -- the monotonic total of bytes the connection has marked lost so far
+        (every marking counts, never decreases, also across recoveries).
+        """
 
     def _ack_in_episode(self, delivered: int, snd_max: int, now: float) -> None:
         """An ``on_ack`` outside OPEN: end RECOVERY implicitly, or track the end of LOSS."""
@@ -168,18 +180,14 @@ class CongestionControl(abc.ABC):
 
     # ---- events ---------------------------------------------------------------------------
 
-    def on_congestion_event(self, *, in_flight: int, now: float, lost: int | None = None) -> None:
-        """Loss detected, fast/SACK recovery begins: set ssthresh, leave cwnd to PRR.
-
-        ``lost`` (optional): bytes marked lost when recovery starts. Only the rate-based
-        controller uses it (to tell a high loss rate from random tunnel loss).
-        """
+    def on_congestion_event(self, *, in_flight: int, now: float) -> None:
+        """Loss detected, fast/SACK recovery begins: set ssthresh, leave cwnd to PRR."""
         phase = self.phase
         if phase is Phase.RECOVERY:
             return  # once per recovery episode
         if phase is Phase.OPEN:
             self._save_undo()
-        self.ssthresh = self._clamp_ssthresh(self._reduce(max(int(in_flight), 0), now, lost))
+        self.ssthresh = self._clamp_ssthresh(self._reduce(max(int(in_flight), 0), now))
         self.phase = Phase.RECOVERY
         if self._hystart is not None:
             self._hystart.finish()
@@ -199,7 +207,7 @@ class CongestionControl(abc.ABC):
         """Retransmission timeout: cwnd = 1 MSS; ssthresh reduced once per episode."""
         if self.phase is Phase.OPEN:
             self._save_undo()
-            self.ssthresh = self._clamp_ssthresh(self._reduce(max(int(in_flight), 0), now, None))
+            self.ssthresh = self._clamp_ssthresh(self._reduce(max(int(in_flight), 0), now))
         # RECOVERY: ssthresh was already reduced for this episode; LOSS: repeated RTO for the
         # same data holds ssthresh constant (RFC 5681 §3.1).
         self.cwnd = self.mss
@@ -301,11 +309,8 @@ class CongestionControl(abc.ABC):
         self.cwnd = cwnd if cwnd < MAX_CWND else MAX_CWND
 
     @abc.abstractmethod
-    def _reduce(self, in_flight: int, now: float, lost: int | None) -> int:
-        """The new ssthresh at a congestion event or first RTO (may update internal state).
-
-        ``lost`` is what the connection passed to on_congestion_event (None for an RTO).
-        """
+    def _reduce(self, in_flight: int, now: float) -> int:
+        """The new ssthresh at a congestion event or first RTO (may update internal state)."""
 
     def _snapshot(self) -> object:
         """Algorithm state that undo() must restore (immutable)."""

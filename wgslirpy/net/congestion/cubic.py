@@ -139,6 +139,7 @@ class Cubic(CongestionControl):
         min_rtt: float | None,
         app_limited: bool,
         delivery_rate: float | None = None,
+        lost: int | None = None,
         now: float,
     ) -> None:
         if self.phase:  # RECOVERY or LOSS (Phase.OPEN is 0)
@@ -210,7 +211,7 @@ class Cubic(CongestionControl):
 
     # ---- events -------------------------------------------------------------------------------
 
-    def _reduce(self, in_flight: int, now: float, lost: int | None) -> int:
+    def _reduce(self, in_flight: int, now: float) -> int:
         cwnd = self.cwnd
         self._cwnd_prior = cwnd
         if self.fast_convergence and cwnd < self._w_max:

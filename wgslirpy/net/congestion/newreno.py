@@ -54,6 +54,7 @@ class NewReno(CongestionControl):
         min_rtt: float | None,
         app_limited: bool,
         delivery_rate: float | None = None,
+        lost: int | None = None,
         now: float,
     ) -> None:
         if self.phase:  # RECOVERY or LOSS (Phase.OPEN is 0)
@@ -79,7 +80,7 @@ class NewReno(CongestionControl):
             self.cwnd = cwnd
         self._bytes_acked = counter
 
-    def _reduce(self, in_flight: int, now: float, lost: int | None) -> int:
+    def _reduce(self, in_flight: int, now: float) -> int:
         self._bytes_acked = 0
         return in_flight // 2
 
