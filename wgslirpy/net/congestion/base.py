@@ -11,7 +11,7 @@ Episode state machine (kept here, once, for every algorithm)::
     OPEN/RECOVERY --on_rto--> LOSS --on_recovery_end--> OPEN            (cwnd untouched)
     any --undo--> OPEN                                                  (state restored)
 
-Call order the connection must follow (tcp-core):
+Call order the connection (``wgslirpy/net/tcp.py``) must follow:
 
 * ``on_ack`` for every ACK that newly delivers data **outside** loss recovery (and also
   inside it when the class attribute ``ack_in_recovery`` is True: the BBR-style one), also

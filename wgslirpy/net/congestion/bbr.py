@@ -50,8 +50,8 @@ window also spans recoveries, during which on_ack is not called),
 round while it lasts) and STARTUP ends; each PROBE_BW cycle without one
 raises the cap by 25 % until it no longer binds. 15 % is far above the random loss of the
 radio and Wi-Fi links we serve (0.1-5 %), and far below what a window overrunning a
-shallow bottleneck buffer causes (about a third of the segments in tcp-core's link
-simulator with a 30 KB queue at 2 MB/s and a 20 ms RTT). Without ``lost`` the
+shallow bottleneck buffer causes (about a third of the segments in the link simulator of
+``tests/tcp_link.py`` with a 30 KB queue at 2 MB/s and a 20 ms RTT). Without ``lost`` the
 controller never treats loss as congestion (like BBRv1). An RTO sets cwnd = 1 MSS (the
 contract); the next ACKs regrow it by the bytes acked up to the target. Undo restores the
 state machine and inflight_hi saved at the event.
