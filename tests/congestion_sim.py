@@ -12,7 +12,7 @@ link's rate). The sender does not pace.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from wgslirpy.net.congestion import CongestionControl
 

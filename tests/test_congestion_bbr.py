@@ -23,7 +23,7 @@ BDP = int(RATE * BASE_RTT)
 def run_path(seconds: float, **kwargs: object) -> tuple[Bbr, AckClock, list[int]]:
     cc = Bbr(mss=MSS)
     sim = AckClock(cc, rtt=BASE_RTT, bottleneck=RATE, **kwargs)  # type: ignore[arg-type]
-    states = []
+    states: list[int] = []
     for _ in range(1_000_000):
         if sim.now >= seconds:
             break
@@ -82,8 +82,17 @@ def test_bandwidth_estimate_without_delivery_rate_and_with_it() -> None:
     assert cc.bw == pytest.approx(RATE, rel=0.05)  # per-round estimate from delivered/time
     given = Bbr(mss=MSS)
     for i in range(1, 200):
-        given.on_ack(acked=MSS, delivered=i * MSS, snd_max=(i + 10) * MSS, in_flight=10 * MSS,
-                     rtt=0.02, min_rtt=0.02, app_limited=False, delivery_rate=5e5, now=i * 0.002)
+        given.on_ack(
+            acked=MSS,
+            delivered=i * MSS,
+            snd_max=(i + 10) * MSS,
+            in_flight=10 * MSS,
+            rtt=0.02,
+            min_rtt=0.02,
+            app_limited=False,
+            delivery_rate=5e5,
+            now=i * 0.002,
+        )
     assert given.bw == 5e5
 
 
@@ -94,8 +103,17 @@ def test_app_limited_samples_do_not_lower_the_estimate() -> None:
     delivered = sim.delivered
     for i in range(1, 400):
         delivered += MSS
-        cc.on_ack(acked=MSS, delivered=delivered, snd_max=delivered, in_flight=0, rtt=0.05,
-                  min_rtt=0.05, app_limited=True, delivery_rate=1000.0, now=now + i * 0.1)
+        cc.on_ack(
+            acked=MSS,
+            delivered=delivered,
+            snd_max=delivered,
+            in_flight=0,
+            rtt=0.05,
+            min_rtt=0.05,
+            app_limited=True,
+            delivery_rate=1000.0,
+            now=now + i * 0.1,
+        )
     assert cc.bw == bw
 
 
@@ -118,9 +136,17 @@ def feed_rounds(cc: Bbr, sim: AckClock, rounds: int, lost_per_round: int) -> Non
         for _ in range(per_round):
             delivered += MSS
             now += BASE_RTT / per_round
-            cc.on_ack(acked=MSS, delivered=delivered, snd_max=delivered + cc.cwnd,
-                      in_flight=cc.cwnd - MSS, rtt=BASE_RTT, min_rtt=BASE_RTT,
-                      app_limited=False, lost=lost, now=now)
+            cc.on_ack(
+                acked=MSS,
+                delivered=delivered,
+                snd_max=delivered + cc.cwnd,
+                in_flight=cc.cwnd - MSS,
+                rtt=BASE_RTT,
+                min_rtt=BASE_RTT,
+                app_limited=False,
+                lost=lost,
+                now=now,
+            )
     cc._test_lost = lost  # type: ignore[attr-defined]
     sim.now = now
     sim.delivered = delivered
@@ -192,10 +218,28 @@ def test_rto_then_regrowth() -> None:
 def test_odd_inputs_are_harmless() -> None:
     cc = Bbr(mss=MSS)
     for rate in (None, float("nan"), float("inf"), -1.0, 0.0):
-        cc.on_ack(acked=MSS, delivered=MSS, snd_max=0, in_flight=0, rtt=None, min_rtt=None,
-                  app_limited=False, delivery_rate=rate, now=0.0)
-    cc.on_ack(acked=10**40, delivered=10**40, snd_max=10**40, in_flight=0, rtt=1e-9,
-              min_rtt=None, app_limited=False, delivery_rate=1e11, now=1e9)
+        cc.on_ack(
+            acked=MSS,
+            delivered=MSS,
+            snd_max=0,
+            in_flight=0,
+            rtt=None,
+            min_rtt=None,
+            app_limited=False,
+            delivery_rate=rate,
+            now=0.0,
+        )
+    cc.on_ack(
+        acked=10**40,
+        delivered=10**40,
+        snd_max=10**40,
+        in_flight=0,
+        rtt=1e-9,
+        min_rtt=None,
+        app_limited=False,
+        delivery_rate=1e11,
+        now=1e9,
+    )
     assert MSS <= cc.cwnd <= 1 << 30 and type(cc.cwnd) is int
     assert cc.pacing_rate is None or 0.0 < cc.pacing_rate < float("inf")
 

@@ -43,9 +43,7 @@ __all__ = [
     "make_congestion_control",
 ]
 
-_ALGORITHMS: dict[str, type[CongestionControl]] = {
-    cls.name: cls for cls in (Cubic, NewReno, Bbr)
-}
+_ALGORITHMS: dict[str, type[CongestionControl]] = {cls.name: cls for cls in (Cubic, NewReno, Bbr)}
 
 CONGESTION_CONTROLS: tuple[str, ...] = tuple(_ALGORITHMS)
 """Valid names for :func:`make_congestion_control` (and ``--congestion``)."""
@@ -53,9 +51,7 @@ CONGESTION_CONTROLS: tuple[str, ...] = tuple(_ALGORITHMS)
 DEFAULT_CONGESTION_CONTROL = "cubic"
 
 
-def make_congestion_control(
-    name: str, *, mss: int, initial_window: int | None = None
-) -> CongestionControl:
+def make_congestion_control(name: str, *, mss: int, initial_window: int | None = None) -> CongestionControl:
     """A new controller of algorithm ``name`` (case-insensitive) for one flow.
 
     Raises :class:`ConfigError` for an unknown name (the message lists the choices) or a
@@ -63,7 +59,5 @@ def make_congestion_control(
     """
     cls = _ALGORITHMS.get(name.strip().lower()) if isinstance(name, str) else None
     if cls is None:
-        raise ConfigError(
-            f"unknown congestion control {name!r}: choose one of {', '.join(CONGESTION_CONTROLS)}"
-        )
+        raise ConfigError(f"unknown congestion control {name!r}: choose one of {', '.join(CONGESTION_CONTROLS)}")
     return cls(mss=mss, initial_window=initial_window)

@@ -90,7 +90,7 @@ class CongestionControl(abc.ABC):
 
     Subclasses implement :meth:`on_ack` and the hooks ``_reduce`` (the new ssthresh at a
     congestion event), ``_snapshot``/``_restore`` (their extra undo state) and optionally
-    ``_after_recovery``/``_after_rto``/``_after_mss_change``.
+    ``_after_recovery``/``_after_rto``.
     """
 
     name: ClassVar[str]
@@ -118,10 +118,7 @@ class CongestionControl(abc.ABC):
         if initial_window is None:
             initial_window = 10 * mss  # RFC 6928
         elif not isinstance(initial_window, int) or initial_window <= 0:
-            raise ConfigError(
-                "congestion control: initial window must be a positive integer, "
-                f"not {initial_window!r}"
-            )
+            raise ConfigError(f"congestion control: initial window must be a positive integer, not {initial_window!r}")
         self.mss = mss
         self.cwnd = min(max(initial_window, mss), MAX_CWND)
         self.ssthresh = INFINITE_SSTHRESH
@@ -132,8 +129,7 @@ class CongestionControl(abc.ABC):
 
     def __repr__(self) -> str:
         return (
-            f"<{type(self).__name__} cwnd={self.cwnd} ssthresh={self.ssthresh} "
-            f"phase={self.phase.name} mss={self.mss}>"
+            f"<{type(self).__name__} cwnd={self.cwnd} ssthresh={self.ssthresh} phase={self.phase.name} mss={self.mss}>"
         )
 
     @property
@@ -241,7 +237,6 @@ class CongestionControl(abc.ABC):
             self.cwnd = mss
         if self.ssthresh < 2 * mss:
             self.ssthresh = 2 * mss
-        self._after_mss_change()
 
     # ---- helpers and hooks ----------------------------------------------------------------
 
@@ -316,14 +311,16 @@ class CongestionControl(abc.ABC):
         """Algorithm state that undo() must restore (immutable)."""
         return None
 
+    # Optional hooks: no-ops unless an algorithm needs them.
+
     def _restore(self, extra: object, now: float) -> None:
         """Put back what :meth:`_snapshot` returned."""
+        return
 
     def _after_recovery(self, now: float) -> None:
         """Fast recovery ended; cwnd == ssthresh now."""
+        return
 
     def _after_rto(self, now: float) -> None:
         """An RTO set cwnd to 1 MSS."""
-
-    def _after_mss_change(self) -> None:
-        """The MSS changed."""
+        return

@@ -74,7 +74,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from wgslirpy.net.congestion.base import MAX_CWND, CongestionControl, Phase, valid_rtt
+from wgslirpy.net.congestion.base import MAX_CWND, CongestionControl, valid_rtt
 
 __all__ = ["Bbr", "BbrState"]
 
@@ -340,9 +340,7 @@ class Bbr(CongestionControl):
         gain = self.pacing_gain
         bdp = self.bdp
         if gain > 1.0:
-            done = elapsed > 3 * rtt or (
-                elapsed > rtt and (bdp is None or in_flight + acked >= gain * bdp)
-            )
+            done = elapsed > 3 * rtt or (elapsed > rtt and (bdp is None or in_flight + acked >= gain * bdp))
         elif gain < 1.0:
             done = elapsed > rtt or (bdp is not None and in_flight <= bdp)
         else:
@@ -387,9 +385,7 @@ class Bbr(CongestionControl):
             cwnd += acked
             if cwnd > target:
                 cwnd = target
-        elif (cwnd < target or self._full_bw_count == 0) and self._may_grow(
-            app_limited, in_flight, acked
-        ):
+        elif (cwnd < target or self._full_bw_count == 0) and self._may_grow(app_limited, in_flight, acked):
             # STARTUP: while bw still grows 25 % per round the pipe is not full, so the
             # (one round old) target does not cap the doubling; after a flat round it does.
             cwnd += acked

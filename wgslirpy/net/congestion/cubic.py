@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from wgslirpy.net.congestion.base import MAX_CWND, CongestionControl, Phase, valid_rtt
+from wgslirpy.net.congestion.base import MAX_CWND, CongestionControl, valid_rtt
 from wgslirpy.net.congestion.hystart import HyStartPlusPlus
 
 __all__ = ["ALPHA_CUBIC", "BETA_CUBIC", "C_CUBIC", "Cubic"]

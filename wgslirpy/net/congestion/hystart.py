@@ -64,7 +64,6 @@ HyStartSnapshot = tuple[int, "int | None", float, float, int, float, int]
 """Everything :meth:`HyStartPlusPlus.restore` needs (for undo)."""
 
 
-
 class HyStartPlusPlus:
     """RFC 9406 slow-start exit state of one flow."""
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from wgslirpy.net.congestion.base import MAX_CWND, CongestionControl, Phase
+from wgslirpy.net.congestion.base import MAX_CWND, CongestionControl
 from wgslirpy.net.congestion.hystart import HyStartPlusPlus
 
 __all__ = ["NewReno"]
@@ -35,9 +35,7 @@ class NewReno(CongestionControl):
 
     _bytes_acked: int  # RFC 3465 counter of acked bytes in congestion avoidance; 0 <= it < cwnd
 
-    def __init__(
-        self, *, mss: int, initial_window: int | None = None, hystart: bool = False
-    ) -> None:
+    def __init__(self, *, mss: int, initial_window: int | None = None, hystart: bool = False) -> None:
         super().__init__(mss=mss, initial_window=initial_window)
         self._bytes_acked = 0
         if hystart:
