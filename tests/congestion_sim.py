@@ -1,15 +1,18 @@
 """A tiny ACK-clocked sender for congestion-controller tests (no TCP, fake clock).
 
-The sender always has data (unless ``app_limit`` is set), sends whole MSS segments while
-``in_flight + mss <= cwnd``, and every segment's ACK arrives ``rtt`` seconds after it was
-sent (one ACK per segment, FIFO). Between ACKs nothing happens, so the controller sees
-exactly the ACK clock of RFC 5681: a window's ACKs arrive one RTT after the window left.
+The sender always has data, sends whole MSS segments while ``in_flight + mss <= cwnd``, and
+every segment's ACK arrives ``rtt`` seconds after it was sent (one ACK per segment, FIFO).
+Between ACKs nothing happens, so the controller sees exactly the ACK clock of RFC 5681: a
+window's ACKs arrive one RTT after the window left. With ``bottleneck`` (bytes/s) each
+segment also waits for the link to be free and takes ``mss / bottleneck`` seconds on it,
+so a window larger than the path's BDP builds a queue (the RTT rises, the ACK rate is the
+link's rate). The sender does not pace.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from wgslirpy.net.congestion import CongestionControl
 
@@ -22,11 +25,14 @@ class AckClock:
         rtt: float | Callable[[float], float] = 0.1,
         now: float = 0.0,
         pass_rtt: bool = True,
+        bottleneck: float | None = None,
     ) -> None:
         self.cc = cc
         self.rtt = rtt
         self.now = now
         self.pass_rtt = pass_rtt
+        self.bottleneck = bottleneck
+        self._link_free = now  # when the bottleneck finishes the last queued segment
         self.snd_max = 0  # monotonic offset one past the highest byte sent
         self.delivered = 0  # monotonic bytes acknowledged
         self.min_rtt: float | None = None
@@ -45,7 +51,10 @@ class AckClock:
         mss = self.cc.mss
         last = self._flight[-1][0] if self._flight else self.now
         while self.in_flight + mss <= self.cc.cwnd:
-            arrival = max(self.now + self._rtt_at(self.now), last)
+            depart = self.now
+            if self.bottleneck is not None:
+                depart = self._link_free = max(self._link_free, self.now) + mss / self.bottleneck
+            arrival = max(depart + self._rtt_at(self.now), last)
             self.snd_max += mss
             self._flight.append((arrival, self.now, self.snd_max))
             last = arrival

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 
@@ -47,7 +48,7 @@ def test_defaults() -> None:
     cc = Cubic(mss=MSS)
     assert cc.name == "cubic" and cc.cwnd == 10 * MSS and cc.ssthresh == INFINITE_SSTHRESH
     assert cc.pacing_rate is None and cc._hystart is not None
-    assert ALPHA_CUBIC == pytest.approx(3 * 0.3 / 1.7)
+    assert pytest.approx(3 * 0.3 / 1.7) == ALPHA_CUBIC
 
 
 def test_rfc9438_4_6_reduction_by_beta_and_recovery_end_starts_epoch() -> None:
@@ -94,14 +95,14 @@ def test_rfc9438_4_4_and_4_5_concave_then_convex() -> None:
     for i in range(1, 15):
         sim.run_until(i * 1.0)
         samples.append(cc.cwnd)
-    gains = [b - a for a, b in zip(samples, samples[1:])]
+    gains = [b - a for a, b in pairwise(samples)]
     before = [g for i, g in enumerate(gains) if i + 2 < k]
     after = [g for i, g in enumerate(gains) if i + 1 > k]
     # Concave region: growth slows down approaching W_max; cwnd stays below it until K.
-    assert all(x > y for x, y in zip(before, before[1:]))
+    assert all(x > y for x, y in pairwise(before))
     assert max(samples[: int(k)]) < 1000 * MSS
     # Convex region: growth speeds up beyond W_max.
-    assert all(x < y for x, y in zip(after, after[1:]))
+    assert all(x < y for x, y in pairwise(after))
     assert samples[-1] > 1000 * MSS
 
 

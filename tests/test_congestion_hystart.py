@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tests.congestion_sim import AckClock
-from wgslirpy.net.congestion import INFINITE_SSTHRESH, Cubic, HyStartPlusPlus, NewReno
+from wgslirpy.net.congestion import INFINITE_SSTHRESH, CongestionControl, Cubic, HyStartPlusPlus, NewReno
 from wgslirpy.net.congestion.hystart import CSS_GROWTH_DIVISOR, CSS_ROUNDS, N_RTT_SAMPLE
 
 MSS = 1000
@@ -120,10 +122,14 @@ def test_rtt_none_breaks_nothing() -> None:
     assert cc.cwnd == 10 * MSS * 2**5  # plain slow start (L = 8 allows it)
 
 
-def queue_rtt(cc: Cubic | NewReno, base: float, bdp: int) -> float:
+def queue_rtt(cc: CongestionControl, base: float, bdp: int) -> Callable[[float], float]:
     """RTT of a bottleneck whose queue fills once cwnd exceeds ``bdp`` bytes."""
-    excess = cc.cwnd - bdp
-    return base + (excess / bdp * base if excess > 0 else 0.0)
+
+    def rtt(_now: float) -> float:
+        excess = cc.cwnd - bdp
+        return base + (excess / bdp * base if excess > 0 else 0.0)
+
+    return rtt
 
 
 def test_rfc9406_controller_leaves_slow_start_through_css_on_a_filling_queue() -> None:
@@ -131,7 +137,7 @@ def test_rfc9406_controller_leaves_slow_start_through_css_on_a_filling_queue() -
     for cc in (Cubic(mss=MSS), NewReno(mss=MSS, hystart=True)):
         hs = cc._hystart
         assert hs is not None
-        sim = AckClock(cc, rtt=lambda _t, cc=cc: queue_rtt(cc, 0.05, bdp))
+        sim = AckClock(cc, rtt=queue_rtt(cc, 0.05, bdp))
         css_entry = None
         for _ in range(100_000):
             if sim.now > 2.0:
@@ -146,7 +152,7 @@ def test_rfc9406_controller_leaves_slow_start_through_css_on_a_filling_queue() -
         assert cc.ssthresh != INFINITE_SSTHRESH and not cc.in_slow_start
         # Plain slow start over the same path is still doubling (until loss).
         plain = NewReno(mss=MSS)
-        plain_sim = AckClock(plain, rtt=lambda _t, cc=plain: queue_rtt(cc, 0.05, bdp))
+        plain_sim = AckClock(plain, rtt=queue_rtt(plain, 0.05, bdp))
         plain_sim.run_until(sim.now, max_acks=200_000)
         assert plain.in_slow_start and plain.cwnd > 4 * cc.cwnd
 
@@ -159,8 +165,16 @@ def test_css_growth_is_a_quarter_of_slow_start() -> None:
     hs.css_baseline_min_rtt = 0.0  # keep it in CSS
     hs.window_end = 10**9
     before = cc.cwnd
-    cc.on_ack(acked=4 * MSS, delivered=4 * MSS, snd_max=10**6, in_flight=10**6, rtt=0.1,
-              min_rtt=0.1, app_limited=False, now=0.0)
+    cc.on_ack(
+        acked=4 * MSS,
+        delivered=4 * MSS,
+        snd_max=10**6,
+        in_flight=10**6,
+        rtt=0.1,
+        min_rtt=0.1,
+        app_limited=False,
+        now=0.0,
+    )
     assert cc.cwnd - before == 4 * MSS // CSS_GROWTH_DIVISOR
 
 
@@ -171,6 +185,14 @@ def test_rfc9406_4_3_loss_ends_hystart_and_later_slow_start_is_plain() -> None:
     assert hs is not None and hs.state == hs.DONE
     cc.on_recovery_end(now=0.0)
     cc.on_rto(in_flight=5 * MSS, now=1.0)
-    cc.on_ack(acked=10 * MSS, delivered=10 * MSS, snd_max=20 * MSS, in_flight=0, rtt=0.1,
-              min_rtt=0.1, app_limited=False, now=1.1)
+    cc.on_ack(
+        acked=10 * MSS,
+        delivered=10 * MSS,
+        snd_max=20 * MSS,
+        in_flight=0,
+        rtt=0.1,
+        min_rtt=0.1,
+        app_limited=False,
+        now=1.1,
+    )
     assert cc.cwnd == 3 * MSS  # RFC 3465 L = 2 after HyStart++ is done

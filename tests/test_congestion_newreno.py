@@ -33,6 +33,11 @@ def ack(
     )
 
 
+def phase(cc: NewReno) -> Phase:
+    """The controller's phase (a call, so mypy does not carry a narrowed value across calls)."""
+    return cc.phase
+
+
 def in_avoidance(cwnd: int) -> NewReno:
     """A controller in congestion avoidance with cwnd == ssthresh == ``cwnd``."""
     cc = NewReno(mss=MSS)
@@ -100,12 +105,12 @@ def test_rfc5681_eq4_congestion_event_halves_flight_and_prr_owns_recovery() -> N
     cc.on_congestion_event(in_flight=36 * MSS, now=1.0)
     assert cc.ssthresh == 18 * MSS
     assert cc.cwnd == 40 * MSS  # untouched: PRR sizes sending during recovery
-    assert cc.phase is Phase.RECOVERY
+    assert phase(cc) is Phase.RECOVERY
     cc.on_congestion_event(in_flight=10 * MSS, now=1.1)  # once per episode
     assert cc.ssthresh == 18 * MSS
     cc.on_recovery_end(now=1.2)
     assert cc.cwnd == 18 * MSS  # RFC 6582 §3.2 step 3
-    assert cc.phase is Phase.OPEN
+    assert phase(cc) is Phase.OPEN
 
 
 def test_rfc5681_eq4_ssthresh_at_least_two_smss() -> None:
@@ -121,7 +126,7 @@ def test_ack_during_recovery_is_an_implicit_recovery_end() -> None:
     cc.cwnd = 40 * MSS
     cc.on_congestion_event(in_flight=40 * MSS, now=0.0)
     ack(cc, MSS)
-    assert cc.phase is Phase.OPEN
+    assert phase(cc) is Phase.OPEN
     assert cc.cwnd == 20 * MSS  # ssthresh, and the ACK counted into CA
 
 
@@ -131,13 +136,13 @@ def test_rfc5681_3_1_rto_loss_window_and_repeated_rto_holds_ssthresh() -> None:
     cc.on_rto(in_flight=30 * MSS, now=1.0)
     assert cc.cwnd == MSS
     assert cc.ssthresh == 15 * MSS
-    assert cc.phase is Phase.LOSS
+    assert phase(cc) is Phase.LOSS
     cc.on_rto(in_flight=MSS, now=2.0)  # the retransmission timed out again
     assert cc.cwnd == MSS and cc.ssthresh == 15 * MSS
     ack(cc, MSS)  # slow start from the loss window
     assert cc.cwnd == 2 * MSS
     cc.on_recovery_end(now=3.0)  # RTO recovery point acked: cwnd untouched
-    assert cc.cwnd == 2 * MSS and cc.phase is Phase.OPEN
+    assert cc.cwnd == 2 * MSS and phase(cc) is Phase.OPEN
 
 
 def test_rto_inside_fast_recovery_keeps_the_reduced_ssthresh() -> None:
@@ -169,7 +174,7 @@ def test_rfc5682_undo_after_rto_restores_slow_start() -> None:
     cc.undo(now=2.1)  # F-RTO: both timeouts spurious; state from before the first one
     assert cc.cwnd == 25 * MSS
     assert cc.ssthresh == INFINITE_SSTHRESH and cc.in_slow_start
-    assert cc.phase is Phase.OPEN
+    assert phase(cc) is Phase.OPEN
 
 
 def test_undo_never_shrinks_and_without_event_is_a_no_op() -> None:
@@ -229,3 +234,32 @@ def test_mss_change_keeps_windows_in_bytes() -> None:
 def test_optional_hystart_is_off_by_default() -> None:
     assert NewReno(mss=MSS)._hystart is None
     assert NewReno(mss=MSS, hystart=True)._hystart is not None
+
+
+def test_loss_phase_ends_when_the_rto_recovery_point_is_delivered() -> None:
+    cc = NewReno(mss=MSS)
+    cc.cwnd = 40 * MSS
+    cc.on_rto(in_flight=40 * MSS, now=1.0)
+
+    def ack_at(delivered: int, snd_max: int) -> None:
+        cc.on_ack(
+            acked=MSS,
+            delivered=delivered,
+            snd_max=snd_max,
+            in_flight=0,
+            rtt=0.1,
+            min_rtt=0.1,
+            app_limited=False,
+            now=1.1,
+        )
+
+    ack_at(11 * MSS, 50 * MSS)
+    assert phase(cc) is Phase.LOSS
+    ack_at(49 * MSS, 60 * MSS)
+    assert phase(cc) is Phase.LOSS  # the recovery point is the first ACK's snd_max (50)
+    ack_at(50 * MSS, 60 * MSS)
+    assert phase(cc) is Phase.OPEN  # without an on_recovery_end call
+    grown = cc.cwnd
+    cc.on_congestion_event(in_flight=grown, now=2.0)  # a new episode: a new undo snapshot
+    cc.undo(now=2.1)
+    assert cc.cwnd == grown and cc.ssthresh == 20 * MSS

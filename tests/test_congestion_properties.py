@@ -30,6 +30,7 @@ _ack = st.tuples(
     st.booleans(),  # app_limited
     st.one_of(st.none(), st.floats(min_value=-1.0, max_value=1e12)),  # delivery_rate
     st.floats(min_value=0.0, max_value=50.0),  # time step
+    st.one_of(st.none(), st.integers(min_value=-10, max_value=1 << 34)),  # newly lost bytes
 )
 _event = st.tuples(
     st.sampled_from(["loss", "rto", "end", "undo", "mss"]),
@@ -52,11 +53,14 @@ def test_invariants_hold_under_any_event_sequence(
     now = 0.0
     delivered = 0
     snd_max = 0
+    lost_total = 0
     for step in steps:
         kind = step[0]
         if kind == "ack":
-            _, acked, in_flight, rtt, app_limited, rate, dt = step
+            _, acked, in_flight, rtt, app_limited, rate, dt, lost = step
             assert isinstance(acked, int) and isinstance(in_flight, int) and isinstance(dt, float)
+            if isinstance(lost, int):
+                lost_total += lost  # usually grows; a negative step checks robustness
             now += dt
             delivered += max(acked, 0)
             snd_max = max(snd_max, delivered + in_flight)
@@ -69,6 +73,7 @@ def test_invariants_hold_under_any_event_sequence(
                 min_rtt=rtt,  # type: ignore[arg-type]
                 app_limited=bool(app_limited),
                 delivery_rate=rate,  # type: ignore[arg-type]
+                lost=None if lost is None else lost_total,
                 now=now,
             )
         else:

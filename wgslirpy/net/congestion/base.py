@@ -11,12 +11,16 @@ Episode state machine (kept here, once, for every algorithm)::
     OPEN/RECOVERY --on_rto--> LOSS --on_recovery_end--> OPEN            (cwnd untouched)
     any --undo--> OPEN                                                  (state restored)
 
-Call order the connection must follow (tcp-core):
+Call order the connection (``wgslirpy/net/tcp.py``) must follow:
 
-* ``on_ack`` for every ACK that newly delivers data **outside** loss recovery, also after an
-  RTO (the LOSS phase grows cwnd from 1 MSS by slow start, RFC 5681 §3.1). An ``on_ack``
+* ``on_ack`` for every ACK that newly delivers data **outside** loss recovery (and also
+  inside it when the class attribute ``ack_in_recovery`` is True: the BBR-style one), also
+  after an RTO (the LOSS phase grows cwnd from 1 MSS by slow start, RFC 5681 §3.1). An ``on_ack``
   that arrives while the controller is in RECOVERY is taken as an implicit
-  ``on_recovery_end`` first (so a forgotten end call can never freeze cwnd).
+  ``on_recovery_end`` first (so a forgotten end call can never freeze cwnd). In LOSS the
+  first ``on_ack`` records its ``snd_max`` as the RTO's recovery point and the ACK whose
+  ``delivered`` reaches it ends LOSS by itself, so a connection that does not call
+  ``on_recovery_end`` after an RTO still gets a fresh undo snapshot at the next loss.
 * ``on_congestion_event`` once when fast/SACK recovery starts. It sets ``ssthresh`` and
   leaves ``cwnd`` alone: during recovery the connection sizes sending with PRR (RFC 6937)
   towards ``ssthresh``. A second call inside the same RECOVERY is ignored.
@@ -86,10 +90,14 @@ class CongestionControl(abc.ABC):
 
     Subclasses implement :meth:`on_ack` and the hooks ``_reduce`` (the new ssthresh at a
     congestion event), ``_snapshot``/``_restore`` (their extra undo state) and optionally
-    ``_after_recovery``/``_after_rto``/``_after_mss_change``.
+    ``_after_recovery``/``_after_rto``.
     """
 
     name: ClassVar[str]
+    # True: the controller wants on_ack for every delivering ACK, also during fast recovery
+    # (rate-based models must keep measuring); the connection then still runs PRR towards
+    # ssthresh but must call on_ack as well. False (loss-based ones): as described above.
+    ack_in_recovery: ClassVar[bool] = False
 
     cwnd: int  # bytes that may be in flight; mss <= cwnd <= MAX_CWND
     ssthresh: int  # bytes; INFINITE_SSTHRESH until the first event, else >= 2 * mss
@@ -99,6 +107,8 @@ class CongestionControl(abc.ABC):
     # State from before the current/last episode for undo(), or None:
     # (cwnd, ssthresh, the algorithm's _snapshot(), the HyStart++ snapshot or None).
     _undo: tuple[int, int, object, HyStartSnapshot | None] | None
+    # In LOSS: the recovery point (snd_max seen by the first ACK after the RTO), else None.
+    _loss_end: int | None
     # HyStart++ helper of the initial slow start (set by subclasses that use it), else None.
     _hystart: HyStartPlusPlus | None = None
 
@@ -108,21 +118,18 @@ class CongestionControl(abc.ABC):
         if initial_window is None:
             initial_window = 10 * mss  # RFC 6928
         elif not isinstance(initial_window, int) or initial_window <= 0:
-            raise ConfigError(
-                "congestion control: initial window must be a positive integer, "
-                f"not {initial_window!r}"
-            )
+            raise ConfigError(f"congestion control: initial window must be a positive integer, not {initial_window!r}")
         self.mss = mss
         self.cwnd = min(max(initial_window, mss), MAX_CWND)
         self.ssthresh = INFINITE_SSTHRESH
         self.pacing_rate = None
         self.phase = Phase.OPEN
         self._undo = None
+        self._loss_end = None
 
     def __repr__(self) -> str:
         return (
-            f"<{type(self).__name__} cwnd={self.cwnd} ssthresh={self.ssthresh} "
-            f"phase={self.phase.name} mss={self.mss}>"
+            f"<{type(self).__name__} cwnd={self.cwnd} ssthresh={self.ssthresh} phase={self.phase.name} mss={self.mss}>"
         )
 
     @property
@@ -144,9 +151,28 @@ class CongestionControl(abc.ABC):
         min_rtt: float | None,
         app_limited: bool,
         delivery_rate: float | None = None,
+        lost: int | None = None,
         now: float,
     ) -> None:
-        """An ACK newly delivered ``acked`` bytes outside loss recovery (see module docstring)."""
+        """An ACK newly delivered ``acked`` bytes outside loss recovery (see module docstring).
+
+        Optional extras (None when the connection does not track them; only the rate-based
+        controller uses them): ``delivery_rate`` -- a delivery-rate sample in bytes/s;
+        ``lost`` -- the monotonic total of bytes the connection has marked lost so far
+        (every marking counts, never decreases, also across recoveries).
+        """
+
+    def _ack_in_episode(self, delivered: int, snd_max: int, now: float) -> None:
+        """An ``on_ack`` outside OPEN: end RECOVERY implicitly, or track the end of LOSS."""
+        if self.phase is Phase.RECOVERY:
+            self.on_recovery_end(now=now)
+            return
+        end = self._loss_end
+        if end is None:
+            end = self._loss_end = snd_max
+        if delivered >= end:
+            self.phase = Phase.OPEN
+            self._loss_end = None
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -168,6 +194,7 @@ class CongestionControl(abc.ABC):
         if phase is Phase.OPEN:
             return
         self.phase = Phase.OPEN
+        self._loss_end = None
         if phase is Phase.RECOVERY:
             self.cwnd = max(min(self.ssthresh, MAX_CWND), self.mss)
             self._after_recovery(now)
@@ -181,6 +208,7 @@ class CongestionControl(abc.ABC):
         # same data holds ssthresh constant (RFC 5681 §3.1).
         self.cwnd = self.mss
         self.phase = Phase.LOSS
+        self._loss_end = None
         if self._hystart is not None:
             self._hystart.finish()
         self._after_rto(now)
@@ -193,6 +221,7 @@ class CongestionControl(abc.ABC):
         self._undo = None
         cwnd, ssthresh, extra, hs_saved = saved
         self.phase = Phase.OPEN
+        self._loss_end = None
         if self._hystart is not None and hs_saved is not None:
             self._hystart.restore(hs_saved)
         self._restore(extra, now)
@@ -208,7 +237,6 @@ class CongestionControl(abc.ABC):
             self.cwnd = mss
         if self.ssthresh < 2 * mss:
             self.ssthresh = 2 * mss
-        self._after_mss_change()
 
     # ---- helpers and hooks ----------------------------------------------------------------
 
@@ -283,14 +311,16 @@ class CongestionControl(abc.ABC):
         """Algorithm state that undo() must restore (immutable)."""
         return None
 
+    # Optional hooks: no-ops unless an algorithm needs them.
+
     def _restore(self, extra: object, now: float) -> None:
         """Put back what :meth:`_snapshot` returned."""
+        return
 
     def _after_recovery(self, now: float) -> None:
         """Fast recovery ended; cwnd == ssthresh now."""
+        return
 
     def _after_rto(self, now: float) -> None:
         """An RTO set cwnd to 1 MSS."""
-
-    def _after_mss_change(self) -> None:
-        """The MSS changed."""
+        return

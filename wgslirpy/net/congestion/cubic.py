@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from wgslirpy.net.congestion.base import MAX_CWND, CongestionControl, Phase, valid_rtt
+from wgslirpy.net.congestion.base import MAX_CWND, CongestionControl, valid_rtt
 from wgslirpy.net.congestion.hystart import HyStartPlusPlus
 
 __all__ = ["ALPHA_CUBIC", "BETA_CUBIC", "C_CUBIC", "Cubic"]
@@ -139,10 +139,11 @@ class Cubic(CongestionControl):
         min_rtt: float | None,
         app_limited: bool,
         delivery_rate: float | None = None,
+        lost: int | None = None,
         now: float,
     ) -> None:
-        if self.phase is Phase.RECOVERY:
-            self.on_recovery_end(now=now)
+        if self.phase:  # RECOVERY or LOSS (Phase.OPEN is 0)
+            self._ack_in_episode(delivered, snd_max, now)
         if acked <= 0:
             return
         if acked > MAX_CWND:

@@ -21,6 +21,12 @@ During CSS the caller divides its slow-start increase by :attr:`growth_divisor`
 (``CSS_GROWTH_DIVISOR``); in slow start the divisor is 1. The caller limits each slow-start
 increase to ``L * SMSS`` with ``L = HYSTART_L_SEGMENTS`` (8: we do not pace, RFC 9406 §4.2).
 
+Without pacing, an ACK-clocked slow start sends in bursts that the bottleneck queue absorbs
+and drains again within each round, so a round's *minimum* RTT rises only once a standing
+queue remains, i.e. at several BDPs of cwnd: HyStart++ then ends slow start late (in the
+link simulator with a 40 ms RTT, 10 MB/s and a one-BDP queue, at about 3 BDP, after the
+queue overflowed). Pacing slow start would make it exit near one BDP.
+
 RFC 9406 §4.3: HyStart++ runs only in the initial slow start (ssthresh still infinite); a
 loss or RTO ends it for good (:meth:`finish`). Invariants: ``state`` is one of
 ``SLOW_START``/``CSS``/``DONE``; ``0 <= css_rounds < CSS_ROUNDS`` while in CSS; RTT fields
@@ -56,7 +62,6 @@ _INF = float("inf")
 
 HyStartSnapshot = tuple[int, "int | None", float, float, int, float, int]
 """Everything :meth:`HyStartPlusPlus.restore` needs (for undo)."""
-
 
 
 class HyStartPlusPlus:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from wgslirpy.net.congestion.base import MAX_CWND, CongestionControl, Phase
+from wgslirpy.net.congestion.base import MAX_CWND, CongestionControl
 from wgslirpy.net.congestion.hystart import HyStartPlusPlus
 
 __all__ = ["NewReno"]
@@ -35,9 +35,7 @@ class NewReno(CongestionControl):
 
     _bytes_acked: int  # RFC 3465 counter of acked bytes in congestion avoidance; 0 <= it < cwnd
 
-    def __init__(
-        self, *, mss: int, initial_window: int | None = None, hystart: bool = False
-    ) -> None:
+    def __init__(self, *, mss: int, initial_window: int | None = None, hystart: bool = False) -> None:
         super().__init__(mss=mss, initial_window=initial_window)
         self._bytes_acked = 0
         if hystart:
@@ -54,10 +52,11 @@ class NewReno(CongestionControl):
         min_rtt: float | None,
         app_limited: bool,
         delivery_rate: float | None = None,
+        lost: int | None = None,
         now: float,
     ) -> None:
-        if self.phase is Phase.RECOVERY:
-            self.on_recovery_end(now=now)
+        if self.phase:  # RECOVERY or LOSS (Phase.OPEN is 0)
+            self._ack_in_episode(delivered, snd_max, now)
         if acked <= 0:
             return
         if acked > MAX_CWND:
