@@ -104,6 +104,8 @@ class SentQueue:
         self.reno_sacked = 0
         #: monotonic count of bytes delivered (for congestion control rounds).
         self.delivered = 0
+        #: monotonic count of bytes ever marked lost (a rate-based controller's loss rate).
+        self.lost_total = 0
         self.board = SackScoreboard()
         self.rack = RackState()
         self._timeq: deque[tuple[float, int, Sent]] = deque()
@@ -183,6 +185,7 @@ class SentQueue:
         else:
             r.lost = True
             self.lost_out += n
+        self.lost_total += n
         self._lost_tie += 1
         heapq.heappush(self._lostq, (r.start, self._lost_tie, r))
         return True
@@ -197,9 +200,11 @@ class SentQueue:
             if r.retrans:
                 r.retrans = False
                 self.retrans_out -= n
+                self.lost_total += n
             if not r.lost:
                 r.lost = True
                 self.lost_out += n
+                self.lost_total += n
             self._lost_tie += 1
             lostq.append((r.start, self._lost_tie, r))
         self._lostq = lostq  # ascending starts: already a heap

@@ -873,6 +873,11 @@ class TcpConnection:
         if rec is Recovery.RECOVERY:
             if q.una < self._recovery_point:
                 assert self._prr is not None
+                if grow and self.cc.ack_in_recovery:
+                    # a model-based controller keeps measuring through recovery; PRR then
+                    # sizes sending towards the window it keeps
+                    self._cc_on_ack(res.delivered, sample, now)
+                    self._prr.ssthresh = self.cc.ssthresh
                 self._prr.on_ack(delivered=res.delivered, pipe=q.pipe)
                 return
             self._exit_recovery(now)  # cwnd = ssthresh; growth resumes with the next ACK
@@ -881,18 +886,23 @@ class TcpConnection:
             self.recovery = Recovery.OPEN
             self.cc.on_recovery_end(now=now)
         if grow:
-            self.cc.on_ack(
-                acked=res.delivered,
-                delivered=q.delivered,
-                snd_max=q.snd_max,
-                in_flight=q.pipe,
-                rtt=sample,
-                min_rtt=rtt.min_rtt,
-                app_limited=not self._cwnd_limited,
-                now=now,
-            )
+            self._cc_on_ack(res.delivered, sample, now)
         if self.recovery is Recovery.OPEN and self._sack_ok and not self._tlp_out and q.outstanding:
             self._tlp_at = now + probe_timeout(srtt=rtt.srtt, flight_segments=q.pipe // self._smss, rto=rtt.rto)
+
+    def _cc_on_ack(self, delivered: int, sample: float | None, now: float) -> None:
+        q = self._q
+        self.cc.on_ack(
+            acked=delivered,
+            delivered=q.delivered,
+            snd_max=q.snd_max,
+            in_flight=q.pipe,
+            rtt=sample,
+            min_rtt=self.rtt.min_rtt,
+            app_limited=not self._cwnd_limited,
+            lost=q.lost_total,
+            now=now,
+        )
 
     def _on_new_ack(self, ack: int, acked: int, ts_ecr: int | None, now: float) -> float | None:
         """snd_una moves to ``ack``: free the bytes, sample the RTT, advance the state."""
