@@ -118,6 +118,11 @@ SND_BUFFER_MIN = 64 * 1024
 OOO_MAX_BLOCKS = 256
 #: memory the out-of-order queue may spend beyond the receive window (chunk overhead).
 OOO_SLACK = 64 * 1024
+#: pacing bursts: at most this long at the pacing rate, and at least this many segments.
+PACE_BURST_TIME = 0.002
+PACE_BURST_SEGMENTS = 4
+#: a paced sender waits at least this long (the next deadline must lie in the future).
+PACE_MIN_WAIT = 1e-5
 #: the counters every connection keeps (the stats line and the benchmark read them).
 COUNTER_NAMES = ("rto", "fast_recovery", "tlp", "retransmitted_bytes", "spurious_undone", "dsack_received")
 
@@ -355,6 +360,11 @@ class TcpConnection:
         self._tlp_out = False  # a probe is unanswered: no second one
         #: RACK reordering timer (RFC 8985 §6.3).
         self._reo_at: float | None = None
+        #: pacing: bucket content (bytes, may dip below 0 by one segment), its time, and
+        #: when the next paced send is due (None: not pacing-limited).
+        self._pace_tokens = 0.0
+        self._pace_t = now
+        self._pace_at: float | None = None
         #: the sender was limited by cwnd the last time it sent (else app/peer limited).
         self._cwnd_limited = False
         self.rtt = RttEstimator(initial_rto=config.initial_rto, min_rto=config.min_rto, max_rto=config.max_rto)
@@ -506,7 +516,7 @@ class TcpConnection:
 
     def next_deadline(self) -> float | None:
         d = self._timer_at
-        for a in (self._ack_at, self._tlp_at, self._reo_at):
+        for a in (self._ack_at, self._tlp_at, self._reo_at, self._pace_at):
             if a is not None and (d is None or a < d):
                 d = a
         return d
@@ -1109,6 +1119,8 @@ class TcpConnection:
         if self._ack_at is not None and now >= self._ack_at:
             self._ack_at = None
             self._ack_now = True
+        if self._pace_at is not None and now >= self._pace_at:
+            self._pace_at = None  # segments_to_send (which follows) sends what is due
         if self._reo_at is not None and now >= self._reo_at:
             self._reo_at = None
             self._rack_detect(now)  # RFC 8985 §6.3: the reordering window has passed
@@ -1230,7 +1242,7 @@ class TcpConnection:
         self.state = State.CLOSED
         self._timer = Timer.NONE
         self._timer_at = None
-        self._ack_at = self._tlp_at = self._reo_at = None
+        self._ack_at = self._tlp_at = self._reo_at = self._pace_at = None
         self._ack_now = self._tlp_due = self._probe_due = self._synack_due = False
         self.tx.clear()
         self._ooo = None
@@ -1303,6 +1315,21 @@ class TcpConnection:
         max_pl = self._smss - _sack_option_len(len(sack))
         prr = self._prr
         budget = prr.sndcnt if prr is not None else self.cc.cwnd - q.pipe
+        # Pacing (a rate-based controller asks for it): a token bucket of pacing_rate
+        # bytes/s, bursts of at most PACE_BURST_TIME (the shell's timers are coarse).
+        rate = self.cc.pacing_rate
+        tokens = 0.0
+        window_budget = budget
+        if rate is not None and rate > 0:
+            tokens = self._pace_tokens + (now - self._pace_t) * rate
+            cap = max(PACE_BURST_SEGMENTS * self._smss, rate * PACE_BURST_TIME)
+            if tokens > cap:
+                tokens = cap
+            self._pace_t = now
+            if budget > tokens:
+                budget = int(tokens) + 1  # float rounding must never hold back a due segment
+        self._pace_at = None
+        spent = 0
         before = len(out)
         force = False
         new_data = False
@@ -1325,6 +1352,7 @@ class TcpConnection:
                     break
                 n = self._retransmit(out, r, view, una, base, data_end, now, ts_val, sack, win, max_pl)
                 budget -= n
+                spent += n
                 if prr is not None:
                     prr.on_sent(n)
             nxt = q.snd_max
@@ -1355,6 +1383,7 @@ class TcpConnection:
                 q.on_send(nxt, end, fin, now)
                 nxt = end
                 budget -= n
+                spent += n
                 if prr is not None:
                     prr.on_sent(n)
                 new_data = True
@@ -1362,6 +1391,13 @@ class TcpConnection:
                 out.append(self._build((base + nxt) & MASK, _F_FIN_ACK, b"", win, ts_val, sack))
                 q.on_send(nxt, nxt + 1, True, now)
                 new_data = True
+            if rate is not None and rate > 0:
+                tokens -= spent
+                self._pace_tokens = tokens
+                if window_budget > spent and (nxt < data_end or q.next_lost() is not None) and tokens < self._smss:
+                    # paced, not window-limited: come back when a segment's worth is due
+                    self._pace_at = now + (self._smss - tokens) / rate + PACE_MIN_WAIT
+                    cwnd_limited = True
             self._cwnd_limited = cwnd_limited
         if len(out) == before:
             return False
