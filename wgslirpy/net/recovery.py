@@ -83,6 +83,9 @@ class AckResult:
     dsack_retransmitted: bool = False
     #: a retransmitted record was delivered by this ACK.
     retransmitted_acked: bool = False
+    #: RTT sample (seconds) from the newest never-retransmitted record this ACK delivered
+    #: (Karn-safe, at the caller's clock resolution rather than the 1 ms of timestamps).
+    rtt: float | None = None
 
 
 class SentQueue:
@@ -106,6 +109,8 @@ class SentQueue:
         self.delivered = 0
         #: monotonic count of bytes ever marked lost (a rate-based controller's loss rate).
         self.lost_total = 0
+        #: monotonic count of those later shown needless (undo, D-SACK of a retransmission).
+        self.spurious_lost = 0
         self.board = SackScoreboard()
         self.rack = RackState()
         self._timeq: deque[tuple[float, int, Sent]] = deque()
@@ -218,6 +223,7 @@ class SentQueue:
             if r.lost:
                 r.lost = False
                 self.lost_out -= r.end - r.start
+                self.spurious_lost += r.end - r.start
             if r.retrans:
                 r.retrans = False
                 self.retrans_out -= r.end - r.start
@@ -239,6 +245,7 @@ class SentQueue:
             blocks = blocks[1:]
         recs = self.records
         h = self.head
+        newest = -1.0  # send time of the newest never-retransmitted record delivered now
         if una > old_una:
             nrec = len(recs)
             while h < nrec:
@@ -255,6 +262,8 @@ class SentQueue:
                         if r.ever_retrans:
                             res.retransmitted_acked = True
                         rack.on_delivered(xmit_ts=r.xmit_ts, end=r.end, retransmitted=r.ever_retrans, now=now, min_rtt=min_rtt)
+                        if not r.ever_retrans and r.xmit_ts > newest:
+                            newest = r.xmit_ts
                     h += 1
                 elif r.start < una:
                     cut = una - r.start
@@ -313,6 +322,8 @@ class SentQueue:
                                 r.retrans = False
                                 self.retrans_out -= n
                             rack.on_delivered(xmit_ts=r.xmit_ts, end=r.end, retransmitted=r.ever_retrans, now=now, min_rtt=min_rtt)
+                            if not r.ever_retrans and r.xmit_ts > newest:
+                                newest = r.xmit_ts
                         i += 1
             res.delivered += res.sacked
         if res.dsack is not None:
@@ -322,7 +333,11 @@ class SentQueue:
                 res.dsack_retransmitted = True
             elif de <= una:
                 res.dsack_retransmitted = True  # below una: the record is gone; assume ours
+            if res.dsack_retransmitted:
+                self.spurious_lost += de - ds
         self.delivered += res.delivered
+        if newest >= 0.0:
+            res.rtt = now - newest
         return res
 
     def on_dup_ack_reno(self, mss: int) -> None:

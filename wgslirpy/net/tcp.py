@@ -487,9 +487,14 @@ class TcpConnection:
         return max(self._snd_buffer_target() - len(self.tx), 0)
 
     def _snd_buffer_target(self) -> int:
-        """Send buffer size now: 2 x cwnd (one window in flight, one ready), at least
-        SND_BUFFER_MIN, at most snd_buffer."""
-        t = 2 * self.cc.cwnd
+        """Send buffer size now: 2 x cwnd (one window in flight, one ready), and at least
+        one cwnd beyond what is outstanding (SACKed data behind a hole stays buffered
+        until the hole is filled: it must not starve new data); at least SND_BUFFER_MIN,
+        at most snd_buffer."""
+        cwnd = self.cc.cwnd
+        t = self._q.outstanding + cwnd
+        if t < 2 * cwnd:
+            t = 2 * cwnd
         if t < SND_BUFFER_MIN:
             t = SND_BUFFER_MIN
         cap = self.config.snd_buffer
@@ -835,12 +840,15 @@ class TcpConnection:
         res = q.on_ack(new_una, self._sack_offsets(blocks) if blocks else [], now=now, min_rtt=rtt.min_rtt)
         sample = None
         if acked:
-            sample = self._on_new_ack(ack, acked, ts_ecr, now)
+            sample = self._on_new_ack(ack, acked, ts_ecr, now, res.rtt)
             if self.state is State.CLOSED:
                 return
             self._tlp_out = False
         elif res.delivered:
             self._tlp_out = False
+            if res.rtt is not None:
+                sample = res.rtt
+                rtt.sample(sample)  # a SACK-only ACK measures too (Linux: sack_rtt)
         if res.dsack is not None:
             # RFC 2883 / RFC 3708: the peer got something twice; widen RACK's reo_wnd and
             # undo once every retransmission of the episode proved needless.
@@ -910,11 +918,14 @@ class TcpConnection:
             rtt=sample,
             min_rtt=self.rtt.min_rtt,
             app_limited=not self._cwnd_limited,
-            lost=q.lost_total,
+            # net of losses shown spurious (undo, D-SACK): reordering is not loss
+            lost=max(q.lost_total - q.spurious_lost, 0),
             now=now,
         )
 
-    def _on_new_ack(self, ack: int, acked: int, ts_ecr: int | None, now: float) -> float | None:
+    def _on_new_ack(
+        self, ack: int, acked: int, ts_ecr: int | None, now: float, precise: float | None = None
+    ) -> float | None:
         """snd_una moves to ``ack``: free the bytes, sample the RTT, advance the state."""
         data = acked
         fin_acked = False
@@ -926,7 +937,13 @@ class TcpConnection:
             del self.tx[:data]
         self.snd_una = ack
         sample = None
-        if self._ts_ok and ts_ecr is not None:
+        if precise is not None:
+            # the send time of a never-retransmitted segment: finer than timestamps' 1 ms,
+            # which matters for min_rtt (RACK's reo_wnd, a model-based controller's BDP)
+            sample = precise
+            self.rtt.sample(sample)
+            self._rtt_seq = None
+        elif self._ts_ok and ts_ecr is not None:
             sample = self._rtt_sample_ts(ts_ecr, now)
         elif self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
             sample = now - self._rtt_time
