@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import random
+from collections.abc import Mapping
 from ipaddress import IPv4Address
+from typing import Any
 
 from wgslirpy.net.segments import TcpFlags, TcpSegment
 from wgslirpy.net.tcp import TcpConfig, TcpConnection, TcpEvent
@@ -165,8 +167,8 @@ def run_link(
     down: bytes = b"",
     up: bytes = b"",
     seed: int = 1,
-    to_client: dict[str, object] | None = None,
-    to_server: dict[str, object] | None = None,
+    to_client: Mapping[str, Any] | None = None,
+    to_server: Mapping[str, Any] | None = None,
     server_config: TcpConfig | None = None,
     client_config: TcpConfig | None = None,
     max_time: float = 120.0,
@@ -174,13 +176,18 @@ def run_link(
 ) -> LinkResult:
     """Run a full connection (handshake, both transfers, both closes) over the link."""
     rnd = random.Random(seed)
-    pc = Pipe(random.Random(rnd.random()), **(to_client or {}))  # type: ignore[arg-type]
-    ps = Pipe(random.Random(rnd.random()), **(to_server or {}))  # type: ignore[arg-type]
+    pc = Pipe(random.Random(rnd.random()), **(to_client or {}))
+    ps = Pipe(random.Random(rnd.random()), **(to_server or {}))
     scfg = server_config or TcpConfig(time_wait=1.0)
     ccfg = client_config or TcpConfig(time_wait=1.0)
     t = 0.0
     client = TcpConnection.connect(
-        local=CLIENT_ADDR, lport=CLIENT_PORT, peer=SERVER_ADDR, pport=SERVER_PORT, config=ccfg, now=t,
+        local=CLIENT_ADDR,
+        lport=CLIENT_PORT,
+        peer=SERVER_ADDR,
+        pport=SERVER_PORT,
+        config=ccfg,
+        now=t,
         rng=random.Random(rnd.random()).randbytes,
     )
     ch = Host(client, up)
@@ -211,7 +218,16 @@ def run_link(
                 pc.put(s, t)
         if client.is_closed and server is not None and server.is_closed:
             break
-        cands = [x for x in (pc.next_time(), ps.next_time(), client.next_deadline(), server.next_deadline() if server else None) if x is not None]
+        cands = [
+            x
+            for x in (
+                pc.next_time(),
+                ps.next_time(),
+                client.next_deadline(),
+                server.next_deadline() if server else None,
+            )
+            if x is not None
+        ]
         if not cands:
             break
         t = max(t, min(cands))

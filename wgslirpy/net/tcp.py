@@ -55,27 +55,27 @@ from __future__ import annotations
 import enum
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 from wgslirpy.constants import (
-    DEFAULT_TCP_BUFFER_SIZE,
     DEFAULT_MSS_IPV4,
     DEFAULT_MSS_IPV6,
+    DEFAULT_TCP_BUFFER_SIZE,
     IPV4_HEADER_SIZE,
     IPV6_HEADER_SIZE,
     TCP_HEADER_SIZE,
 )
 from wgslirpy.errors import ConfigError, DropCounter, DropReason, _Drop
+from wgslirpy.net.congestion import DEFAULT_CONGESTION_CONTROL, make_congestion_control
 from wgslirpy.net.prr import Prr
 from wgslirpy.net.rack import DUP_THRESH, probe_timeout
+from wgslirpy.net.rcvbuf import ReceiveBufferTuner, ReceiverRttEstimator
 from wgslirpy.net.reassembly import ReassemblyQueue
 from wgslirpy.net.recovery import Sent, SentQueue
 from wgslirpy.net.rtt import MAX_RTT_SAMPLE, RttEstimator
 from wgslirpy.net.segments import IPAddress, TcpFlags, TcpSegment
 from wgslirpy.net.seq import HALF, MASK, MOD, seq_diff, seq_ge, seq_gt, seq_lt
-from wgslirpy.net.congestion import DEFAULT_CONGESTION_CONTROL, make_congestion_control
-from wgslirpy.net.rcvbuf import ReceiveBufferTuner, ReceiverRttEstimator
 
 __all__ = [
     "State",
@@ -159,9 +159,7 @@ class Recovery(enum.Enum):
 
 
 # States in which we may (re)transmit data or our FIN.
-_SENDING = frozenset(
-    {State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK}
-)
+_SENDING = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK})
 # States in which the host may queue data.
 _HOST_SENDING = frozenset({State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT})
 # States in which the peer may still send data / its FIN.
@@ -200,7 +198,7 @@ class Closed:
     """The flow is finished for good and can be forgotten (emitted exactly once)."""
 
 
-TcpEvent = Union[PeerFin, PeerReset, TimedOut, Closed]
+TcpEvent = PeerFin | PeerReset | TimedOut | Closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,11 +234,15 @@ class TcpConfig:
 
     def __post_init__(self) -> None:
         if self.mtu < IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS:
-            raise ConfigError(f"MTU {self.mtu} is too small for TCP (need at least {IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS})")
+            raise ConfigError(
+                f"MTU {self.mtu} is too small for TCP (need at least {IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS})"
+            )
         if self.rcv_buffer < 1 or self.snd_buffer < 1:
             raise ConfigError("TCP buffer sizes must be at least 1 byte")
         if self.rcv_buffer > (0xFFFF << 14):
-            raise ConfigError(f"TCP receive buffer {self.rcv_buffer} exceeds the largest scaled window ({0xFFFF << 14})")
+            raise ConfigError(
+                f"TCP receive buffer {self.rcv_buffer} exceeds the largest scaled window ({0xFFFF << 14})"
+            )
         if not 0 < self.min_rto <= self.initial_rto <= self.max_rto:
             raise ConfigError("TCP RTO bounds must satisfy 0 < min_rto <= initial_rto <= max_rto")
         if self.max_retransmits < 1 or self.syn_ack_retries < 0:
@@ -436,15 +438,24 @@ class TcpConnection:
         config: TcpConfig,
         now: float,
         rng: Callable[[int], bytes] = os.urandom,
-    ) -> "TcpConnection":
+    ) -> TcpConnection:
         """Active open (RFC 9293 §3.10.1): a connection in SYN-SENT whose SYN is due.
 
         Options are offered as the config allows and settled by the peer's SYN-ACK.
         ``key`` and :attr:`syn` describe the flow as if ``peer`` had sent a SYN.
         """
         tmpl = TcpSegment(
-            src=peer, dst=local, sport=pport, dport=lport, seq=0, ack=0, flags=TcpFlags.SYN, window=0xFFFF,
-            wscale=0, sack_permitted=True, ts_val=0,
+            src=peer,
+            dst=local,
+            sport=pport,
+            dport=lport,
+            seq=0,
+            ack=0,
+            flags=TcpFlags.SYN,
+            window=0xFFFF,
+            wscale=0,
+            sack_permitted=True,
+            ts_val=0,
         )
         conn = cls(tmpl, config, now=now, rng=rng)
         conn.state = State.SYN_SENT
@@ -464,7 +475,9 @@ class TcpConnection:
 
     def accepts(self, seg: TcpSegment) -> bool:
         """True if ``seg`` belongs to this flow (its 4-tuple matches)."""
-        return seg.src == self._peer and seg.sport == self._pport and seg.dst == self._local and seg.dport == self._lport
+        return (
+            seg.src == self._peer and seg.sport == self._pport and seg.dst == self._local and seg.dport == self._lport
+        )
 
     def can_reopen(self, syn: TcpSegment) -> bool:
         """True if ``syn`` may replace this flow at once (RFC 1122 4.2.2.13 / RFC 6191).
@@ -578,9 +591,8 @@ class TcpConnection:
         data = bytes(rx[:n])
         del rx[:n]
         self._consumed += n
-        if self.state in _RECEIVING and not self._fin_received:
-            if self._window_growth() >= self._sws_threshold():
-                self._ack_now = True  # window update: the peer may be waiting on us
+        if self.state in _RECEIVING and not self._fin_received and self._window_growth() >= self._sws_threshold():
+            self._ack_now = True  # window update: the peer may be waiting on us
         return data
 
     def close(self, *, now: float) -> None:
@@ -817,7 +829,7 @@ class TcpConnection:
             self._on_dup_ack(now)  # RFC 5681 duplicate ACK without SACK information
         seq = seg.seq
         wl1 = self._snd_wl1
-        if wl1 == seq and ((ack - self._snd_wl2) & MASK) < HALF or ((wl1 - seq) & MASK) >= HALF:
+        if (wl1 == seq and ((ack - self._snd_wl2) & MASK) < HALF) or ((wl1 - seq) & MASK) >= HALF:
             self.snd_wnd = wnd
             self._snd_wl1 = seq
             self._snd_wl2 = ack
@@ -1043,7 +1055,9 @@ class TcpConnection:
             if payload:
                 q = self._ooo
                 if q is None:
-                    q = self._ooo = ReassemblyQueue(max_blocks=OOO_MAX_BLOCKS, max_bytes=self.config.rcv_buffer + OOO_SLACK)
+                    q = self._ooo = ReassemblyQueue(
+                        max_blocks=OOO_MAX_BLOCKS, max_bytes=self.config.rcv_buffer + OOO_SLACK
+                    )
                 res = q.insert(self._rcv_off + off, payload)
                 if not res.accepted:
                     self.drops.add(DropReason.TCP_REASSEMBLY_FULL)
@@ -1293,7 +1307,9 @@ class TcpConnection:
             self._tuner.on_consumed(total=self._consumed, now=now)
         ts_val = ((int(now * 1000) + self._ts_offset) & MASK) if self._ts_ok else None
         q = self._ooo
-        sack = self._sack_blocks() if ((q is not None and q.blocks) or self._dsack is not None) and self._sack_ok else ()
+        sack = (
+            self._sack_blocks() if ((q is not None and q.blocks) or self._dsack is not None) and self._sack_ok else ()
+        )
         win = self._window_field()
         sent_any = False
         if st in _SENDING:
@@ -1384,10 +1400,9 @@ class TcpConnection:
                     if room <= 0 or nxt > una:
                         break
                     n = room
-                if n > budget and not force:
-                    if budget <= 0 or q.pipe > 0:
-                        cwnd_limited = True
-                        break
+                if n > budget and not force and (budget <= 0 or q.pipe > 0):
+                    cwnd_limited = True
+                    break
                 force = False
                 fin = fin_pending and n == avail
                 if fin:
@@ -1426,7 +1441,9 @@ class TcpConnection:
             self.snd_max = self.snd_nxt = smax
         self._last_activity = now
         if self.recovery is Recovery.OPEN and self._sack_ok and not self._tlp_out:
-            self._tlp_at = now + probe_timeout(srtt=self.rtt.srtt, flight_segments=q.pipe // self._smss, rto=self.rtt.rto)
+            self._tlp_at = now + probe_timeout(
+                srtt=self.rtt.srtt, flight_segments=q.pipe // self._smss, rto=self.rtt.rto
+            )
         return True
 
     def _retransmit(
@@ -1451,7 +1468,16 @@ class TcpConnection:
         else:
             flags = _F_ACK_PSH if r.end >= data_end else _F_ACK
         # A record sent before our SACK option grew may not fit with it: leave SACK out then.
-        out.append(self._build((base + r.start) & MASK, flags, bytes(view[off : off + plen]), win, ts_val, sack if plen <= max_pl else ()))
+        out.append(
+            self._build(
+                (base + r.start) & MASK,
+                flags,
+                bytes(view[off : off + plen]),
+                win,
+                ts_val,
+                sack if plen <= max_pl else (),
+            )
+        )
         self._q.on_retransmit(r, now)
         self._rtt_seq = None  # Karn: never time a retransmission
         self.counters["retransmitted_bytes"] += plen
@@ -1579,7 +1605,14 @@ class TcpConnection:
 
     def _build_rst(self, seq: int, flags: TcpFlags, ack: int) -> TcpSegment:
         return TcpSegment(
-            src=self._local, dst=self._peer, sport=self._lport, dport=self._pport, seq=seq & MASK, ack=ack & MASK, flags=flags, window=0
+            src=self._local,
+            dst=self._peer,
+            sport=self._lport,
+            dport=self._pport,
+            seq=seq & MASK,
+            ack=ack & MASK,
+            flags=flags,
+            window=0,
         )
 
     def _rst_reply(self, seg: TcpSegment) -> TcpSegment:
