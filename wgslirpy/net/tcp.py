@@ -121,6 +121,9 @@ OOO_SLACK = 64 * 1024
 #: pacing bursts: at most this long at the pacing rate, and at least this many segments.
 PACE_BURST_TIME = 0.002
 PACE_BURST_SEGMENTS = 4
+#: a paced sender wakes up when this much is due: at least 2 segments or 1 ms of sending.
+PACE_QUANTUM_SEGMENTS = 2
+PACE_QUANTUM_TIME = 0.001
 #: a paced sender waits at least this long (the next deadline must lie in the future).
 PACE_MIN_WAIT = 1e-5
 #: the counters every connection keeps (the stats line and the benchmark read them).
@@ -1427,8 +1430,10 @@ class TcpConnection:
                 tokens -= spent
                 self._pace_tokens = tokens
                 if window_budget > spent and (nxt < data_end or q.next_lost() is not None) and tokens < self._smss:
-                    # paced, not window-limited: come back when a segment's worth is due
-                    self._pace_at = now + (self._smss - tokens) / rate + PACE_MIN_WAIT
+                    # paced, not window-limited: come back when a quantum is due (not per
+                    # segment: every wake-up of the shell costs a loop turn)
+                    quantum = max(PACE_QUANTUM_SEGMENTS * self._smss, rate * PACE_QUANTUM_TIME)
+                    self._pace_at = now + (quantum - tokens) / rate + PACE_MIN_WAIT
                     cwnd_limited = True
             self._cwnd_limited = cwnd_limited
         if len(out) == before:
