@@ -49,6 +49,9 @@ class Pipe:
     drop_data: frozenset[int] = frozenset()
     #: drop the retransmissions of those segments this many more times (lost retransmissions).
     drop_again: int = 0
+    #: (start, end): the link freezes: whatever would arrive from ``start`` on comes
+    #: ``end - start`` later, in order and with its spacing (a radio link in a handover).
+    freeze: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         self.heap: list[tuple[float, int, TcpSegment]] = []
@@ -58,6 +61,7 @@ class Pipe:
         self.dropped = 0
         self.queue_drops = 0
         self._again: dict[int, int] = {}
+        self._last_arrive = 0.0
 
     def put(self, s: TcpSegment, now: float) -> None:
         if s.payload:
@@ -85,6 +89,13 @@ class Pipe:
             self.dropped += 1
             return
         arrive = depart + self.delay
+        if self.freeze is not None:
+            start, end = self.freeze
+            if start <= arrive < end:
+                arrive += end - start
+            if arrive < self._last_arrive:
+                arrive = self._last_arrive  # FIFO behind the frozen ones
+            self._last_arrive = arrive
         if self.reorder and rnd.random() < self.reorder:
             arrive += self.reorder_delay
         self._push(arrive, s)

@@ -224,3 +224,26 @@ def test_bbr_with_pacing_keeps_rate_under_random_loss() -> None:
             assert r.to_client.queue_drops == 0
             assert r.server.counters["rto"] == 0
     assert results["bbr"] > 2 * results["cubic"]
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_spurious_rto_from_a_link_freeze_is_undone(timestamps: bool) -> None:
+    """A 0.35 s link freeze (handover) fires the RTO although nothing was lost. With
+    timestamps Eifel detection (RFC 3522) sees the ACK echo the original's TSval; without
+    them F-RTO (RFC 5682) sees the ACKs after the retransmission advance the window. Either
+    way the controller's undo restores the window and little is resent."""
+    data = _data(1_500_000)
+    cfg = TcpConfig(time_wait=1.0, timestamps=timestamps, congestion="newreno")
+    r = run_link(
+        down=data,
+        server_config=cfg,
+        client_config=cfg,
+        to_client={"rate": 5e6, "queue": 4_000_000, "freeze": (0.3, 0.65)},
+        max_time=60,
+    )
+    assert _intact(r.client_host, data)
+    c = r.server.counters
+    assert c["rto"] >= 1
+    assert c["spurious_undone"] >= 1
+    assert r.server.ssthresh == INFINITE_SSTHRESH  # undone: the RTO's reduction is gone
+    assert c["retransmitted_bytes"] <= 3 * 1380  # nothing resent beyond the probes

@@ -363,6 +363,11 @@ class TcpConnection:
         self._tlp_at: float | None = None
         self._tlp_due = False
         self._tlp_out = False  # a probe is unanswered: no second one
+        #: F-RTO (RFC 5682) stage after an RTO without timestamps: 0 off, 1 waiting for
+        #: the first ACK, 2 new segments sent, waiting for the second; and how many new
+        #: segments step 2 may send regardless of cwnd.
+        self._frto = 0
+        self._frto_new = 0
         #: RACK reordering timer (RFC 8985 §6.3).
         self._reo_at: float | None = None
         #: pacing: bucket content (bytes, may dip below 0 by one segment), its time, and
@@ -885,6 +890,8 @@ class TcpConnection:
             # Eifel (RFC 3522): this ACK echoes a TSval older than our first retransmission,
             # so the original got through: the loss episode was spurious (RFC 4015 response).
             self._undo(now)
+        if self._frto:
+            self._frto_step(acked, q.una < self._recovery_point, now)
         rec = self.recovery
         if self._sack_ok:
             self._rack_detect(now)
@@ -922,6 +929,31 @@ class TcpConnection:
             self._cc_on_ack(res.delivered, sample, now)
         if self.recovery is Recovery.OPEN and self._sack_ok and not self._tlp_out and q.outstanding:
             self._tlp_at = now + probe_timeout(srtt=rtt.srtt, flight_segments=q.pipe // self._smss, rto=rtt.rto)
+
+    def _frto_step(self, acked: int, partial: bool, now: float) -> None:
+        """F-RTO (RFC 5682 §2/§4) after an RTO without timestamps.
+
+        Step 2: the first ACK after the retransmission advances the window (a partial ACK)
+        -> send two *new* segments instead of retransmitting more. Step 3: the next ACK
+        advances the window again -> the originals got through, the RTO was spurious:
+        undo. A duplicate ACK at either step means real loss: conventional recovery.
+        """
+        if self.recovery is not Recovery.LOSS:
+            self._frto = 0
+            return
+        advanced = acked > 0 and partial
+        if self._frto == 1:
+            unsent = len(self.tx) + (1 if self._fin_seq is not None else 0) - self._q.outstanding
+            if advanced and unsent > 0:
+                self._frto = 2
+                self._frto_new = 2
+            else:
+                self._frto = 0
+        else:
+            self._frto = 0
+            self._frto_new = 0
+            if advanced:
+                self._undo(now)
 
     def _cc_on_ack(self, delivered: int, sample: float | None, now: float) -> None:
         q = self._q
@@ -1039,7 +1071,11 @@ class TcpConnection:
             self._q.unmark_lost()
             self._prr = None
             self.recovery = Recovery.OPEN
-        self._q.rack.reordering_seen = True
+        rack = self._q.rack
+        rack.reordering_seen = True
+        # Forget RACK's reference segment: it was delivered out of order (the cause of the
+        # spurious episode) and would mark every older segment lost again at once.
+        rack.xmit_ts = None
         self._retransmits = 0
 
     def _on_data(self, seq: int, off: int, wnd: int, payload: bytes, fin: int, now: float) -> None:
@@ -1213,6 +1249,11 @@ class TcpConnection:
         q.mark_all_lost()
         if self.recovery is not Recovery.LOSS:
             self._arm_undo()  # Eifel (RFC 3522): was this RTO spurious?
+            # without timestamps F-RTO (RFC 5682) answers that question
+            self._frto = 0 if self._ts_ok else 1
+        else:
+            self._frto = 0  # a repeated RTO: conventional recovery
+        self._frto_new = 0
         self.recovery = Recovery.LOSS
         self._prr = None
         self._recovery_point = q.snd_max
@@ -1382,7 +1423,13 @@ class TcpConnection:
                     last = q.last_unsacked()
                     if last is not None:
                         self._retransmit(out, last, view, una, base, data_end, now, ts_val, sack, win, max_pl)
-            while budget > 0:
+            frto_probe = self._frto_new > 0
+            if frto_probe:
+                # F-RTO step 2: new data probes whether the RTO was spurious
+                budget = self._frto_new * max_pl
+                self._frto_new = 0
+                force = True
+            while budget > 0 and not frto_probe:
                 r = q.next_lost()
                 if r is None:
                     break
