@@ -173,6 +173,28 @@ def test_sack_order_survives_many_blocks_and_pops() -> None:
     check_invariants(q)
 
 
+def test_sack_order_with_repeated_touches_and_merges() -> None:
+    """Far more touches than the recent list holds: order is still by latest arrival."""
+    q = ReassemblyQueue(max_bytes=BIG)
+    latest: dict[int, int] = {}  # block start -> arrival number
+    rng = random.Random(3)
+    for n in range(40):  # 40 blocks 100 bytes apart
+        q.insert(n * 100, stream(n * 100, n * 100 + 10))
+        latest[n * 100] = n
+    for t in range(40, 140):  # duplicates inside random blocks, and extensions
+        n = rng.randrange(40)
+        if t % 3:
+            q.insert(n * 100 + 2, b"dup")
+        else:
+            end = dict(q.held())[n * 100]
+            q.insert(end, stream(end, end + 1))
+        latest[n * 100] = t
+        want = sorted(latest, key=lambda s: latest[s], reverse=True)
+        assert [b[0] for b in q.sack_blocks(4)] == want[:4]
+    assert [b[0] for b in q.sack_blocks(40)] == want
+    check_invariants(q)
+
+
 # --- limits --------------------------------------------------------------------------
 
 

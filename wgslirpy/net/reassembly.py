@@ -44,6 +44,9 @@ overlapping segments, must cost neither O(n²) time nor unbounded memory):
   moved into the larger, so every chunk moves O(log n) times at most). A ``bytes``
   segment that is stored whole is kept without any copy; a segment partly held, or given
   as a ``memoryview``, costs one copy of its *new* bytes.
+* Fast paths (no allocation beyond the chunk's deque slot) for a ``bytes`` segment that
+  overlaps nothing and fits: extending a block at either end, or a new block.
+  ``benchmarks/micro_reassembly.py`` measures the per-segment cost of each pattern.
 * Tiny chunks are coalesced at the joints where a merge or insertion puts two chunks
   side by side, when the two together are at most :data:`COALESCE_LIMIT` bytes: each such
   copy is bounded by the limit, and there are at most two joints per merged block.
@@ -137,14 +140,17 @@ class ReassemblyQueue:
         self._cost = 0
         #: arrival counter (stamps); strictly increasing.
         self._arrivals = 0
-        #: recently touched blocks, newest first, distinct, len <= _RECENT; may hold dead
-        #: blocks. Every live block not in it is older (smaller stamp) than all in it.
+        #: recently touched blocks, newest first (a block's first entry is its latest
+        #: touch), len <= 2 * _RECENT; may hold dead blocks and repeats. Every live block
+        #: not in it is older (smaller stamp) than every live block in it.
         self._recent: list[_Block] = []
         # Operation counters for tests and benchmarks (monotonic).
         self._copied = 0
         self._moved = 0
         self._evicted_total = 0
         self._refused_total = 0
+        #: the last plain "stored n bytes" result (immutable, so it can be handed out again)
+        self._last_stored = _NOTHING
 
     # --- queries ------------------------------------------------------------------------
 
@@ -208,7 +214,7 @@ class ReassemblyQueue:
             return []
         picked: list[_Block] = []
         for blk in self._recent:
-            if blk.alive:
+            if blk.alive and blk not in picked:
                 picked.append(blk)
                 if len(picked) >= limit:
                     break
@@ -222,6 +228,25 @@ class ReassemblyQueue:
 
     def insert(self, start: int, data: _Bytes | bytearray | memoryview) -> InsertResult:
         """Store ``data`` at stream offset ``start``; see the module docstring."""
+        ends = self._ends
+        if type(data) is bytes and data and start >= self._base:
+            # Fast paths for a bytes segment that fits and overlaps nothing.
+            n = len(data)
+            if self._cost + n + CHUNK_OVERHEAD <= self._max_bytes:
+                last = len(ends) - 1
+                if last >= 0 and start == ends[last]:  # the common case: extends the top
+                    return self._append(last, data, n)
+                i = bisect_left(ends, start)  # the first block ending at or after start
+                end = start + n
+                if i <= last and ends[i] == start:  # extends block i...
+                    if i == last or self._starts[i + 1] > end:  # ...and reaches no other
+                        return self._append(i, data, n)
+                elif i > last or self._starts[i] > end:  # touches no block
+                    if last + 1 < self._max_blocks:
+                        self._new_block(i, start, data, n)
+                        return self._stored(n)
+                elif self._starts[i] == end:  # just below block i (i-1 ends before start)
+                    return self._prepend(i, data, n)
         src, whole = _source(data)
         n = len(src)
         if n == 0:
@@ -235,7 +260,6 @@ class ReassemblyQueue:
             dup = (start, self._base)
             start = self._base
         starts = self._starts
-        ends = self._ends
         blocks = self._blocks
         i = bisect_left(ends, start)  # first block ending at or after start
         j = bisect_right(starts, end, i)  # blocks i..j-1 overlap or touch [start, end)
@@ -270,16 +294,12 @@ class ReassemblyQueue:
                 self._refused_total += new
                 return InsertResult(False, dup)
             evicted = self._evict(over_cost, over_blocks)
-        self._arrivals += 1
-        self._bytes += new
-        self._cost += new + CHUNK_OVERHEAD * len(pieces)
         if i == j:  # a new block between i-1 and i
-            blk = _Block(start, end, deque((self._take(src, whole, origin, start, end),)),
-                         self._arrivals)
-            starts.insert(i, start)
-            ends.insert(i, end)
-            blocks.insert(i, blk)
+            self._new_block(i, start, self._take(src, whole, origin, start, end), new)
         else:  # one block from blocks i..j-1 and the pieces between/around them
+            self._arrivals += 1
+            self._bytes += new
+            self._cost += new + CHUNK_OVERHEAD * len(pieces)  # _join subtracts coalesced
             chunks: deque[_Bytes] | None = None
             p = 0
             for k in range(i, j):
@@ -300,8 +320,69 @@ class ReassemblyQueue:
             starts[i:j] = (bstart,)
             ends[i:j] = (bend,)
             blocks[i:j] = (blk,)
-        self._touch(blk, stamp=False)
+            self._touch(blk, stamp=False)
+        if dup is None and not evicted:
+            return self._stored(new)
         return InsertResult(True, dup, new, evicted)
+
+    def _new_block(self, i: int, start: int, chunk: _Bytes, n: int) -> None:
+        """Insert a block of one chunk at index ``i`` (the caller checked the limits)."""
+        self._arrivals += 1
+        self._bytes += n
+        self._cost += n + CHUNK_OVERHEAD
+        blk = _Block(start, start + n, deque((chunk,)), self._arrivals)
+        self._starts.insert(i, start)
+        self._ends.insert(i, start + n)
+        self._blocks.insert(i, blk)
+        self._touch(blk, stamp=False)
+
+    def _append(self, i: int, data: _Bytes, n: int) -> InsertResult:
+        """Append ``data`` (n > 0 bytes, fits the budget) at the end of block ``i``."""
+        blk = self._blocks[i]
+        chunks = blk.chunks
+        last = chunks[-1]
+        if len(last) + n <= COALESCE_LIMIT:
+            chunks[-1] = last + data
+            self._copied += len(last) + n
+            self._cost += n
+        else:
+            chunks.append(data)
+            self._cost += n + CHUNK_OVERHEAD
+        blk.end += n
+        self._ends[i] = blk.end
+        return self._grown(blk, n)
+
+    def _prepend(self, i: int, data: _Bytes, n: int) -> InsertResult:
+        """Put ``data`` (n > 0 bytes, fits the budget) in front of block ``i``."""
+        blk = self._blocks[i]
+        chunks = blk.chunks
+        first = chunks[0]
+        if len(first) + n <= COALESCE_LIMIT:
+            chunks[0] = data + first
+            self._copied += len(first) + n
+            self._cost += n
+        else:
+            chunks.appendleft(data)
+            self._cost += n + CHUNK_OVERHEAD
+        blk.start -= n
+        self._starts[i] = blk.start
+        return self._grown(blk, n)
+
+    def _grown(self, blk: _Block, n: int) -> InsertResult:
+        self._bytes += n
+        self._arrivals += 1
+        blk.stamp = self._arrivals
+        recent = self._recent
+        if not recent or recent[0] is not blk:
+            self._touch(blk, stamp=False)
+        return self._stored(n)
+
+    def _stored(self, n: int) -> InsertResult:
+        """``InsertResult(True, None, n, 0)``, reused while segments keep one size."""
+        result = self._last_stored
+        if result.stored != n:
+            result = self._last_stored = InsertResult(True, None, n, 0)
+        return result
 
     def _take(self, src: _Bytes | memoryview, whole: bool, origin: int, lo: int, hi: int) -> _Bytes:
         """The stream bytes ``[lo, hi)`` of a segment starting at ``origin``, as bytes."""
@@ -379,13 +460,16 @@ class ReassemblyQueue:
         if stamp:
             self._arrivals += 1
             blk.stamp = self._arrivals
-        recent = [blk]
-        for other in self._recent:
-            if other.alive and other is not blk:
-                recent.append(other)
-                if len(recent) >= _RECENT:
-                    break
-        self._recent = recent
+        recent = self._recent
+        recent.insert(0, blk)
+        if len(recent) > 2 * _RECENT:  # compact: the _RECENT newest distinct live blocks
+            kept: list[_Block] = []
+            for other in recent:
+                if other.alive and other not in kept:
+                    kept.append(other)
+                    if len(kept) >= _RECENT:
+                        break
+            self._recent = kept
 
     # --- delivery -----------------------------------------------------------------------
 
