@@ -9,12 +9,15 @@ from __future__ import annotations
 import array
 import math
 import random
+from typing import Callable
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wgslirpy.net.reassembly import (
+    BLOCK_OVERHEAD,
     CHUNK_OVERHEAD,
     COALESCE_LIMIT,
     InsertResult,
@@ -50,7 +53,7 @@ def check_invariants(q: ReassemblyQueue) -> None:
         chunks += len(sizes)
         payload += blk.end - blk.start
     assert q.bytes == payload
-    assert q.cost == payload + CHUNK_OVERHEAD * chunks
+    assert q.cost == payload + CHUNK_OVERHEAD * chunks + BLOCK_OVERHEAD * len(blocks)
     assert q.cost <= q._max_bytes
     assert q.blocks == len(blocks) <= q._max_blocks
     assert sorted(q.sack_blocks(len(blocks) + 1)) == q.held()
@@ -217,30 +220,45 @@ def test_max_blocks_refuses_higher_and_evicts_for_lower() -> None:
 
 def test_max_bytes_counts_chunk_overhead_and_evicts_tail_chunks() -> None:
     mss = 1000
-    q = ReassemblyQueue(max_bytes=4 * (mss + CHUNK_OVERHEAD))
+    q = ReassemblyQueue(max_bytes=4 * (mss + CHUNK_OVERHEAD) + BLOCK_OVERHEAD)
     for k in range(4):  # one block 10000..14000 of four chunks
         assert q.insert(10_000 + k * mss, stream(10_000 + k * mss, 10_000 + (k + 1) * mss)).accepted
-    assert q.cost == 4 * (mss + CHUNK_OVERHEAD)
+    assert q.cost == q._max_bytes
     assert not q.insert(20_000, b"\0" * 10).accepted  # higher than all: refused
-    r = q.insert(1_000, stream(1_000, 1_000 + mss))  # lower: the tail chunk goes
-    assert r.accepted and r.evicted == mss
-    assert q.held() == [(1_000, 2_000), (10_000, 13_000)]
-    assert q.cost <= q._max_bytes
-    r = q.insert(3_000, stream(3_000, 3_000 + 3 * mss))  # needs the whole high block
-    assert r.accepted and r.evicted == 3 * mss
-    assert q.held() == [(1_000, 2_000), (3_000, 6_000)]
+    # lower: a new block needs mss + both overheads: two tail chunks of the high block go
+    r = q.insert(1_000, stream(1_000, 1_000 + mss))
+    assert r.accepted and r.evicted == 2 * mss
+    assert q.held() == [(1_000, 2_000), (10_000, 12_000)]
+    # needs more than its two chunks without the block: the whole high block goes
+    r = q.insert(3_000, stream(3_000, 3_000 + 2 * mss))
+    assert r.accepted and r.evicted == 2 * mss
+    assert q.held() == [(1_000, 2_000), (3_000, 5_000)]
+    # nothing above it to evict: refused, nothing evicted
+    r = q.insert(8_000, stream(8_000, 8_400))
+    assert r == InsertResult(False, None) and q.held() == [(1_000, 2_000), (3_000, 5_000)]
+    # a lower one that would not fit even with everything above it gone: the same
+    r = q.insert(2_100, stream(2_100, 2_900))
+    assert r.accepted and r.evicted == 2 * mss  # (fits once 3000..5000 is gone)
+    check_invariants(q)
+    per_block = CHUNK_OVERHEAD + BLOCK_OVERHEAD
+    q = ReassemblyQueue(max_bytes=110 + 2 * per_block + 170)
+    q.insert(1_000, stream(1_000, 1_100))
+    q.insert(5_000, stream(5_000, 5_010))
+    # above 1000..1100 only 5000..5010 could go, and that would not make room
+    r = q.insert(2_000, stream(2_000, 2_300))
+    assert r == InsertResult(False, None) and q.held() == [(1_000, 1_100), (5_000, 5_010)]
     check_invariants(q)
 
 
 def test_segment_larger_than_the_budget_is_refused_whole() -> None:
-    q = ReassemblyQueue(max_bytes=100)
-    assert not q.insert(0, b"x" * 100).accepted  # 100 + overhead > 100
+    q = ReassemblyQueue(max_bytes=100 + BLOCK_OVERHEAD)
+    assert not q.insert(0, b"x" * 100).accepted  # 100 + overheads > the budget
     assert q.blocks == 0 and q.cost == 0
     assert q.insert(0, b"x" * (100 - CHUNK_OVERHEAD)).accepted
 
 
 def test_refused_segment_still_reports_its_duplicate() -> None:
-    q = ReassemblyQueue(max_bytes=10 + CHUNK_OVERHEAD + 5)
+    q = ReassemblyQueue(max_bytes=10 + CHUNK_OVERHEAD + BLOCK_OVERHEAD + 5)
     q.insert(10, stream(10, 20))
     r = q.insert(15, stream(15, 45))  # 25 new bytes do not fit; 15..20 was held
     assert r == InsertResult(False, (15, 20))
@@ -382,6 +400,29 @@ def test_coalescing_bounds_chunk_count() -> None:
     assert q.copied_bytes <= 5000 * COALESCE_LIMIT
 
 
+@pytest.mark.parametrize("pattern", ["gaps", "tiny_extend", "mss_extend", "mss_gaps"])
+def test_cost_tracks_real_memory(pattern: str) -> None:
+    """The charged cost is close to what tracemalloc sees the queue allocate."""
+    n = 2000
+    segs: dict[str, Callable[[int], tuple[int, bytes]]] = {
+        "gaps": lambda k: (2 * k + 2, bytes([k & 255])),
+        "tiny_extend": lambda k: (k + 2, bytes([k & 255])),
+        "mss_extend": lambda k: ((k + 1) * 1448, bytes([k & 255]) * 1448),
+        "mss_gaps": lambda k: ((2 * k + 1) * 1448, bytes([k & 255]) * 1448),
+    }
+    make = segs[pattern]
+    tracemalloc.start()
+    try:
+        q = ReassemblyQueue(max_blocks=BIG, max_bytes=BIG)
+        before = tracemalloc.get_traced_memory()[0]
+        for k in range(n):
+            q.insert(*make(k))  # the segment is made while traced: it is held
+        real = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert 0.6 * q.cost <= real <= 1.4 * q.cost
+
+
 # --- property: against a bytearray + presence bitmap -----------------------------------
 
 N = 256
@@ -463,7 +504,12 @@ def test_property_matches_reference_model(ops: list[tuple[str, int, int, int]]) 
             payload = bytes((c + i) & 0xFF for i in range(b))
             start = rcv + a  # a < 0: partly or wholly below the in-order point
             want_dup = ref.insert(start, payload)
-            r = q.insert(start, payload)
+            data: bytes | bytearray | memoryview = payload
+            if c % 3 == 1:
+                data = memoryview(payload)  # the copying (general) path
+            elif c % 3 == 2:
+                data = bytearray(payload)
+            r = q.insert(start, data)
             assert r.accepted and r.evicted == 0
             assert r.duplicate == want_dup
         else:

@@ -19,9 +19,10 @@ Contract (pure: no I/O, no clock; everything is an argument):
   repeats; a block made by merging counts as its newest arrival.
 
 Limits. ``max_blocks`` bounds the number of holes; ``max_bytes`` bounds memory as
-*cost* = payload + :data:`CHUNK_OVERHEAD` per stored chunk (Linux charges ``truesize``,
-the skb overhead included, against ``sk_rcvbuf`` for the same reason: 1-byte segments
-must not cost unbounded memory). When a segment does not fit, the queue keeps the blocks
+*cost* = payload + :data:`CHUNK_OVERHEAD` per stored chunk + :data:`BLOCK_OVERHEAD` per
+block, close to what CPython really spends (Linux charges ``truesize``, the skb overhead
+included, against ``sk_rcvbuf`` for the same reason: 1-byte segments must not cost
+unbounded memory; ``tests/test_reassembly.py`` checks the figures with tracemalloc). When a segment does not fit, the queue keeps the blocks
 closest to the in-order point, because they are the ones that unblock delivery: it
 evicts data from the **highest** blocks above the new segment (whole tail chunks, then
 whole blocks — Linux ``tcp_prune_ofo_queue`` prunes from the right the same way) and
@@ -44,6 +45,9 @@ overlapping segments, must cost neither O(n²) time nor unbounded memory):
   moved into the larger, so every chunk moves O(log n) times at most). A ``bytes``
   segment that is stored whole is kept without any copy; a segment partly held, or given
   as a ``memoryview``, costs one copy of its *new* bytes.
+* When a segment needs room, the blocks above it are summed from the top until they
+  cover the need: O(blocks evicted), or at most ``max_blocks`` additions before a
+  refusal (nothing is evicted for a segment that would not fit anyway).
 * Fast paths (no allocation beyond the chunk's deque slot) for a ``bytes`` segment that
   overlaps nothing and fits: extending a block at either end, or a new block.
   ``benchmarks/micro_reassembly.py`` measures the per-segment cost of each pattern.
@@ -69,11 +73,14 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["CHUNK_OVERHEAD", "COALESCE_LIMIT", "InsertResult", "ReassemblyQueue"]
+__all__ = ["BLOCK_OVERHEAD", "CHUNK_OVERHEAD", "COALESCE_LIMIT", "InsertResult", "ReassemblyQueue"]
 
 #: Bytes charged against ``max_bytes`` per stored chunk on top of its payload: roughly
 #: what CPython spends on a small ``bytes`` object plus its deque slot.
 CHUNK_OVERHEAD: Final = 64
+#: Bytes charged per block: its deque (760 bytes even when nearly empty), the block
+#: object and its three list slots.
+BLOCK_OVERHEAD: Final = 896
 #: Neighbouring chunks are joined when together they hold at most this many bytes.
 COALESCE_LIMIT: Final = 512
 #: How many recently touched blocks are remembered for SACK ordering (>= the 4 blocks a
@@ -118,7 +125,7 @@ class _Block:
         self.alive = True
 
     def cost(self) -> int:
-        return self.end - self.start + CHUNK_OVERHEAD * len(self.chunks)
+        return self.end - self.start + CHUNK_OVERHEAD * len(self.chunks) + BLOCK_OVERHEAD
 
 
 class ReassemblyQueue:
@@ -135,7 +142,8 @@ class ReassemblyQueue:
         self._blocks: list[_Block] = []
         #: highest offset given to pop_ready: everything below it was delivered.
         self._base = 0
-        #: sum of block sizes; _cost = _bytes + CHUNK_OVERHEAD * chunks <= _max_bytes.
+        #: sum of block sizes; _cost = _bytes + CHUNK_OVERHEAD * chunks
+        #: + BLOCK_OVERHEAD * blocks <= _max_bytes.
         self._bytes = 0
         self._cost = 0
         #: arrival counter (stamps); strictly increasing.
@@ -166,7 +174,7 @@ class ReassemblyQueue:
 
     @property
     def cost(self) -> int:
-        """Bytes charged against max_bytes: payload + CHUNK_OVERHEAD per chunk."""
+        """Bytes charged against max_bytes: payload + per-chunk and per-block overhead."""
         return self._cost
 
     @property
@@ -232,7 +240,8 @@ class ReassemblyQueue:
         if type(data) is bytes and data and start >= self._base:
             # Fast paths for a bytes segment that fits and overlaps nothing.
             n = len(data)
-            if self._cost + n + CHUNK_OVERHEAD <= self._max_bytes:
+            room = self._max_bytes - self._cost - n - CHUNK_OVERHEAD
+            if room >= 0:
                 last = len(ends) - 1
                 if last >= 0 and start == ends[last]:  # the common case: extends the top
                     return self._append(last, data, n)
@@ -242,7 +251,7 @@ class ReassemblyQueue:
                     if i == last or self._starts[i + 1] > end:  # ...and reaches no other
                         return self._append(i, data, n)
                 elif i > last or self._starts[i] > end:  # touches no block
-                    if last + 1 < self._max_blocks:
+                    if last + 1 < self._max_blocks and room >= BLOCK_OVERHEAD:
                         self._new_block(i, start, data, n)
                         return self._stored(n)
                 elif self._starts[i] == end:  # just below block i (i-1 ends before start)
@@ -286,8 +295,9 @@ class ReassemblyQueue:
         for lo, hi in pieces:
             new += hi - lo
         # Admission: an upper bound (coalescing only lowers the cost afterwards).
-        over_cost = self._cost + new + CHUNK_OVERHEAD * len(pieces) - self._max_bytes
         over_blocks = len(blocks) + 1 - (j - i) - self._max_blocks
+        over_cost = (self._cost + new + CHUNK_OVERHEAD * len(pieces)
+                     + BLOCK_OVERHEAD * (1 - (j - i)) - self._max_bytes)
         evicted = 0
         if over_cost > 0 or over_blocks > 0:
             if not self._can_free(j, over_cost, over_blocks):
@@ -299,7 +309,8 @@ class ReassemblyQueue:
         else:  # one block from blocks i..j-1 and the pieces between/around them
             self._arrivals += 1
             self._bytes += new
-            self._cost += new + CHUNK_OVERHEAD * len(pieces)  # _join subtracts coalesced
+            # (_join subtracts what coalescing saves; j - i blocks become one)
+            self._cost += new + CHUNK_OVERHEAD * len(pieces) - BLOCK_OVERHEAD * (j - i - 1)
             chunks: deque[_Bytes] | None = None
             p = 0
             for k in range(i, j):
@@ -329,7 +340,7 @@ class ReassemblyQueue:
         """Insert a block of one chunk at index ``i`` (the caller checked the limits)."""
         self._arrivals += 1
         self._bytes += n
-        self._cost += n + CHUNK_OVERHEAD
+        self._cost += n + CHUNK_OVERHEAD + BLOCK_OVERHEAD
         blk = _Block(start, start + n, deque((chunk,)), self._arrivals)
         self._starts.insert(i, start)
         self._ends.insert(i, start + n)
