@@ -45,7 +45,7 @@ def check_invariants(q: ReassemblyQueue) -> None:
         assert blk.start >= q.base
         if k:
             assert blocks[k - 1].end < blk.start  # disjoint and non-adjacent
-        sizes = [len(c) for c in blk.chunks]
+        sizes = [len(c) for c in blk.chunks.as_list()]
         assert all(sizes) and sum(sizes) == blk.end - blk.start
         # coalescing invariant: neighbouring chunks together exceed the limit
         assert all(a + b > COALESCE_LIMIT for a, b in zip(sizes, sizes[1:]))
@@ -234,11 +234,13 @@ def test_max_bytes_counts_chunk_overhead_and_evicts_tail_chunks() -> None:
     assert r.accepted and r.evicted == 2 * mss
     assert q.held() == [(1_000, 2_000), (3_000, 5_000)]
     # nothing above it to evict: refused, nothing evicted
-    r = q.insert(8_000, stream(8_000, 8_400))
+    r = q.insert(8_000, stream(8_000, 9_000))
     assert r == InsertResult(False, None) and q.held() == [(1_000, 2_000), (3_000, 5_000)]
     # a lower one that would not fit even with everything above it gone: the same
-    r = q.insert(2_100, stream(2_100, 2_900))
-    assert r.accepted and r.evicted == 2 * mss  # (fits once 3000..5000 is gone)
+    r = q.insert(2_100, stream(2_100, 2_900))  # lower: tail chunk(s) of 3000..5000 go
+    assert r.accepted and r.evicted in (mss, 2 * mss)
+    assert q.held()[:2] == [(1_000, 2_000), (2_100, 2_900)]
+    assert q.held()[2:] == ([(3_000, 4_000)] if r.evicted == mss else [])
     check_invariants(q)
     per_block = CHUNK_OVERHEAD + BLOCK_OVERHEAD
     q = ReassemblyQueue(max_bytes=110 + 2 * per_block + 170)
@@ -396,6 +398,12 @@ def test_coalescing_bounds_chunk_count() -> None:
         q.insert(o, stream(o, o + 1))
     check_invariants(q)
     assert len(q._blocks[0].chunks) <= 2 * 5000 // COALESCE_LIMIT + 1
+    q = ReassemblyQueue(max_bytes=BIG)
+    for o in range(5000, 0, -1):  # 1-byte segments, each in front of the block
+        q.insert(o, stream(o, o + 1))
+    check_invariants(q)
+    assert len(q._blocks[0].chunks) <= 2 * 5000 // COALESCE_LIMIT + 1
+    assert joined(q.pop_ready(1)) == stream(1, 5001)
     assert q.cost < 5000 * 2  # not 5000 * (1 + CHUNK_OVERHEAD)
     assert q.copied_bytes <= 5000 * COALESCE_LIMIT
 
@@ -551,4 +559,4 @@ def test_property_with_limits_holds_only_stream_bytes(
 
 def _peek(q: ReassemblyQueue, start: int) -> list[bytes]:
     k = q._starts.index(start)
-    return list(q._blocks[k].chunks)
+    return q._blocks[k].chunks.as_list()

@@ -40,15 +40,16 @@ overlapping segments, must cost neither O(n²) time nor unbounded memory):
   O(log n) for n blocks; adding/removing a block is one list insert/delete (a memmove
   of at most ``max_blocks`` pointers). A segment touching k blocks merges them: O(k),
   and each block is merged away once, so this is amortised O(1).
-* A block is a :class:`collections.deque` of immutable ``bytes`` chunks. Data is never
-  joined into a whole block: merging concatenates the chunk deques (the smaller one is
-  moved into the larger, so every chunk moves O(log n) times at most). A ``bytes``
+* A block holds its immutable ``bytes`` chunks in two lists (a reversed front and a
+  back, so both ends take O(1) appends; a ``deque`` would cost 760 bytes per block).
+  Data is never joined into a whole block: merging concatenates the chunk lists (the
+  smaller one is moved into the larger, so every chunk moves O(log n) times at most). A ``bytes``
   segment that is stored whole is kept without any copy; a segment partly held, or given
   as a ``memoryview``, costs one copy of its *new* bytes.
 * When a segment needs room, the blocks above it are summed from the top until they
   cover the need: O(blocks evicted), or at most ``max_blocks`` additions before a
   refusal (nothing is evicted for a segment that would not fit anyway).
-* Fast paths (no allocation beyond the chunk's deque slot) for a ``bytes`` segment that
+* Fast paths (no allocation beyond a list slot, or one block for a new one) for a ``bytes`` segment that
   overlaps nothing and fits: extending a block at either end, or a new block.
   ``benchmarks/micro_reassembly.py`` measures the per-segment cost of each pattern.
 * Tiny chunks are coalesced at the joints where a merge or insertion puts two chunks
@@ -60,7 +61,7 @@ overlapping segments, must cost neither O(n²) time nor unbounded memory):
   fraction of the payload.
 * :attr:`ReassemblyQueue.copied_bytes` counts every byte copied (new-data copies,
   coalescing, trimming in :meth:`pop_ready`) and :attr:`ReassemblyQueue.moved_chunks`
-  every chunk reference moved between deques, so tests can assert the bounds above with
+  every chunk reference moved between blocks' lists, so tests can assert the bounds above with
   operation counts instead of wall time. Over a stream,
   ``copied_bytes <= bytes given to insert + bytes popped + 2 * COALESCE_LIMIT * inserts``.
 """
@@ -69,18 +70,17 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, bisect_right
-from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
 __all__ = ["BLOCK_OVERHEAD", "CHUNK_OVERHEAD", "COALESCE_LIMIT", "InsertResult", "ReassemblyQueue"]
 
 #: Bytes charged against ``max_bytes`` per stored chunk on top of its payload: roughly
-#: what CPython spends on a small ``bytes`` object plus its deque slot.
+#: what CPython spends on a small ``bytes`` object plus its list slot.
 CHUNK_OVERHEAD: Final = 64
-#: Bytes charged per block: its deque (760 bytes even when nearly empty), the block
-#: object and its three list slots.
-BLOCK_OVERHEAD: Final = 896
+#: Bytes charged per block: the block and chunk-list objects and the queue's list slots
+#: (tests/test_reassembly.py compares cost with tracemalloc).
+BLOCK_OVERHEAD: Final = 320
 #: Neighbouring chunks are joined when together they hold at most this many bytes.
 COALESCE_LIMIT: Final = 512
 #: How many recently touched blocks are remembered for SACK ordering (>= the 4 blocks a
@@ -109,13 +109,82 @@ _NOTHING: Final = InsertResult(True, None)
 _Bytes = bytes
 
 
+class _Chunks:
+    """The chunks of one block, in order ``reversed(front) + back``; O(1) at both ends.
+
+    Invariants: no chunk is empty; owned by one block (or one insert) at a time.
+    """
+
+    __slots__ = ("front", "back")
+
+    def __init__(self, chunk: bytes) -> None:
+        #: chunks put in front of the block, last one first (front[-1] is the first chunk).
+        self.front: list[bytes] = []
+        #: chunks in order after those of ``front``.
+        self.back = [chunk]
+
+    def __len__(self) -> int:
+        return len(self.front) + len(self.back)
+
+    def first(self) -> bytes:
+        return self.front[-1] if self.front else self.back[0]
+
+    def last(self) -> bytes:
+        return self.back[-1] if self.back else self.front[0]
+
+    def set_first(self, chunk: bytes) -> None:
+        if self.front:
+            self.front[-1] = chunk
+        else:
+            self.back[0] = chunk
+
+    def set_last(self, chunk: bytes) -> None:
+        if self.back:
+            self.back[-1] = chunk
+        else:
+            self.front[0] = chunk
+
+    def push_first(self, chunk: bytes) -> None:
+        self.front.append(chunk)
+
+    def push_last(self, chunk: bytes) -> None:
+        self.back.append(chunk)
+
+    def pop_first(self) -> bytes:
+        """Only on the smaller side of a merge: O(its length) at worst."""
+        return self.front.pop() if self.front else self.back.pop(0)
+
+    def pop_last(self) -> bytes:
+        if not self.back:  # all in front: turn it around once (amortised O(1))
+            self.back = self.front[::-1]
+            self.front = []
+        return self.back.pop()
+
+    def extend_last(self, other: _Chunks) -> None:
+        """Append ``other``'s chunks after ours (O(len(other)))."""
+        self.back.extend(reversed(other.front))
+        self.back.extend(other.back)
+
+    def extend_first(self, other: _Chunks) -> None:
+        """Put ``other``'s chunks before ours (O(len(other)))."""
+        self.front.extend(reversed(other.back))
+        self.front.extend(other.front)
+
+    def as_list(self) -> list[bytes]:
+        if not self.front:
+            return self.back
+        out = self.front[::-1]
+        out.extend(self.back)
+        return out
+
+
 class _Block:
     """One contiguous held range ``[start, end)``; owned and mutated by its queue only."""
 
     __slots__ = ("start", "end", "chunks", "stamp", "alive")
 
-    def __init__(self, start: int, end: int, chunks: deque[bytes], stamp: int) -> None:
-        #: start < end; sum(len(c) for c in chunks) == end - start; no chunk is empty.
+    def __init__(self, start: int, end: int, chunks: _Chunks, stamp: int) -> None:
+        #: start < end; the chunks hold exactly the bytes [start, end).
         self.start = start
         self.end = end
         self.chunks = chunks
@@ -311,7 +380,7 @@ class ReassemblyQueue:
             self._bytes += new
             # (_join subtracts what coalescing saves; j - i blocks become one)
             self._cost += new + CHUNK_OVERHEAD * len(pieces) - BLOCK_OVERHEAD * (j - i - 1)
-            chunks: deque[_Bytes] | None = None
+            chunks: _Chunks | None = None
             p = 0
             for k in range(i, j):
                 old = blocks[k]
@@ -319,11 +388,11 @@ class ReassemblyQueue:
                 if p < len(pieces) and pieces[p][0] < old.start:
                     lo, hi = pieces[p]
                     p += 1
-                    chunks = self._join(chunks, deque((self._take(src, whole, origin, lo, hi),)))
+                    chunks = self._join(chunks, _Chunks(self._take(src, whole, origin, lo, hi)))
                 chunks = self._join(chunks, old.chunks)
             if p < len(pieces):
                 lo, hi = pieces[p]
-                chunks = self._join(chunks, deque((self._take(src, whole, origin, lo, hi),)))
+                chunks = self._join(chunks, _Chunks(self._take(src, whole, origin, lo, hi)))
             assert chunks is not None  # i < j: at least one block joined
             bstart = min(start, starts[i])
             bend = max(end, ends[j - 1])
@@ -341,7 +410,7 @@ class ReassemblyQueue:
         self._arrivals += 1
         self._bytes += n
         self._cost += n + CHUNK_OVERHEAD + BLOCK_OVERHEAD
-        blk = _Block(start, start + n, deque((chunk,)), self._arrivals)
+        blk = _Block(start, start + n, _Chunks(chunk), self._arrivals)
         self._starts.insert(i, start)
         self._ends.insert(i, start + n)
         self._blocks.insert(i, blk)
@@ -351,13 +420,13 @@ class ReassemblyQueue:
         """Append ``data`` (n > 0 bytes, fits the budget) at the end of block ``i``."""
         blk = self._blocks[i]
         chunks = blk.chunks
-        last = chunks[-1]
+        last = chunks.last()
         if len(last) + n <= COALESCE_LIMIT:
-            chunks[-1] = last + data
+            chunks.set_last(last + data)
             self._copied += len(last) + n
             self._cost += n
         else:
-            chunks.append(data)
+            chunks.push_last(data)
             self._cost += n + CHUNK_OVERHEAD
         blk.end += n
         self._ends[i] = blk.end
@@ -367,13 +436,13 @@ class ReassemblyQueue:
         """Put ``data`` (n > 0 bytes, fits the budget) in front of block ``i``."""
         blk = self._blocks[i]
         chunks = blk.chunks
-        first = chunks[0]
+        first = chunks.first()
         if len(first) + n <= COALESCE_LIMIT:
-            chunks[0] = data + first
+            chunks.set_first(data + first)
             self._copied += len(first) + n
             self._cost += n
         else:
-            chunks.appendleft(data)
+            chunks.push_first(data)
             self._cost += n + CHUNK_OVERHEAD
         blk.start -= n
         self._starts[i] = blk.start
@@ -403,24 +472,28 @@ class ReassemblyQueue:
         self._copied += hi - lo
         return bytes(src[lo - origin : hi - origin])
 
-    def _join(self, left: deque[_Bytes] | None, right: deque[_Bytes]) -> deque[_Bytes]:
-        """Concatenate chunk deques (smaller into larger), coalescing tiny chunks at the joint."""
+    def _join(self, left: _Chunks | None, right: _Chunks) -> _Chunks:
+        """Concatenate chunk lists (smaller into larger), coalescing tiny chunks at the joint."""
         if left is None:
             return right
-        if len(left[-1]) + len(right[0]) <= COALESCE_LIMIT:
-            joined = left.pop() + right.popleft()
+        tail = left.last()
+        head = right.first()
+        if len(tail) + len(head) <= COALESCE_LIMIT:
+            joined = tail + head
             self._copied += len(joined)
             self._cost -= CHUNK_OVERHEAD
             if len(left) >= len(right):
-                left.append(joined)
+                left.set_last(joined)
+                right.pop_first()
             else:
-                right.appendleft(joined)
+                right.set_first(joined)
+                left.pop_last()
         if len(left) >= len(right):
             self._moved += len(right)
-            left.extend(right)
+            left.extend_last(right)
             return left
         self._moved += len(left)
-        right.extendleft(reversed(left))
+        right.extend_first(left)
         return right
 
     def _can_free(self, lowest: int, need_cost: int, need_blocks: int) -> bool:
@@ -446,7 +519,7 @@ class ReassemblyQueue:
                 self._drop_top()
                 need_blocks -= 1
             else:  # the top block alone covers the rest: cut chunks off its tail
-                chunk = top.chunks.pop()
+                chunk = top.chunks.pop_last()
                 size = len(chunk)
                 cost = size + CHUNK_OVERHEAD
                 top.end -= size
@@ -510,18 +583,19 @@ class ReassemblyQueue:
         blk.alive = False
         self._bytes -= blk.end - blk.start
         self._cost -= blk.cost()
-        chunks = blk.chunks
+        chunks = blk.chunks.as_list()
         skip = offset - blk.start
+        k = 0
         while skip > 0:
-            first = chunks[0]
+            first = chunks[k]
             if len(first) <= skip:
-                chunks.popleft()
+                k += 1
                 skip -= len(first)
             else:
-                chunks[0] = first[skip:]
+                chunks[k] = first[skip:]
                 self._copied += len(first) - skip
                 skip = 0
-        return list(chunks)
+        return chunks[k:] if k else chunks
 
     def clear(self) -> None:
         """Drop everything held (the in-order point and the counters stay)."""
