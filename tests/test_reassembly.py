@@ -544,9 +544,14 @@ def test_property_with_limits_holds_only_stream_bytes(
     for kind, a, b, _ in ops:
         if kind == "ins":
             before = q.held()
-            r = q.insert(rcv + a, stream(rcv + a, rcv + a + b))
+            start, end = rcv + a, rcv + a + b
+            r = q.insert(start, stream(start, end))
             if not r.accepted:
                 assert q.held() == before
+            # eviction only ever takes bytes above the new segment (lowest blocks kept)
+            lost = _byte_set(before) - _byte_set(q.held())
+            assert all(o >= end for o in lost)
+            assert len(lost) == r.evicted
         else:
             rcv += a
             got = joined(q.pop_ready(rcv))
@@ -555,6 +560,10 @@ def test_property_with_limits_holds_only_stream_bytes(
         check_invariants(q)
         for lo, hi in q.held():
             assert joined(list(_peek(q, lo))) == stream(lo, hi)
+
+
+def _byte_set(ranges: list[tuple[int, int]]) -> set[int]:
+    return {o for lo, hi in ranges for o in range(lo, hi)}
 
 
 def _peek(q: ReassemblyQueue, start: int) -> list[bytes]:
