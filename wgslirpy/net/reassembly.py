@@ -22,8 +22,9 @@ Limits. ``max_blocks`` bounds the number of holes; ``max_bytes`` bounds memory a
 *cost* = payload + :data:`CHUNK_OVERHEAD` per stored chunk + :data:`BLOCK_OVERHEAD` per
 block, close to what CPython really spends (Linux charges ``truesize``, the skb overhead
 included, against ``sk_rcvbuf`` for the same reason: 1-byte segments must not cost
-unbounded memory; ``tests/test_reassembly.py`` checks the figures with tracemalloc). When a segment does not fit, the queue keeps the blocks
-closest to the in-order point, because they are the ones that unblock delivery: it
+unbounded memory; ``tests/test_reassembly.py`` checks the figures with tracemalloc).
+When a segment does not fit, the queue keeps the blocks closest to the in-order point,
+because they are the ones that unblock delivery: it
 evicts data from the **highest** blocks above the new segment (whole tail chunks, then
 whole blocks — Linux ``tcp_prune_ofo_queue`` prunes from the right the same way) and
 reports the evicted payload in :attr:`InsertResult.evicted`; if even that cannot make
@@ -43,14 +44,15 @@ overlapping segments, must cost neither O(n²) time nor unbounded memory):
 * A block holds its immutable ``bytes`` chunks in two lists (a reversed front and a
   back, so both ends take O(1) appends; a ``deque`` would cost 760 bytes per block).
   Data is never joined into a whole block: merging concatenates the chunk lists (the
-  smaller one is moved into the larger, so every chunk moves O(log n) times at most). A ``bytes``
-  segment that is stored whole is kept without any copy; a segment partly held, or given
-  as a ``memoryview``, costs one copy of its *new* bytes.
+  smaller one is moved into the larger, so every chunk moves O(log n) times at most).
+  A ``bytes`` segment that is stored whole is kept without any copy; a segment partly
+  held, or given as a ``memoryview``/``bytearray``, costs one copy of its *new* bytes.
 * When a segment needs room, the blocks above it are summed from the top until they
   cover the need: O(blocks evicted), or at most ``max_blocks`` additions before a
   refusal (nothing is evicted for a segment that would not fit anyway).
-* Fast paths (no allocation beyond a list slot, or one block for a new one) for a ``bytes`` segment that
-  overlaps nothing and fits: extending a block at either end, or a new block.
+* Fast paths (no allocation beyond a list slot, or one block for a new one) for a
+  ``bytes`` segment that overlaps nothing and fits: extending a block at either end,
+  or a new block.
   ``benchmarks/micro_reassembly.py`` measures the per-segment cost of each pattern.
 * Tiny chunks are coalesced at the joints where a merge or insertion puts two chunks
   side by side, when the two together are at most :data:`COALESCE_LIMIT` bytes: each such
@@ -61,8 +63,8 @@ overlapping segments, must cost neither O(n²) time nor unbounded memory):
   fraction of the payload.
 * :attr:`ReassemblyQueue.copied_bytes` counts every byte copied (new-data copies,
   coalescing, trimming in :meth:`pop_ready`) and :attr:`ReassemblyQueue.moved_chunks`
-  every chunk reference moved between blocks' lists, so tests can assert the bounds above with
-  operation counts instead of wall time. Over a stream,
+  every chunk reference moved between blocks' lists, so tests can assert the bounds
+  above with operation counts instead of wall time. Over a stream,
   ``copied_bytes <= bytes given to insert + bytes popped + 2 * COALESCE_LIMIT * inserts``.
 """
 
