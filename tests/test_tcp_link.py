@@ -247,3 +247,22 @@ def test_spurious_rto_from_a_link_freeze_is_undone(timestamps: bool) -> None:
     assert c["spurious_undone"] >= 1
     assert r.server.ssthresh == INFINITE_SSTHRESH  # undone: the RTO's reduction is gone
     assert c["retransmitted_bytes"] <= 3 * 1380  # nothing resent beyond the probes
+
+
+def test_a_thousand_idle_connections_stay_small() -> None:
+    """Issue 8: 1,000 idle connections fit in 60 MB: nothing is preallocated for the 4 MiB
+    maximum (measured with tracemalloc, a generous bound of 20 KB per connection)."""
+    import tracemalloc
+
+    from .tcp_helpers import SYN_TEMPL, established, seg
+
+    syn = seg(SYN_TEMPL, wscale=7, sack_permitted=True, ts_val=5000, ts_ecr=0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        conns = [established(TcpConfig(), syn=syn) for _ in range(1000)]
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(conns) == 1000
+    assert used < 1000 * 20_000, used

@@ -1,7 +1,8 @@
-"""One terminated TCP flow: the server half of a userspace TCP, sans I/O.
+"""One terminated TCP flow: a userspace TCP endpoint, sans I/O.
 
 The WireGuard peer is the TCP client; we are the server and relay the byte stream to an OS
-socket (slirp style). This module is the state machine: RFC 9293 (states, segment
+socket (slirp style). :meth:`TcpConnection.connect` is the active open (SYN-SENT), used by
+the link-simulator tests as the client. This module is the state machine: RFC 9293 (states, segment
 acceptance), RFC 1122 (delayed ACK, SWS avoidance), RFC 7323 (window scaling, always
 offered with the shift of the largest buffer; timestamps), RFC 2018 / RFC 2883 (we send
 SACK and D-SACK blocks, most recent first), RFC 5961 (challenge ACKs) and RFC 6298 (RTO).
@@ -11,14 +12,15 @@ The parts with a job of their own live beside it:
 * ``net/recovery.py`` + ``net/sack.py`` + ``net/rack.py`` — what is in flight, the SACK
   scoreboard (RFC 6675) and RACK-TLP loss detection (RFC 8985); ``net/prr.py`` — PRR
   (RFC 6937) sizes sending during recovery;
-* the congestion controller (``CongestionControl`` interface: NewReno, CUBIC...);
+* the congestion controller (``net/congestion/``: CUBIC, NewReno, BBR-like); when it asks
+  for pacing (``pacing_rate``) sends follow a token bucket and a pacing deadline;
 * the receive-buffer tuner (Linux-style dynamic right-sizing): the advertised window grows
   with what the host really consumes per RTT, up to ``rcv_buffer``; the send buffer
   (``send_space``) follows ``2 x cwnd`` up to ``snd_buffer``. Buffers hold only data, so
   idle flows stay small.
 
 Spurious retransmissions are undone (Eifel detection with timestamps, RFC 3522 / RFC 4015
-response; D-SACK, RFC 3708): the controller's ``undo()`` restores the window and RACK's
+response; F-RTO without them, RFC 5682; D-SACK, RFC 3708): the controller's ``undo()`` restores the window and RACK's
 reordering window widens. Per-flow ``counters`` (rto, fast_recovery, tlp,
 retransmitted_bytes, spurious_undone, dsack_received) feed the gateway's stats.
 
