@@ -26,7 +26,7 @@ def config(*args: str):
 def test_defaults_match_the_rust_tool() -> None:
     c = config()
     assert c.mtu == 1420
-    assert c.tcp_buffer_size == 65535
+    assert c.tcp_buffer_size == 4 * 1024 * 1024  # ours: a per-flow maximum (the Rust tool: 65535)
     assert c.transmit_queue_capacity == 256
     assert c.udp_idle_timeout == 92
     assert c.dns_ttl == 60

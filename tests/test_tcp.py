@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,11 +19,13 @@ from wgslirpy.net.tcp import (
     Closed,
     PeerFin,
     PeerReset,
+    Recovery,
     RttEstimator,
     State,
     TcpConfig,
     TcpConnection,
     TimedOut,
+    TimeoutReason,
 )
 
 from .tcp_helpers import (
@@ -33,7 +36,6 @@ from .tcp_helpers import (
     LOCAL_SEQ,
     PEER_ADDR6,
     PSH,
-    RECV_TEMPL,
     REMOTE_SEQ,
     RST,
     SEND_TEMPL,
@@ -48,14 +50,13 @@ from .tcp_helpers import (
     events,
     fin_wait_1,
     fin_wait_2,
-    fixed_rng,
     last_ack,
     recv,
     recv_nothing,
     rseg,
     run_transfer,
-    send,
     seg,
+    send,
     state,
     syn_received,
     time_wait,
@@ -109,7 +110,9 @@ def test_syn_ack_options_only_if_offered() -> None:
     conn2 = syn_received(syn=OPT_SYN)
     conn2.accept(now=T0)
     (synack,) = recv(conn2)
-    assert synack.wscale == 0 and synack.sack_permitted
+    # RFC 7323 §2.2: the shift is the one the largest buffer (4 MiB by default) needs, so
+    # the window can grow later; the SYN-ACK's own window is never scaled.
+    assert synack.wscale == 7 and synack.sack_permitted and synack.window == 65535
     assert synack.ts_ecr == 5000 and synack.ts_val == int(T0 * 1000) & MASK
     assert conn.state is State.SYN_RECEIVED
     # Offered but disabled by config: nothing.
@@ -129,8 +132,13 @@ def test_window_scale_shift_fits_buffer() -> None:
 
 @pytest.mark.parametrize(
     ("v6", "peer_mss", "ours", "advertised"),
-    [(False, 1460, 1380, 1380), (False, None, 536, 1380), (False, 500, 500, 1380),
-     (True, 1440, 1360, 1360), (True, None, 1220, 1360)],
+    [
+        (False, 1460, 1380, 1380),
+        (False, None, 536, 1380),
+        (False, 500, 500, 1380),
+        (True, 1440, 1360, 1360),
+        (True, None, 1220, 1360),
+    ],
 )
 def test_mss_clamp(v6: bool, peer_mss: int | None, ours: int, advertised: int) -> None:
     syn = seg(SYN_TEMPL, mss=peer_mss)
@@ -223,7 +231,7 @@ def test_syn_ack_retransmit_backoff_then_timeout() -> None:
     now += 32
     conn.handle_timer(now=now)
     assert recv(conn, now) == [rseg(flags=RST | ACK, window=0, seq=LOCAL_SEQ + 1)]
-    assert events(conn) == [TimedOut("syn-ack"), Closed()]
+    assert events(conn) == [TimedOut(TimeoutReason.SYN_ACK), Closed()]
 
 
 def test_establishing_ack_may_carry_data() -> None:
@@ -382,7 +390,10 @@ def test_send_segments_mss_sized_psh_on_last() -> None:
     assert conn.send(bytes(3000), now=T0) == 3000
     out = recv(conn)
     assert [(s.seq - LOCAL_SEQ, len(s.payload), s.flags) for s in out] == [
-        (1, MSS, ACK), (1 + MSS, MSS, ACK), (1 + 2 * MSS, 3000 - 2 * MSS, ACK | PSH)]
+        (1, MSS, ACK),
+        (1 + MSS, MSS, ACK),
+        (1 + 2 * MSS, 3000 - 2 * MSS, ACK | PSH),
+    ]
     recv_nothing(conn)
     send(conn, seg(ack=LOCAL_SEQ + 1 + 3000))
     assert conn.snd_una == LOCAL_SEQ + 1 + 3000 and not conn.tx
@@ -392,8 +403,8 @@ def test_initial_cwnd_is_ten_segments() -> None:
     conn = established()
     conn.send(bytes(20 * MSS), now=T0)
     assert len(recv(conn)) == 10
-    send(conn, seg(ack=LOCAL_SEQ + 1 + 2 * MSS))  # slow start: +1 MSS per ACK
-    assert len(recv(conn)) == 3
+    send(conn, seg(ack=LOCAL_SEQ + 1 + 2 * MSS))  # slow start, RFC 3465 byte counting (L = 2)
+    assert len(recv(conn)) == 4
 
 
 def test_send_respects_peer_window() -> None:
@@ -552,7 +563,7 @@ def test_zero_window_unanswered_probes_time_out() -> None:
         assert dl is not None
         now = dl
         conn.handle_timer(now=now)
-    assert events(conn) == [TimedOut("persist"), Closed()]
+    assert events(conn) == [TimedOut(TimeoutReason.PERSIST), Closed()]
     assert recv(conn, now)[0].flags == RST | ACK
 
 
@@ -574,7 +585,9 @@ def test_rto_with_zero_window_is_a_probe_while_peer_answers() -> None:
 
 
 def test_rto_go_back_n_with_backoff() -> None:
-    conn = established()
+    """RFC 6298 §5.4-5.6 + RFC 5681 §3.1 (NewReno's ssthresh): resend the first segment,
+    back off, then slow start from 1 MSS resends the rest (RFC 6675 §5.1: all presumed lost)."""
+    conn = established(TcpConfig(congestion="newreno"))
     conn.send(bytes(3 * MSS), now=T0)
     assert len(recv(conn)) == 3
     rto0 = conn.rtt.rto
@@ -625,7 +638,7 @@ def test_rto_backoff_doubles_to_max_then_abort() -> None:
     assert delays[-1] == 10.0
     now = conn.next_deadline() or now
     conn.handle_timer(now=now)
-    assert events(conn) == [TimedOut("retransmit"), Closed()]
+    assert events(conn) == [TimedOut(TimeoutReason.RETRANSMIT), Closed()]
     assert recv(conn, now) == [rseg(seq=LOCAL_SEQ + 5, flags=RST | ACK, window=0)]
 
 
@@ -717,20 +730,40 @@ def _in_flight(conn: TcpConnection, segments: int) -> list[TcpSegment]:
     return out
 
 
+def _recovery(conn: TcpConnection) -> Recovery:
+    """``conn.recovery`` through a call, so mypy does not narrow it across assertions."""
+    return conn.recovery
+
+
 def test_fast_retransmit_on_third_dup_ack() -> None:
-    conn = established()
+    """RFC 5681 §3.2 / RFC 6582 for a peer without SACK: the third duplicate ACK resends
+    the first segment and starts recovery; the controller sets ssthresh (NewReno: half)."""
+    conn = established(TcpConfig(congestion="newreno"))
     _in_flight(conn, 8)
     for _ in range(2):
         send(conn, seg())
         recv_nothing(conn)
     send(conn, seg())
     assert [(s.seq, len(s.payload)) for s in recv(conn)] == [(LOCAL_SEQ + 1, MSS)]
-    assert conn.ssthresh == 4 * MSS and conn.cwnd == 7 * MSS
-    send(conn, seg())  # each further dup ACK inflates cwnd
-    assert conn.cwnd == 8 * MSS
+    assert conn.ssthresh == 4 * MSS and conn.recovery is Recovery.RECOVERY
+    assert conn.counters["fast_recovery"] == 1 and conn.counters["retransmitted_bytes"] == MSS
+
+
+def test_limited_transmit_on_first_dup_acks() -> None:
+    """RFC 3042: each of the first two duplicate ACKs lets one new segment out."""
+    conn = established()
+    conn.send(bytes(12 * MSS), now=T0)
+    assert len(recv(conn)) == 10
+    send(conn, seg())
+    assert [s.seq for s in recv(conn)] == [LOCAL_SEQ + 1 + 10 * MSS]
+    send(conn, seg())
+    assert [s.seq for s in recv(conn)] == [LOCAL_SEQ + 1 + 11 * MSS]
+    assert conn.counters["fast_recovery"] == 0
 
 
 def test_partial_ack_retransmits_next_hole_full_ack_exits() -> None:
+    """RFC 6582 §3.2 step 4 (no SACK): a partial ACK resends the next hole at once; the
+    full ACK ends recovery with cwnd at ssthresh (RFC 6937 ends there too)."""
     conn = established()
     conn.send(bytes(12 * MSS), now=T0)
     assert len(recv(conn)) == 10
@@ -741,9 +774,9 @@ def test_partial_ack_retransmits_next_hole_full_ack_exits() -> None:
     send(conn, seg(ack=LOCAL_SEQ + 1 + 3 * MSS))
     out = recv(conn)
     assert out[0].seq == LOCAL_SEQ + 1 + 3 * MSS
-    assert conn._in_recovery
-    send(conn, seg(ack=LOCAL_SEQ + 1 + 10 * MSS))  # covers recover
-    assert not conn._in_recovery and conn.cwnd <= conn.ssthresh
+    assert conn.recovery is Recovery.RECOVERY
+    send(conn, seg(ack=LOCAL_SEQ + 1 + 10 * MSS))  # covers the recovery point
+    assert _recovery(conn) is Recovery.OPEN and conn.cwnd <= conn.ssthresh
 
 
 def test_dup_acks_with_data_or_window_change_do_not_count() -> None:
@@ -778,7 +811,7 @@ def test_out_of_order_overlaps_merge() -> None:
     send(conn, seg(seq=REMOTE_SEQ + 10, payload=b"jkl"))
     send(conn, seg(seq=REMOTE_SEQ + 6, payload=b"fghijklmn"))
     send(conn, seg(seq=REMOTE_SEQ + 3, payload=b"cde"))
-    assert len(conn._ooo) == 1
+    assert conn._ooo is not None and conn._ooo.blocks == 1
     send(conn, seg(seq=REMOTE_SEQ + 1, payload=b"ab"))
     assert conn.read() == b"abcdefghijklmn"
 
@@ -968,7 +1001,7 @@ def test_fin_wait_2_times_out_without_peer_traffic() -> None:
     recv(conn, T0 + 51)  # after the delayed ACK
     assert conn.next_deadline() == pytest.approx(T0 + 110)
     conn.handle_timer(now=T0 + 110)
-    assert events(conn) == [TimedOut("fin-wait-2"), Closed()]
+    assert events(conn) == [TimedOut(TimeoutReason.FIN_WAIT_2), Closed()]
     assert recv(conn, T0 + 110)[0].flags == RST | ACK
 
 
@@ -979,14 +1012,28 @@ def test_idle_timeout_aborts() -> None:
     recv(conn, T0 + 51)
     assert conn.next_deadline() == pytest.approx(T0 + 150)
     conn.handle_timer(now=T0 + 150)
-    assert events(conn) == [TimedOut("idle"), Closed()]
+    assert events(conn) == [TimedOut(TimeoutReason.IDLE), Closed()]
     assert recv(conn, T0 + 150) == [rseg(seq=LOCAL_SEQ + 1, ack=REMOTE_SEQ + 2, flags=RST | ACK, window=0)]
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x00"])
+def test_keepalive_probe_refreshes_idle_timer_and_is_acked(garbage: bytes) -> None:
+    """RFC 1122 4.2.3.6 keep-alives (seq = RCV.NXT - 1, no data or one garbage byte) fail
+    the RFC 9293 acceptance test but show the peer is alive: ACK them and restart the
+    idle timer (issue 9: the flow used to be cut off after idle_timeout anyway)."""
+    conn = established(TcpConfig(idle_timeout=100))
+    send(conn, seg(seq=REMOTE_SEQ, payload=garbage), T0 + 90)
+    assert recv(conn, T0 + 90) == [rseg(window=65535)]
+    assert conn.next_deadline() == pytest.approx(T0 + 190)
+    conn.handle_timer(now=T0 + 150)
+    assert events(conn) == [] and conn.state is State.ESTABLISHED
+    assert not conn.drops.as_dict()
 
 
 def test_close_wait_idle_timeout() -> None:
     conn = close_wait(TcpConfig(idle_timeout=10))
     conn.handle_timer(now=T0 + 10)
-    assert events(conn)[-2:] == [TimedOut("idle"), Closed()]
+    assert events(conn)[-2:] == [TimedOut(TimeoutReason.IDLE), Closed()]
 
 
 # ----------------------------------------------------------------------------------------
@@ -1126,7 +1173,7 @@ def test_half_close_peer_fin_while_host_sends() -> None:
     assert events(conn) == [PeerFin()] and conn.peer_eof
     recv(conn)
     total = 0
-    for i in range(5):
+    for _ in range(5):
         conn.send(bytes(1000), now=T0)
         out = recv(conn)
         total += sum(len(s.payload) for s in out)
@@ -1221,10 +1268,14 @@ _segment = st.fixed_dictionaries(
     segments=st.lists(st.tuples(_segment, st.floats(0, 5)), max_size=12),
     host_ops=st.lists(st.sampled_from(["send", "read", "close", "abort", "timer"]), max_size=6),
 )
-def test_fuzz_never_raises(start: str, options: bool, segments: list[tuple[dict[str, Any], float]], host_ops: list[str]) -> None:
+def test_fuzz_never_raises(
+    start: str, options: bool, segments: list[tuple[dict[str, Any], float]], host_ops: list[str]
+) -> None:
     syn = OPT_SYN if options else SYN_TEMPL
     make = STATES[start]
-    conn = make(BASE_CONFIG_FUZZ, syn) if start in ("syn_received", "accepted", "established") else make(BASE_CONFIG_FUZZ)
+    conn = (
+        make(BASE_CONFIG_FUZZ, syn) if start in ("syn_received", "accepted", "established") else make(BASE_CONFIG_FUZZ)
+    )
     now = T0
     ops = iter(host_ops)
     for fields, dt in segments:
@@ -1284,15 +1335,17 @@ def test_two_sided_transfer_across_sequence_wrap() -> None:
     rnd = random.Random(9)
     up = rnd.randbytes(300_000)
     down = rnd.randbytes(300_000)
-    res = run_transfer(up, down, seed=9, loss=0.03, dup=0.01, options=True,
-                       isn=(1 << 32) - 100_000, client_isn=(1 << 32) - 50_000)
+    res = run_transfer(
+        up, down, seed=9, loss=0.03, dup=0.01, options=True, isn=(1 << 32) - 100_000, client_isn=(1 << 32) - 50_000
+    )
     assert res.host_received == up and res.client_received == down and res.conn.is_closed
 
 
 def test_two_sided_transfer_slow_host_reader_zero_window() -> None:
     rnd = random.Random(11)
     up = rnd.randbytes(200_000)
-    res = run_transfer(up, b"", seed=11, loss=0.02, host_read_chunk=500,
-                       config=TcpConfig(rcv_buffer=8000, time_wait=1.0))
+    res = run_transfer(
+        up, b"", seed=11, loss=0.02, host_read_chunk=500, config=TcpConfig(rcv_buffer=8000, time_wait=1.0)
+    )
     assert res.host_received == up
     assert res.conn.is_closed and res.client.done

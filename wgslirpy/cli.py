@@ -28,8 +28,12 @@ Options:
   -P IP, --pingable IP             Answer ICMP echo at this tunnel address. May be given
                                    more than once (e.g. one IPv4 and one IPv6).
   --mtu N                          Tunnel MTU [default: 1420].
-  --tcp-buffer-size N              Bytes buffered per TCP connection in each direction
-                                   [default: 65535].
+  --tcp-buffer-size N              Most bytes buffered per TCP connection in each
+                                   direction; buffers start at 64 KiB and grow with
+                                   the path [default: 4194304].
+  --congestion NAME                TCP congestion control: cubic, newreno or bbr
+                                   (experimental, for lossy links)
+                                   [default: cubic].
   --transmit-queue-capacity N      Packets held for the peer while no session is up
                                    [default: 256].
   --connect-timeout SECS           How long to wait for a TCP destination to answer
@@ -111,6 +115,7 @@ def config_from_options(opts: dict[str, Any]) -> Config:
         dns=opts["--dns"],
         mtu=int(_number(opts, "--mtu", integer=True)),
         tcp_buffer_size=int(_number(opts, "--tcp-buffer-size", integer=True)),
+        congestion=str(opts["--congestion"]).strip().lower(),
         transmit_queue_capacity=int(_number(opts, "--transmit-queue-capacity", integer=True)),
         connect_timeout=_number(opts, "--connect-timeout"),
         tcp_idle_timeout=_number(opts, "--tcp-idle-timeout"),

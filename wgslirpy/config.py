@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from . import constants as C
 from . import keys
 from .errors import ConfigError
+from .net.congestion import CONGESTION_CONTROLS, DEFAULT_CONGESTION_CONTROL
 from .net.policy import Rule, parse_rules
 from .net.segments import IPAddress
 
@@ -108,6 +109,8 @@ class Config:
     dns: tuple[tuple[IPAddress, int], ...] = ()
     mtu: int = C.DEFAULT_MTU
     tcp_buffer_size: int = C.DEFAULT_TCP_BUFFER_SIZE
+    #: TCP congestion control algorithm (--congestion)
+    congestion: str = DEFAULT_CONGESTION_CONTROL
     transmit_queue_capacity: int = C.DEFAULT_TRANSMIT_QUEUE_CAPACITY
     connect_timeout: float = C.DEFAULT_CONNECT_TIMEOUT
     tcp_idle_timeout: float = C.DEFAULT_TCP_IDLE_TIMEOUT
@@ -135,8 +138,10 @@ class Config:
             keys.check_key(self.preshared_key, "preshared_key")
         if not C.MIN_MTU <= self.mtu <= C.MAX_MTU:
             raise ConfigError(f"--mtu: must be between 1280 and 65535, got {self.mtu}")
-        if self.tcp_buffer_size < 1024 or self.tcp_buffer_size > 1 << 30:
-            raise ConfigError(f"--tcp-buffer-size: must be between 1024 and 2^30, got {self.tcp_buffer_size}")
+        if self.tcp_buffer_size < 1024 or self.tcp_buffer_size > 0xFFFF << 14:
+            raise ConfigError(f"--tcp-buffer-size: must be between 1024 and {0xFFFF << 14} (the largest TCP window), got {self.tcp_buffer_size}")
+        if self.congestion not in CONGESTION_CONTROLS:
+            raise ConfigError(f"--congestion: unknown algorithm {self.congestion!r}; choose one of {', '.join(CONGESTION_CONTROLS)}")
         if self.transmit_queue_capacity < 1:
             raise ConfigError("--transmit-queue-capacity: must be at least 1")
         if self.max_udp_bindings < 1:

@@ -39,7 +39,9 @@ REPLAY_WINDOW_SIZE: Final = 8192
 
 # --- Tool defaults (the Rust wgslirpy's, unless noted) ----------------------------
 DEFAULT_MTU: Final = 1420
-DEFAULT_TCP_BUFFER_SIZE: Final = 65535
+# Per-flow TCP buffer maximum in each direction (the Rust tool: 65535). Flows start at
+# 64 KiB and grow with the path (receive autotuning, send buffer = 2 x cwnd).
+DEFAULT_TCP_BUFFER_SIZE: Final = 4 * 1024 * 1024
 DEFAULT_TRANSMIT_QUEUE_CAPACITY: Final = 256
 DEFAULT_UDP_IDLE_TIMEOUT: Final = 92.0
 DEFAULT_DNS_TTL: Final = 60

@@ -64,6 +64,8 @@ class DropReason(enum.Enum):
     TCP_DUPLICATE_SYN = "tcp_duplicate_syn"
     TCP_LOOPBACK_REFUSED = "tcp_loopback_refused"
     TCP_FLOW_LIMIT = "tcp_flow_limit"
+    # out-of-order data the reassembly queue refused (hole or memory limit); the peer resends
+    TCP_REASSEMBLY_FULL = "tcp_reassembly_full"
 
     # --- UDP / DNS (net/udp_nat.py, net/dns.py) ---
     UDP_LOOPBACK_REFUSED = "udp_loopback_refused"

@@ -126,6 +126,7 @@ class Gateway:
             mtu=config.mtu,
             rcv_buffer=config.tcp_buffer_size,
             snd_buffer=config.tcp_buffer_size,
+            congestion=config.congestion,
             idle_timeout=config.tcp_idle_timeout,
         )
         self.stack = Stack(
@@ -293,7 +294,9 @@ class Gateway:
                     self._fatal(e)
                     return
                 try:
-                    inner = endpoint.receive_datagram(data, addr, now=now)
+                    # the clock per datagram: a burst takes ms, and TCP's RTT samples
+                    # (min_rtt, RACK, BBR's BDP) must not see a stale arrival time
+                    inner = endpoint.receive_datagram(data, addr, now=(now := self.now()))
                     if inner is not None:
                         stack.receive_ip(inner, now=now)
                 except Exception:  # a bug in a core must not kill the gateway

@@ -61,7 +61,7 @@ class FlowClosed(Exception):
 class TcpFlow:
     """The shell side of one TCP connection; see the module docstring."""
 
-    def __init__(self, gateway: "Gateway", conn: TcpConnection) -> None:
+    def __init__(self, gateway: Gateway, conn: TcpConnection) -> None:
         self.gw = gateway
         self.conn = conn
         self.sock: gsocket.socket | None = None
@@ -115,6 +115,11 @@ class TcpFlow:
             "unacked_or_unsent": len(c.tx),
             "peer_window": c.snd_wnd,
             "cwnd": c.cwnd,
+            "recovery": c.recovery.value,
+            "congestion": repr(c.cc),
+            "srtt": c.rtt.srtt,
+            "min_rtt": c.rtt.min_rtt,
+            "tcp": dict(c.counters),
             "rcv_nxt": c.rcv_nxt,
             "unread": c.readable,
             "peer_eof": c.peer_eof,
@@ -214,7 +219,7 @@ class TcpFlow:
             conn.refuse()
             self._commit()
             return False
-        except (_stdsocket.timeout, OSError) as e:
+        except (TimeoutError, OSError) as e:
             err = getattr(e, "errno", None)
             kind = _UNREACHABLE_BY_ERRNO.get(err or errno.ETIMEDOUT, Unreachable.HOST)
             log.info("%s: cannot connect: %s", self.label, e if str(e) else "timed out")

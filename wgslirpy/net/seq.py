@@ -2,9 +2,11 @@
 
 Sequence numbers are plain ints in ``0 .. 2**32-1``. Two numbers compare through their
 signed distance, which is meaningful as long as they are less than 2**31 apart (smoltcp's
-``SeqNumber``). Everything here is a pure function. ``net/tcp.py`` is hot-path code and
-inlines the same expressions with ``MASK``/``HALF`` (``0 < (a - b) & MASK < HALF`` is
-``seq_gt(a, b)``) instead of calling these helpers.
+``SeqNumber``). Everything here is a pure function. ``net/tcp.py`` calls these helpers on
+its cold paths (reopen checks, SACK edges, FIN and Eifel tests) and inlines the same
+expressions with ``MASK``/``HALF`` on the per-segment path (``0 < (a - b) & MASK < HALF``
+is ``seq_gt(a, b)``). Beyond the sequence space, the loss-recovery modules work in
+monotonic stream offsets and need none of this.
 """
 
 from __future__ import annotations
@@ -14,11 +16,6 @@ from typing import Final
 MOD: Final = 1 << 32
 MASK: Final = MOD - 1
 HALF: Final = 1 << 31
-
-
-def seq_add(a: int, n: int) -> int:
-    """``a + n`` wrapped into sequence space (``n`` may be negative)."""
-    return (a + n) & MASK
 
 
 def seq_diff(a: int, b: int) -> int:
@@ -31,26 +28,9 @@ def seq_lt(a: int, b: int) -> bool:
     return ((a - b) & MASK) >= HALF
 
 
-def seq_le(a: int, b: int) -> bool:
-    return a == b or ((a - b) & MASK) >= HALF
-
-
 def seq_gt(a: int, b: int) -> bool:
     return a != b and ((a - b) & MASK) < HALF
 
 
 def seq_ge(a: int, b: int) -> bool:
     return ((a - b) & MASK) < HALF
-
-
-def seq_max(a: int, b: int) -> int:
-    return b if seq_lt(a, b) else a
-
-
-def seq_min(a: int, b: int) -> int:
-    return a if seq_lt(a, b) else b
-
-
-def seq_in_window(s: int, left: int, size: int) -> bool:
-    """True if ``left <= s < left + size`` in sequence space (``size`` < 2**31)."""
-    return ((s - left) & MASK) < size

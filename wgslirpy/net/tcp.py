@@ -1,13 +1,30 @@
-"""One terminated TCP flow: the server half of a userspace TCP, sans I/O.
+"""One terminated TCP flow: a userspace TCP endpoint, sans I/O.
 
 The WireGuard peer is the TCP client; we are the server and relay the byte stream to an OS
-socket (slirp style). Implements RFC 9293 (state machine, segment acceptance), RFC 1122
-(delayed ACK, SWS avoidance), RFC 5681 + RFC 6582 (NewReno congestion control), RFC 6298
-(retransmission timer), RFC 7323 (window scaling, timestamps), RFC 2018 (we *send* SACK
-blocks; received SACK blocks are ignored, which RFC 2018 allows) and RFC 5961 (challenge
-ACKs for in-window RSTs and SYNs).
+socket (slirp style). :meth:`TcpConnection.connect` is the active open (SYN-SENT), used by
+the link-simulator tests as the client. This module is the state machine: RFC 9293 (states, segment
+acceptance), RFC 1122 (delayed ACK, SWS avoidance), RFC 7323 (window scaling, always
+offered with the shift of the largest buffer; timestamps), RFC 2018 / RFC 2883 (we send
+SACK and D-SACK blocks, most recent first), RFC 5961 (challenge ACKs) and RFC 6298 (RTO).
+The parts with a job of their own live beside it:
 
-Driving contract (aioquic/smoltcp style, see ARCHITECTURE.md):
+* ``net/rtt.py`` — RFC 6298 estimator and the minimum RTT;
+* ``net/recovery.py`` + ``net/sack.py`` + ``net/rack.py`` — what is in flight, the SACK
+  scoreboard (RFC 6675) and RACK-TLP loss detection (RFC 8985); ``net/prr.py`` — PRR
+  (RFC 6937) sizes sending during recovery;
+* the congestion controller (``net/congestion/``: CUBIC, NewReno, BBR-like); when it asks
+  for pacing (``pacing_rate``) sends follow a token bucket and a pacing deadline;
+* the receive-buffer tuner (Linux-style dynamic right-sizing): the advertised window grows
+  with what the host really consumes per RTT, up to ``rcv_buffer``; the send buffer
+  (``send_space``) follows ``2 x cwnd`` up to ``snd_buffer``. Buffers hold only data, so
+  idle flows stay small.
+
+Spurious retransmissions are undone (Eifel detection with timestamps, RFC 3522 / RFC 4015
+response; F-RTO without them, RFC 5682; D-SACK, RFC 3708): the controller's ``undo()`` restores the window and RACK's
+reordering window widens. Per-flow ``counters`` (rto, fast_recovery, tlp,
+retransmitted_bytes, spurious_undone, dsack_received) feed the gateway's stats.
+
+Driving contract (aioquic/smoltcp style, see docs/ARCHITECTURE.md):
 
 * Network side: :meth:`TcpConnection.handle_segment` never raises on any segment; bad
   input is dropped and counted in ``drops``. :meth:`segments_to_send` returns everything
@@ -40,19 +57,27 @@ from __future__ import annotations
 import enum
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 from wgslirpy.constants import (
     DEFAULT_MSS_IPV4,
     DEFAULT_MSS_IPV6,
+    DEFAULT_TCP_BUFFER_SIZE,
     IPV4_HEADER_SIZE,
     IPV6_HEADER_SIZE,
     TCP_HEADER_SIZE,
 )
 from wgslirpy.errors import ConfigError, DropCounter, DropReason, _Drop
+from wgslirpy.net.congestion import DEFAULT_CONGESTION_CONTROL, make_congestion_control
+from wgslirpy.net.prr import Prr
+from wgslirpy.net.rack import DUP_THRESH, probe_timeout
+from wgslirpy.net.rcvbuf import ReceiveBufferTuner, ReceiverRttEstimator
+from wgslirpy.net.reassembly import ReassemblyQueue
+from wgslirpy.net.recovery import Sent, SentQueue
+from wgslirpy.net.rtt import MAX_RTT_SAMPLE, RttEstimator
 from wgslirpy.net.segments import IPAddress, TcpFlags, TcpSegment
-from wgslirpy.net.seq import HALF, MASK, MOD
+from wgslirpy.net.seq import HALF, MASK, MOD, seq_diff, seq_ge, seq_gt, seq_lt
 
 __all__ = [
     "State",
@@ -62,6 +87,7 @@ __all__ = [
     "PeerFin",
     "PeerReset",
     "TimedOut",
+    "TimeoutReason",
     "Closed",
     "TcpEvent",
 ]
@@ -86,14 +112,28 @@ MIN_MSS = 48
 TS_OPTION_LEN = 12
 # RFC 5961 challenge ACKs allowed per connection and second.
 CHALLENGE_ACK_LIMIT = 10
-# RTT samples above this (seconds) are treated as garbage (e.g. a bogus TSecr).
-MAX_RTT_SAMPLE = 120.0
-# Clock granularity G of RFC 6298 (our timestamp clock ticks in ms).
-CLOCK_GRANULARITY = 0.001
-_MAX_CWND = 1 << 30
+#: receive buffer a flow starts with (the tuner grows it up to TcpConfig.rcv_buffer).
+RCV_BUFFER_INITIAL = 64 * 1024
+#: send buffer a flow always may fill (send_space follows 2 x cwnd above this).
+SND_BUFFER_MIN = 64 * 1024
+#: most holes the out-of-order queue keeps (RFC 2018 needs only a few; more is hostile).
+OOO_MAX_BLOCKS = 256
+#: memory the out-of-order queue may spend beyond the receive window (chunk overhead).
+OOO_SLACK = 64 * 1024
+#: pacing bursts: at most this long at the pacing rate, and at least this many segments.
+PACE_BURST_TIME = 0.002
+PACE_BURST_SEGMENTS = 4
+#: a paced sender wakes up when this much is due: at least 2 segments or 1 ms of sending.
+PACE_QUANTUM_SEGMENTS = 2
+PACE_QUANTUM_TIME = 0.001
+#: a paced sender waits at least this long (the next deadline must lie in the future).
+PACE_MIN_WAIT = 1e-5
+#: the counters every connection keeps (the stats line and the benchmark read them).
+COUNTER_NAMES = ("rto", "fast_recovery", "tlp", "retransmitted_bytes", "spurious_undone", "dsack_received")
 
 
 class State(enum.Enum):
+    SYN_SENT = "SYN-SENT"  # active open only (TcpConnection.connect)
     SYN_RECEIVED = "SYN-RECEIVED"
     ESTABLISHED = "ESTABLISHED"
     FIN_WAIT_1 = "FIN-WAIT-1"
@@ -115,10 +155,18 @@ class Timer(enum.Enum):
     IDLE = "idle"  # nothing to do: abort after idle_timeout without traffic
 
 
+class Recovery(enum.Enum):
+    """Loss-recovery state of the sender (Linux's CA states, simplified)."""
+
+    OPEN = "open"  # no loss being repaired
+    RECOVERY = "recovery"  # fast / SACK recovery (RFC 6675), sending sized by PRR
+    LOSS = "loss"  # after an RTO: slow start, retransmit everything not SACKed
+
+
 # States in which we may (re)transmit data or our FIN.
-_SENDING = frozenset(
-    {State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK}
-)
+_SENDING = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK})
+# States in which the host may queue data.
+_HOST_SENDING = frozenset({State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT})
 # States in which the peer may still send data / its FIN.
 _RECEIVING = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
 
@@ -133,11 +181,21 @@ class PeerReset:
     """An acceptable RST arrived: reset the host socket."""
 
 
+class TimeoutReason(enum.Enum):
+    """Why a connection gave up (:class:`TimedOut`)."""
+
+    RETRANSMIT = "retransmit"  # max_retransmits RTOs without progress
+    SYN_ACK = "syn-ack"  # our SYN-ACK was never acknowledged
+    PERSIST = "persist"  # zero-window probes without any answer
+    IDLE = "idle"  # no segment either way for idle_timeout
+    FIN_WAIT_2 = "fin-wait-2"  # the peer never sent its FIN
+
+
 @dataclass(frozen=True, slots=True)
 class TimedOut:
-    """We gave up (``why``: retransmit, syn-ack, persist, idle, fin-wait-2); a RST went out."""
+    """We gave up (see :class:`TimeoutReason`); a RST went out."""
 
-    why: str
+    why: TimeoutReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +203,7 @@ class Closed:
     """The flow is finished for good and can be forgotten (emitted exactly once)."""
 
 
-TcpEvent = Union[PeerFin, PeerReset, TimedOut, Closed]
+TcpEvent = PeerFin | PeerReset | TimedOut | Closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +212,11 @@ class TcpConfig:
 
     #: tunnel MTU; our MSS = min(peer MSS, mtu - 40 (IPv4) / mtu - 60 (IPv6)).
     mtu: int = 1420
-    #: peer bytes received and not yet read() by the host (--tcp-buffer-size).
-    rcv_buffer: int = 65535
-    #: host bytes accepted by send() and not yet acknowledged by the peer.
-    snd_buffer: int = 65535
+    #: largest receive buffer (peer bytes not yet read() by the host), --tcp-buffer-size;
+    #: the advertised window starts at 64 KiB (or this if smaller) and grows with the host.
+    rcv_buffer: int = DEFAULT_TCP_BUFFER_SIZE
+    #: largest send buffer (host bytes accepted by send() and not yet acknowledged).
+    snd_buffer: int = DEFAULT_TCP_BUFFER_SIZE
     #: no segment either way for this long -> RST + TimedOut("idle").
     idle_timeout: float = 7200.0
     #: 2MSL in TIME-WAIT.
@@ -175,53 +234,27 @@ class TcpConfig:
     sack: bool = True
     #: FIN-WAIT-2 ends after this long without any segment from the peer.
     fin_wait_2_timeout: float = 60.0
+    #: congestion control algorithm (--congestion).
+    congestion: str = DEFAULT_CONGESTION_CONTROL
 
     def __post_init__(self) -> None:
         if self.mtu < IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS:
-            raise ConfigError(f"MTU {self.mtu} is too small for TCP (need at least {IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS})")
+            raise ConfigError(
+                f"MTU {self.mtu} is too small for TCP (need at least {IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS})"
+            )
         if self.rcv_buffer < 1 or self.snd_buffer < 1:
             raise ConfigError("TCP buffer sizes must be at least 1 byte")
         if self.rcv_buffer > (0xFFFF << 14):
-            raise ConfigError(f"TCP receive buffer {self.rcv_buffer} exceeds the largest scaled window ({0xFFFF << 14})")
+            raise ConfigError(
+                f"TCP receive buffer {self.rcv_buffer} exceeds the largest scaled window ({0xFFFF << 14})"
+            )
         if not 0 < self.min_rto <= self.initial_rto <= self.max_rto:
             raise ConfigError("TCP RTO bounds must satisfy 0 < min_rto <= initial_rto <= max_rto")
         if self.max_retransmits < 1 or self.syn_ack_retries < 0:
             raise ConfigError("TCP retry counts must be positive")
         if self.delayed_ack < 0 or self.time_wait < 0 or self.idle_timeout <= 0 or self.fin_wait_2_timeout <= 0:
             raise ConfigError("TCP timeouts must be positive")
-
-
-class RttEstimator:
-    """RFC 6298 smoothed RTT and retransmission timeout, with exponential backoff."""
-
-    __slots__ = ("srtt", "rttvar", "rto", "_min", "_max")
-
-    def __init__(self, *, initial_rto: float, min_rto: float, max_rto: float) -> None:
-        #: smoothed RTT in seconds; None until the first sample.
-        self.srtt: float | None = None
-        #: RTT variation; meaningful once srtt is set.
-        self.rttvar = 0.0
-        #: current RTO, always within [min_rto, max_rto].
-        self.rto = initial_rto
-        self._min = min_rto
-        self._max = max_rto
-
-    def sample(self, rtt: float) -> None:
-        """Feed one valid measurement (Karn's rule or a timestamp echo); resets backoff."""
-        if rtt < 0:
-            return
-        if self.srtt is None:
-            self.srtt = rtt
-            self.rttvar = rtt / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
-            self.srtt = 0.875 * self.srtt + 0.125 * rtt
-        rto = self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar)
-        self.rto = min(max(rto, self._min), self._max)
-
-    def backoff(self) -> None:
-        """RFC 6298 §5.5: double the RTO on expiry, up to the maximum."""
-        self.rto = min(self.rto * 2, self._max)
+        make_congestion_control(self.congestion, mss=1000)  # ConfigError names the choices
 
 
 def _window_shift(buffer: int) -> int:
@@ -279,7 +312,8 @@ class TcpConnection:
         self._ws_ok = config.window_scale and syn.wscale is not None
         #: shift applied to windows the peer advertises (0 without scaling).
         self._snd_ws = min(syn.wscale or 0, 14) if self._ws_ok else 0
-        #: shift applied to windows we advertise (0 without scaling).
+        #: shift applied to windows we advertise (0 without scaling): always the one the
+        #: largest buffer needs, so the window can grow later (RFC 7323 §2.2).
         self._rcv_ws = _window_shift(config.rcv_buffer) if self._ws_ok else 0
         #: payload bytes in a full-sized segment we send (MSS minus fixed options).
         self._smss = self.mss - (TS_OPTION_LEN if self._ts_ok else 0)
@@ -295,12 +329,13 @@ class TcpConnection:
         self.iss = isn
         #: oldest unacknowledged seq; == iss until our SYN is acked, then tx[0] is at snd_una.
         self.snd_una = isn
-        #: next seq to (re)transmit; snd_una <= snd_nxt <= snd_max (go-back-N rewinds it).
+        #: next new seq to send; == snd_max (retransmissions do not move it; kept for
+        #: introspection and RFC vocabulary).
         self.snd_nxt = isn
         #: highest seq ever sent + 1; ACKs beyond it acknowledge unsent data.
         self.snd_max = isn
         #: unacked + unsent host bytes; tx[0] is at snd_una (iss+1 before the SYN is acked).
-        #: Doubles as the retransmit queue. len(tx) <= snd_buffer.
+        #: Doubles as the retransmit queue's bytes. len(tx) <= snd_buffer.
         self.tx = bytearray()
         #: peer's receive window in bytes (scaled), counted from snd_una.
         self.snd_wnd = syn.window
@@ -311,15 +346,39 @@ class TcpConnection:
         #: host called close() (possibly before establishment).
         self._host_closed = False
 
-        # congestion control (RFC 5681 / 6582), all in bytes
-        self.cwnd = 10 * self._smss
-        self.ssthresh = _MAX_CWND
-        self._ca_acc = 0  # bytes acked toward the next congestion-avoidance increment
-        self._dupacks = 0
-        self._in_recovery = False
-        self._recover = isn  # snd_max when recovery/RTO started (exclusive)
-        #: retransmit the segment at snd_una on the next segments_to_send (fast rexmit/RTO).
-        self._rexmit_due = False
+        #: in-flight bookkeeping in stream offsets (offset 0 = seq iss + 1).
+        self._q = SentQueue()
+        #: congestion controller (bytes).
+        self.cc = make_congestion_control(config.congestion, mss=self._smss)
+        #: loss recovery state: OPEN, RECOVERY (fast/SACK recovery with PRR) or LOSS (after RTO).
+        self.recovery = Recovery.OPEN
+        self._prr: Prr | None = None
+        #: offset that ends the current recovery (snd_max when it began).
+        self._recovery_point = 0
+        self._dupacks = 0  # duplicate ACKs in a row (peers without SACK)
+        #: undo bookkeeping for the last congestion event (RFC 3522 / RFC 3708).
+        self._undo_armed = False
+        self._undo_ts: int | None = None  # TSval of its first retransmission
+        self._undo_from = 0  # offset of the first record it retransmitted
+        self._undo_retrans = 0  # its retransmitted segments not yet reported as duplicates
+        #: tail loss probe (RFC 8985 §7): deadline, and a probe waits to go out.
+        self._tlp_at: float | None = None
+        self._tlp_due = False
+        self._tlp_out = False  # a probe is unanswered: no second one
+        #: F-RTO (RFC 5682) stage after an RTO without timestamps: 0 off, 1 waiting for
+        #: the first ACK, 2 new segments sent, waiting for the second; and how many new
+        #: segments step 2 may send regardless of cwnd.
+        self._frto = 0
+        self._frto_new = 0
+        #: RACK reordering timer (RFC 8985 §6.3).
+        self._reo_at: float | None = None
+        #: pacing: bucket content (bytes, may dip below 0 by one segment), its time, and
+        #: when the next paced send is due (None: not pacing-limited).
+        self._pace_tokens = 0.0
+        self._pace_t = now
+        self._pace_at: float | None = None
+        #: the sender was limited by cwnd the last time it sent (else app/peer limited).
+        self._cwnd_limited = False
         self.rtt = RttEstimator(initial_rto=config.initial_rto, min_rto=config.min_rto, max_rto=config.max_rto)
         self._rtt_seq: int | None = None  # Karn: ack >= this completes the timed segment
         self._rtt_time = 0.0
@@ -331,6 +390,8 @@ class TcpConnection:
         self._probe_due = False
         self._probes = 0  # zero-window probes without any answer
         self._persist_backoff = 0
+        #: event counts for the stats line (keys: COUNTER_NAMES).
+        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
 
         # --- receive side ---------------------------------------------------------------
         #: next seq expected from the peer.
@@ -339,11 +400,25 @@ class TcpConnection:
         self.rx = bytearray()
         #: right edge of the window we advertised; never moves left.
         self.rcv_adv = self.rcv_nxt
-        #: receive space we can advertise (65535 without window scaling).
-        self._rcv_cap = min(config.rcv_buffer, 0xFFFF << self._rcv_ws)
-        #: out-of-order data: sorted, disjoint, non-adjacent [seq, bytes] within the window.
-        self._ooo: list[tuple[int, bytes]] = []
-        self._ooo_last = 0  # seq of the most recent out-of-order arrival (first SACK block)
+        #: grows the receive buffer with the host's consumption (never shrinks).
+        self._tuner = ReceiveBufferTuner(
+            mss=self.local_mss, initial=min(RCV_BUFFER_INITIAL, config.rcv_buffer), maximum=config.rcv_buffer
+        )
+        #: TSecr of the last receiver RTT sample; without timestamps the estimator.
+        self._rrtt_ecr = 0
+        self._rrtt_est: ReceiverRttEstimator | None = None
+        #: bytes the host took out with read() (monotonic, for the tuner).
+        self._consumed = 0
+        self._consumed_fed = 0
+        #: largest window the field can express (65535 without window scaling).
+        self._rcv_field_max = 0xFFFF << self._rcv_ws
+        #: stream offset of rcv_nxt (monotonic; offset 0 = the peer's first data byte).
+        self._rcv_off = 0
+        #: out-of-order data (stream offsets); created on the first hole, so idle flows
+        #: cost nothing.
+        self._ooo: ReassemblyQueue | None = None
+        #: a duplicate [left, right) to report first in our next SACK option (RFC 2883).
+        self._dsack: tuple[int, int] | None = None
         self._rcv_fin_seq: int | None = None  # seq of an out-of-order FIN
         self._fin_received = False
         self._last_ack_sent = self.rcv_nxt
@@ -362,6 +437,45 @@ class TcpConnection:
         #: control segments built at event time (RSTs), emitted first.
         self._ctl: list[TcpSegment] = []
 
+    @classmethod
+    def connect(
+        cls,
+        *,
+        local: IPAddress,
+        lport: int,
+        peer: IPAddress,
+        pport: int,
+        config: TcpConfig,
+        now: float,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> TcpConnection:
+        """Active open (RFC 9293 §3.10.1): a connection in SYN-SENT whose SYN is due.
+
+        Options are offered as the config allows and settled by the peer's SYN-ACK.
+        ``key`` and :attr:`syn` describe the flow as if ``peer`` had sent a SYN.
+        """
+        tmpl = TcpSegment(
+            src=peer,
+            dst=local,
+            sport=pport,
+            dport=lport,
+            seq=0,
+            ack=0,
+            flags=TcpFlags.SYN,
+            window=0xFFFF,
+            wscale=0,
+            sack_permitted=True,
+            ts_val=0,
+        )
+        conn = cls(tmpl, config, now=now, rng=rng)
+        conn.state = State.SYN_SENT
+        conn.accepted = True
+        conn._synack_due = True
+        conn._ts_recent = None
+        conn.snd_nxt = conn.snd_max = (conn.iss + 1) & MASK
+        conn._arm_timer(now)
+        return conn
+
     # ------------------------------------------------------------------------------------
     # Introspection
 
@@ -371,7 +485,9 @@ class TcpConnection:
 
     def accepts(self, seg: TcpSegment) -> bool:
         """True if ``seg`` belongs to this flow (its 4-tuple matches)."""
-        return seg.src == self._peer and seg.sport == self._pport and seg.dst == self._local and seg.dport == self._lport
+        return (
+            seg.src == self._peer and seg.sport == self._pport and seg.dst == self._local and seg.dport == self._lport
+        )
 
     def can_reopen(self, syn: TcpSegment) -> bool:
         """True if ``syn`` may replace this flow at once (RFC 1122 4.2.2.13 / RFC 6191).
@@ -384,14 +500,36 @@ class TcpConnection:
         if self.state is not State.TIME_WAIT or int(syn.flags) & (_ACK | _RST) or not int(syn.flags) & _SYN:
             return False
         if self._ts_recent is not None and syn.ts_val is not None:
-            return 0 < ((syn.ts_val - self._ts_recent) & MASK) < HALF
-        return 0 < ((syn.seq - self.rcv_nxt) & MASK) < HALF
+            return seq_gt(syn.ts_val, self._ts_recent)
+        return seq_gt(syn.seq, self.rcv_nxt)
 
     @property
     def send_space(self) -> int:
-        if self.state not in (State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT) or self._host_closed:
+        if self.state not in _HOST_SENDING or self._host_closed:
             return 0
-        return max(self.config.snd_buffer - len(self.tx), 0)
+        return max(self._snd_buffer_target() - len(self.tx), 0)
+
+    def _snd_buffer_target(self) -> int:
+        """Send buffer size now: 2 x cwnd (one window in flight, one ready), and at least
+        one cwnd beyond what is outstanding (SACKed data behind a hole stays buffered
+        until the hole is filled: it must not starve new data); at least SND_BUFFER_MIN,
+        at most snd_buffer."""
+        cwnd = self.cc.cwnd
+        t = self._q.outstanding + cwnd
+        if t < 2 * cwnd:
+            t = 2 * cwnd
+        if t < SND_BUFFER_MIN:
+            t = SND_BUFFER_MIN
+        cap = self.config.snd_buffer
+        return t if t < cap else cap
+
+    @property
+    def cwnd(self) -> int:
+        return self.cc.cwnd
+
+    @property
+    def ssthresh(self) -> int:
+        return self.cc.ssthresh
 
     @property
     def readable(self) -> int:
@@ -406,9 +544,9 @@ class TcpConnection:
 
     def next_deadline(self) -> float | None:
         d = self._timer_at
-        a = self._ack_at
-        if a is not None and (d is None or a < d):
-            return a
+        for a in (self._ack_at, self._tlp_at, self._reo_at, self._pace_at):
+            if a is not None and (d is None or a < d):
+                d = a
         return d
 
     # ------------------------------------------------------------------------------------
@@ -443,7 +581,7 @@ class TcpConnection:
             raise ConfigError("send() after close()")
         if not self.accepted:
             raise ConfigError("send() before accept()")
-        space = self.config.snd_buffer - len(self.tx)
+        space = self._snd_buffer_target() - len(self.tx)
         n = len(data)
         if n > space:
             n = space
@@ -462,9 +600,9 @@ class TcpConnection:
             return b""
         data = bytes(rx[:n])
         del rx[:n]
-        if self.state in _RECEIVING and not self._fin_received:
-            if self._window_growth() >= self._sws_threshold():
-                self._ack_now = True  # window update: the peer may be waiting on us
+        self._consumed += n
+        if self.state in _RECEIVING and not self._fin_received and self._window_growth() >= self._sws_threshold():
+            self._ack_now = True  # window update: the peer may be waiting on us
         return data
 
     def close(self, *, now: float) -> None:
@@ -475,7 +613,7 @@ class TcpConnection:
         if st is State.SYN_RECEIVED and not self.accepted:
             raise ConfigError("close() before accept(); use refuse()")
         self._host_closed = True
-        if st is State.SYN_RECEIVED:
+        if st is State.SYN_RECEIVED or st is State.SYN_SENT:
             # FIN follows once established (RFC 9293 §3.10.4: queue until ESTABLISHED).
             self._fin_seq = (self.iss + 1 + len(self.tx)) & MASK
             return
@@ -493,7 +631,7 @@ class TcpConnection:
             return
         if st is State.SYN_RECEIVED and not self.accepted:
             self._ctl.append(self._build_rst(0, _F_RST_ACK, self.rcv_nxt))
-        elif st is not State.TIME_WAIT:
+        elif st is not State.TIME_WAIT and st is not State.SYN_SENT:
             self._ctl.append(self._build_rst(self.snd_max, _F_RST_ACK, self.rcv_nxt))
         self._set_closed()
 
@@ -511,10 +649,54 @@ class TcpConnection:
                 raise _Drop(DropReason.TCP_BAD_STATE, "closed")
             if st is State.SYN_RECEIVED and not self._on_syn_received(seg, f, now):
                 return
+            if st is State.SYN_SENT:
+                self._on_syn_sent(seg, f, now)
+                return
             self._on_synchronized(seg, f, now)
         except _Drop as drop:
             self.drops.add(drop.reason)
         self._arm_timer(now)
+
+    def _on_syn_sent(self, seg: TcpSegment, f: int, now: float) -> None:
+        """SYN-SENT input (RFC 9293 §3.10.7.3): only our SYN-ACK establishes us."""
+        if f & _ACK and seg.ack != self.snd_max:
+            if not f & _RST:
+                self._ctl.append(self._build_rst(seg.ack, _F_RST, 0))
+            raise _Drop(DropReason.TCP_BAD_ACK, "syn-sent")
+        if f & _RST:
+            if f & _ACK:
+                self._on_reset()
+                return
+            raise _Drop(DropReason.TCP_OUT_OF_WINDOW, "rst in syn-sent")
+        if not f & _SYN or not f & _ACK:
+            raise _Drop(DropReason.TCP_BAD_STATE, "syn-sent needs a syn-ack")  # no simultaneous open
+        cfg = self.config
+        # Options: what both offered (RFC 7323 §1.3, RFC 2018 §2).
+        self._ts_ok = cfg.timestamps and seg.ts_val is not None
+        self._sack_ok = cfg.sack and seg.sack_permitted
+        self._ws_ok = cfg.window_scale and seg.wscale is not None
+        self._snd_ws = min(seg.wscale or 0, 14) if self._ws_ok else 0
+        self._rcv_ws = _window_shift(cfg.rcv_buffer) if self._ws_ok else 0
+        self._rcv_field_max = 0xFFFF << self._rcv_ws
+        v6 = self._peer.version == 6
+        peer_mss = seg.mss if seg.mss else (DEFAULT_MSS_IPV6 if v6 else DEFAULT_MSS_IPV4)
+        self.mss = max(min(peer_mss, self.local_mss), MIN_MSS)
+        self._smss = self.mss - (TS_OPTION_LEN if self._ts_ok else 0)
+        self.cc = make_congestion_control(cfg.congestion, mss=self._smss)
+        self._ts_recent = seg.ts_val if self._ts_ok else None
+        self.rcv_nxt = self.rcv_adv = self._last_ack_sent = (seg.seq + 1) & MASK
+        self.snd_una = self.snd_nxt = self.snd_max
+        self.snd_wnd = seg.window  # never scaled in a SYN
+        self._snd_wl1 = seg.seq
+        self._snd_wl2 = seg.ack
+        if self._synack_retries == 0 and self._synack_sent_at is not None:
+            self.rtt.sample(now - self._synack_sent_at)
+            self._tuner.on_rtt_sample(now - self._synack_sent_at, window_based=True)
+        self._timer = Timer.NONE
+        self._synack_due = False
+        self._ack_now = True
+        self._last_rx = self._last_activity = now
+        self.state = State.FIN_WAIT_1 if self._host_closed else State.ESTABLISHED
 
     def _on_syn_received(self, seg: TcpSegment, f: int, now: float) -> bool:
         """SYN-RECEIVED input; True when the segment established us and should go on."""
@@ -550,6 +732,9 @@ class TcpConnection:
             self.rtt.sample(now - self._synack_sent_at)  # Karn: only if never retransmitted
         elif self._ts_ok and seg.ts_ecr is not None:
             self._rtt_sample_ts(seg.ts_ecr, now)
+        if self.rtt.srtt is not None:
+            # until data brings receiver-side samples (an overestimate is kept as a minimum)
+            self._tuner.on_rtt_sample(self.rtt.srtt, window_based=True)
         self._timer = Timer.NONE
         self._synack_due = self._ack_now = False
         self.state = State.FIN_WAIT_1 if self._host_closed else State.ESTABLISHED
@@ -604,6 +789,13 @@ class TcpConnection:
             ok = off < wnd and off + seglen > 0
         if not ok:
             self._ack_now = True
+            if off == -1 and plen <= 1 and not fin:
+                # RFC 1122 4.2.3.6 keep-alive (SEG.SEQ = RCV.NXT - 1): the peer is alive.
+                # ACK it (above) and restart the idle timer; not a drop.
+                self._last_rx = self._last_activity = now
+                return
+            if plen and off < 0 and off + seglen <= 0 and self._sack_ok:
+                self._dsack = (seq, (seq + plen) & MASK)  # RFC 2883 §4: report the duplicate
             if st is State.TIME_WAIT and fin:
                 self._enter_time_wait(now)  # retransmitted FIN: re-ACK, restart 2MSL
             raise _Drop(DropReason.TCP_OUT_OF_WINDOW)
@@ -616,6 +808,12 @@ class TcpConnection:
 
         if not f & _ACK:
             raise _Drop(DropReason.TCP_BAD_STATE, "no ack")
+        if off == 0 and plen >= self._rcv_seg_max and seg.ts_ecr and self._ts_ok and seg.ts_ecr != self._rrtt_ecr:
+            # receiver-side RTT for the window tuner (Linux tcp_rcv_rtt_measure_ts)
+            self._rrtt_ecr = seg.ts_ecr
+            rrtt = self._ts_age(seg.ts_ecr, now)
+            if rrtt is not None:
+                self._tuner.on_rtt_sample(rrtt)
         self._on_ack(seg, f, plen, now)
         if self.state is State.CLOSED:
             return
@@ -632,63 +830,177 @@ class TcpConnection:
             self._ack_now = True
             raise _Drop(DropReason.TCP_BAD_ACK, "acks unsent data")
         wnd = seg.window << self._snd_ws
-        if acked == 0:
-            # RFC 5681 duplicate ACK: data outstanding, no payload/FIN, same window.
-            if self.snd_max != una and plen == 0 and not f & _FIN and wnd == self.snd_wnd:
-                self._on_dup_ack()
-        else:
-            self._on_new_ack(ack, acked, seg.ts_ecr, now)
+        blocks = seg.sack_blocks if self._sack_ok else ()
+        if acked or blocks:
+            self._on_ack_progress(ack, acked, blocks, seg.ts_ecr, now)
             if self.state is State.CLOSED:
                 return
+        elif self.snd_max != una and plen == 0 and not f & _FIN and wnd == self.snd_wnd:
+            self._on_dup_ack(now)  # RFC 5681 duplicate ACK without SACK information
         seq = seg.seq
         wl1 = self._snd_wl1
-        if wl1 == seq and ((ack - self._snd_wl2) & MASK) < HALF or ((wl1 - seq) & MASK) >= HALF:
+        if (wl1 == seq and ((ack - self._snd_wl2) & MASK) < HALF) or ((wl1 - seq) & MASK) >= HALF:
             self.snd_wnd = wnd
             self._snd_wl1 = seq
             self._snd_wl2 = ack
             if wnd:
                 self._persist_backoff = 0
 
-    def _on_new_ack(self, ack: int, acked: int, ts_ecr: int | None, now: float) -> None:
+    def _sack_offsets(self, blocks: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
+        """SACK block edges (sequence numbers) as stream offsets relative to snd_una."""
+        una_seq = self.snd_una
+        una = self._q.una
+        return [(una + seq_diff(left, una_seq), una + seq_diff(right, una_seq)) for left, right in blocks]
+
+    def _on_ack_progress(
+        self, ack: int, acked: int, blocks: tuple[tuple[int, int], ...], ts_ecr: int | None, now: float
+    ) -> None:
+        """An ACK that moves snd_una and/or carries SACK blocks: scoreboard, RACK, undo, cc."""
+        q = self._q
+        rtt = self.rtt
+        new_una = q.una + acked
+        res = q.on_ack(new_una, self._sack_offsets(blocks) if blocks else [], now=now, min_rtt=rtt.min_rtt)
+        sample = None
+        if acked:
+            sample = self._on_new_ack(ack, acked, ts_ecr, now, res.rtt)
+            if self.state is State.CLOSED:
+                return
+            self._tlp_out = False
+        elif res.delivered:
+            self._tlp_out = False
+            if res.rtt is not None:
+                sample = res.rtt
+                rtt.sample(sample)  # a SACK-only ACK measures too (Linux: sack_rtt)
+        if res.dsack is not None:
+            # RFC 2883 / RFC 3708: the peer got something twice; widen RACK's reo_wnd and
+            # undo once every retransmission of the episode proved needless.
+            self.counters["dsack_received"] += 1
+            q.rack.on_dsack(una=q.una, snd_max=q.snd_max)
+            if res.dsack_retransmitted and self._undo_armed:
+                self._undo_retrans -= 1
+                if self._undo_retrans <= 0:
+                    self._undo(now)
+        if (
+            acked
+            and self._undo_armed
+            and self._undo_ts is not None
+            and ts_ecr is not None
+            and self.recovery is not Recovery.OPEN
+            and q.una > self._undo_from
+            and seq_lt(ts_ecr, self._undo_ts)
+        ):
+            # Eifel (RFC 3522): this ACK echoes a TSval older than our first retransmission,
+            # so the original got through: the loss episode was spurious (RFC 4015 response).
+            self._undo(now)
+        if self._frto:
+            self._frto_step(acked, q.una < self._recovery_point, now)
+        rec = self.recovery
+        if self._sack_ok:
+            self._rack_detect(now)
+        elif rec is Recovery.RECOVERY and acked and q.una < self._recovery_point:
+            head = q.head_record()  # NewReno partial ACK (RFC 6582 §3.2 step 4)
+            if head is not None:
+                q.mark_lost(head)
+        if self.recovery is not rec and self.recovery is Recovery.RECOVERY:
+            # just entered: PRR counts this ACK too (RFC 6937 §3.1), the first
+            # retransmission goes out in any case
+            prr = self._prr
+            assert prr is not None
+            prr.on_ack(delivered=res.delivered, pipe=q.pipe)
+            if prr.sndcnt < self._smss:
+                prr.sndcnt = self._smss
+            return
+        rec = self.recovery
+        grow = res.delivered > 0
+        if rec is Recovery.RECOVERY:
+            if q.una < self._recovery_point:
+                assert self._prr is not None
+                if grow and self.cc.ack_in_recovery:
+                    # a model-based controller keeps measuring through recovery; PRR then
+                    # sizes sending towards the window it keeps
+                    self._cc_on_ack(res.delivered, sample, now)
+                    self._prr.ssthresh = self.cc.ssthresh
+                self._prr.on_ack(delivered=res.delivered, pipe=q.pipe)
+                return
+            self._exit_recovery(now)  # cwnd = ssthresh; growth resumes with the next ACK
+            grow = False
+        elif rec is Recovery.LOSS and q.una >= self._recovery_point:
+            self.recovery = Recovery.OPEN
+            self.cc.on_recovery_end(now=now)
+        if grow:
+            self._cc_on_ack(res.delivered, sample, now)
+        if self.recovery is Recovery.OPEN and self._sack_ok and not self._tlp_out and q.outstanding:
+            self._tlp_at = now + probe_timeout(srtt=rtt.srtt, flight_segments=q.pipe // self._smss, rto=rtt.rto)
+
+    def _frto_step(self, acked: int, partial: bool, now: float) -> None:
+        """F-RTO (RFC 5682 §2/§4) after an RTO without timestamps.
+
+        Step 2: the first ACK after the retransmission advances the window (a partial ACK)
+        -> send two *new* segments instead of retransmitting more. Step 3: the next ACK
+        advances the window again -> the originals got through, the RTO was spurious:
+        undo. A duplicate ACK at either step means real loss: conventional recovery.
+        """
+        if self.recovery is not Recovery.LOSS:
+            self._frto = 0
+            return
+        advanced = acked > 0 and partial
+        if self._frto == 1:
+            unsent = len(self.tx) + (1 if self._fin_seq is not None else 0) - self._q.outstanding
+            if advanced and unsent > 0:
+                self._frto = 2
+                self._frto_new = 2
+            else:
+                self._frto = 0
+        else:
+            self._frto = 0
+            self._frto_new = 0
+            if advanced:
+                self._undo(now)
+
+    def _cc_on_ack(self, delivered: int, sample: float | None, now: float) -> None:
+        q = self._q
+        self.cc.on_ack(
+            acked=delivered,
+            delivered=q.delivered,
+            snd_max=q.snd_max,
+            in_flight=q.pipe,
+            rtt=sample,
+            min_rtt=self.rtt.min_rtt,
+            app_limited=not self._cwnd_limited,
+            # net of losses shown spurious (undo, D-SACK): reordering is not loss
+            lost=max(q.lost_total - q.spurious_lost, 0),
+            now=now,
+        )
+
+    def _on_new_ack(
+        self, ack: int, acked: int, ts_ecr: int | None, now: float, precise: float | None = None
+    ) -> float | None:
+        """snd_una moves to ``ack``: free the bytes, sample the RTT, advance the state."""
         data = acked
         fin_acked = False
         fin_seq = self._fin_seq
-        if fin_seq is not None and 0 < ((ack - fin_seq) & MASK) < HALF:
+        if fin_seq is not None and seq_gt(ack, fin_seq):
             fin_acked = True
             data -= 1
         if data:
             del self.tx[:data]
         self.snd_una = ack
-        if 0 < ((ack - self.snd_nxt) & MASK) < HALF:
-            self.snd_nxt = ack  # the peer had more than we resent after go-back-N
-        if self._ts_ok and ts_ecr is not None:
-            self._rtt_sample_ts(ts_ecr, now)
-        elif self._rtt_seq is not None and ((ack - self._rtt_seq) & MASK) < HALF:
-            self.rtt.sample(now - self._rtt_time)
+        sample = None
+        if precise is not None:
+            # the send time of a never-retransmitted segment: finer than timestamps' 1 ms,
+            # which matters for min_rtt (RACK's reo_wnd, a model-based controller's BDP)
+            sample = precise
+            self.rtt.sample(sample)
+            self._rtt_seq = None
+        elif self._ts_ok and ts_ecr is not None:
+            sample = self._rtt_sample_ts(ts_ecr, now)
+        elif self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
+            sample = now - self._rtt_time
+            self.rtt.sample(sample)
             self._rtt_seq = None
         self._retransmits = 0
-        self._timer = Timer.NONE  # RFC 6298 §5.3: restart the timer on new data acked
-
-        smss = self._smss
-        if self._in_recovery:
-            if ((ack - self._recover) & MASK) < HALF:
-                # Full ACK (RFC 6582 §3.2 step 3): deflate to ssthresh.
-                flight = (self.snd_max - ack) & MASK
-                self.cwnd = min(self.ssthresh, max(flight, smss) + smss)
-                self._in_recovery = False
-            else:
-                # Partial ACK: retransmit the next hole, deflate by what was acked.
-                self._rexmit_due = True
-                self.cwnd = max(self.cwnd - acked + (smss if acked >= smss else 0), smss)
-        elif self.cwnd < self.ssthresh:
-            self.cwnd = min(self.cwnd + min(acked, smss), _MAX_CWND)
-        else:
-            self._ca_acc += acked
-            if self._ca_acc >= self.cwnd:
-                self._ca_acc -= self.cwnd
-                self.cwnd = min(self.cwnd + smss, _MAX_CWND)
         self._dupacks = 0
-
+        self._timer = Timer.NONE  # RFC 6298 §5.3: restart the timer on new data acked
         if fin_acked:
             st = self.state
             if st is State.FIN_WAIT_1:
@@ -697,24 +1009,81 @@ class TcpConnection:
                 self._enter_time_wait(now)
             elif st is State.LAST_ACK:
                 self._set_closed()
+        return sample
 
-    def _on_dup_ack(self) -> None:
+    def _on_dup_ack(self, now: float) -> None:
+        """A duplicate ACK from a peer that sends no SACK blocks (RFC 5681 §3.2, RFC 6582)."""
         self._dupacks += 1
-        smss = self._smss
-        if self._in_recovery:
-            self.cwnd = min(self.cwnd + smss, _MAX_CWND)  # inflate for each segment that left
-        elif self._dupacks == 3 and ((self.snd_una - self._recover) & MASK) < HALF:
-            # Fast retransmit + fast recovery (RFC 5681 §3.2, RFC 6582 §3.2 step 2).
-            flight = (self.snd_max - self.snd_una) & MASK
-            self.ssthresh = max(flight // 2, 2 * smss)
-            self.cwnd = self.ssthresh + 3 * smss
-            self._recover = self.snd_max
-            self._in_recovery = True
-            self._rexmit_due = True
-            self._rtt_seq = None
+        q = self._q
+        q.on_dup_ack_reno(self._smss)  # pipe shrinks: limited transmit (RFC 3042)
+        if self.recovery is Recovery.RECOVERY:
+            assert self._prr is not None
+            self._prr.on_ack(delivered=self._smss, pipe=q.pipe)
+        elif self.recovery is Recovery.OPEN and self._dupacks >= DUP_THRESH:
+            head = q.head_record()
+            if head is not None and q.mark_lost(head):
+                self._enter_recovery(now)
+
+    def _rack_detect(self, now: float) -> None:
+        """RFC 8985 §6.2: mark overdue segments lost; start recovery on the first loss."""
+        q = self._q
+        rtt = self.rtt
+        reo = q.rack.reo_wnd(
+            in_recovery=self.recovery is not Recovery.OPEN,
+            sacked_segments=q.sacked_out // self._smss,
+            min_rtt=rtt.min_rtt,
+            srtt=rtt.srtt,
+        )
+        marked, self._reo_at = q.detect_loss(now, reo)
+        if marked and self.recovery is Recovery.OPEN:
+            self._enter_recovery(now)
+
+    def _enter_recovery(self, now: float) -> None:
+        """Fast / SACK loss recovery (RFC 6675 §5) with PRR (RFC 6937)."""
+        q = self._q
+        cc = self.cc
+        cc.on_congestion_event(in_flight=min(q.outstanding, cc.cwnd), now=now)
+        self.recovery = Recovery.RECOVERY
+        self._prr = Prr(ssthresh=cc.ssthresh, pipe=q.pipe, mss=self._smss)
+        self._recovery_point = q.snd_max
+        self.counters["fast_recovery"] += 1
+        self._arm_undo()
+        self._tlp_at = None
+        self._rtt_seq = None
+
+    def _exit_recovery(self, now: float) -> None:
+        self.cc.on_recovery_end(now=now)
+        self._prr = None
+        self.recovery = Recovery.OPEN
+        self._q.rack.on_recovery_exit()
+
+    def _arm_undo(self) -> None:
+        """A congestion event began: remember what undoing it needs."""
+        self._undo_armed = True
+        self._undo_ts = None
+        self._undo_from = 0
+        self._undo_retrans = 0
+
+    def _undo(self, now: float) -> None:
+        """The last congestion event was spurious: restore the window, forget the losses."""
+        self._undo_armed = False
+        self.cc.undo(now=now)
+        self.counters["spurious_undone"] += 1
+        if self.recovery is not Recovery.OPEN:
+            self._q.unmark_lost()
+            self._prr = None
+            self.recovery = Recovery.OPEN
+        rack = self._q.rack
+        rack.reordering_seen = True
+        # Forget RACK's reference segment: it was delivered out of order (the cause of the
+        # spurious episode) and would mark every older segment lost again at once.
+        rack.xmit_ts = None
+        self._retransmits = 0
 
     def _on_data(self, seq: int, off: int, wnd: int, payload: bytes, fin: int, now: float) -> None:
         if off < 0:
+            if self._sack_ok and payload:
+                self._dsack = (seq, self.rcv_nxt)  # RFC 2883: the front was a duplicate
             payload = payload[-off:]  # already have the front (FIN-only remains if it was all old)
             seq = self.rcv_nxt
             off = 0
@@ -725,7 +1094,17 @@ class TcpConnection:
             self._ack_now = True
         if off:
             if payload:
-                self._ooo_insert(seq, payload)
+                q = self._ooo
+                if q is None:
+                    q = self._ooo = ReassemblyQueue(
+                        max_blocks=OOO_MAX_BLOCKS, max_bytes=self.config.rcv_buffer + OOO_SLACK
+                    )
+                res = q.insert(self._rcv_off + off, payload)
+                if not res.accepted:
+                    self.drops.add(DropReason.TCP_REASSEMBLY_FULL)
+                dup = res.duplicate
+                if dup is not None and self._sack_ok:
+                    self._dsack = self._seq_range(dup)  # RFC 2883: we already held this
             if fin:
                 self._rcv_fin_seq = (seq + len(payload)) & MASK
             self._ack_now = True  # RFC 5681 §4.2: out-of-order -> immediate (dup) ACK
@@ -734,13 +1113,31 @@ class TcpConnection:
         if n:
             self.rx += payload
             self.rcv_nxt = (self.rcv_nxt + n) & MASK
-            if self._ooo:
-                self._reassemble()
-                self._ack_now = True  # filled (part of) a gap: ACK at once
+            self._rcv_off += n
+            q = self._ooo
+            if q is not None and q.blocks:
+                # filled (part of) a hole: take what is now contiguous, ACK at once
+                # (RFC 5681 §4.2)
+                rx = self.rx
+                got = 0
+                for chunk in q.pop_ready(self._rcv_off):
+                    rx += chunk
+                    got += len(chunk)
+                if got:
+                    self._rcv_off += got
+                    self.rcv_nxt = (self.rcv_nxt + got) & MASK
+                self._ack_now = True
             else:
                 self._rcv_unacked += n
                 if n > self._rcv_seg_max:
                     self._rcv_seg_max = n
+            if not self._ts_ok:
+                est = self._rrtt_est
+                if est is None:
+                    est = self._rrtt_est = ReceiverRttEstimator(min_window=self.local_mss)
+                s = est.on_data(rcv_total=self._rcv_off, window=(self.rcv_adv - self.rcv_nxt) & MASK, now=now)
+                if s is not None:
+                    self._tuner.on_rtt_sample(s, window_based=True)
                 if self._rcv_unacked >= 2 * self._rcv_seg_max or self.config.delayed_ack <= 0:
                     self._ack_now = True
                 elif self._ack_at is None:
@@ -748,54 +1145,16 @@ class TcpConnection:
         if fin or (self._rcv_fin_seq is not None and self._rcv_fin_seq == self.rcv_nxt):
             self._on_fin(now)
 
-    def _ooo_insert(self, seq: int, data: bytes) -> None:
-        """Merge ``data`` at ``seq`` (> rcv_nxt, inside the window) into the OOO list."""
-        base = self.rcv_nxt
-        start = (seq - base) & MASK
-        end = start + len(data)
-        merged = data
-        out: list[tuple[int, bytes]] = []
-        placed = False
-        for bseq, bdata in self._ooo:
-            bstart = (bseq - base) & MASK
-            bend = bstart + len(bdata)
-            if bend < start:
-                out.append((bseq, bdata))
-            elif bstart > end:
-                if not placed:
-                    out.append(((base + start) & MASK, merged))
-                    placed = True
-                out.append((bseq, bdata))
-            else:  # overlapping or adjacent: one block
-                if bstart < start:
-                    merged = bdata[: start - bstart] + merged
-                    start = bstart
-                if bend > end:
-                    merged = merged + bdata[end - bstart :]
-                    end = bend
-        if not placed:
-            out.append(((base + start) & MASK, merged))
-        self._ooo = out
-        self._ooo_last = seq
-
-    def _reassemble(self) -> None:
-        ooo = self._ooo
-        while ooo:
-            bseq, bdata = ooo[0]
-            skip = (self.rcv_nxt - bseq) & MASK
-            if skip >= HALF:
-                break  # still a gap before this block
-            del ooo[0]
-            if skip < len(bdata):
-                rest = bdata[skip:]
-                self.rx += rest
-                self.rcv_nxt = (self.rcv_nxt + len(rest)) & MASK
+    def _seq_range(self, r: tuple[int, int]) -> tuple[int, int]:
+        """Receive stream offsets ``[start, end)`` as sequence numbers."""
+        base = (self.rcv_nxt - self._rcv_off) & MASK
+        return ((base + r[0]) & MASK, (base + r[1]) & MASK)
 
     def _on_fin(self, now: float) -> None:
         self.rcv_nxt = (self.rcv_nxt + 1) & MASK
         self._fin_received = True
         self._rcv_fin_seq = None
-        self._ooo = []
+        self._ooo = None
         self._ack_now = True
         self._events.append(PeerFin())
         st = self.state
@@ -826,12 +1185,24 @@ class TcpConnection:
     # Timers
 
     def handle_timer(self, *, now: float) -> None:
-        """Run whatever deadline has passed (delayed ACK, RTO, probe, 2MSL, idle)."""
+        """Run whatever deadline has passed (delayed ACK, RTO, TLP, RACK, probe, 2MSL, idle)."""
         if self.state is State.CLOSED:
             return
         if self._ack_at is not None and now >= self._ack_at:
             self._ack_at = None
             self._ack_now = True
+        if self._pace_at is not None and now >= self._pace_at:
+            self._pace_at = None  # segments_to_send (which follows) sends what is due
+        if self._reo_at is not None and now >= self._reo_at:
+            self._reo_at = None
+            self._rack_detect(now)  # RFC 8985 §6.3: the reordering window has passed
+        if self._tlp_at is not None and now >= self._tlp_at:
+            self._tlp_at = None
+            if self.recovery is Recovery.OPEN and self.snd_max != self.snd_una and not self._tlp_out:
+                self._tlp_due = True
+                self.counters["tlp"] += 1
+                self._timer = Timer.RETRANSMIT  # RFC 8985 §7.3: re-arm the RTO after a probe
+                self._timer_at = now + self.rtt.rto
         at = self._timer_at
         if at is not None and now >= at:
             kind = self._timer
@@ -840,7 +1211,7 @@ class TcpConnection:
             elif kind is Timer.PERSIST:
                 self._probes += 1
                 if self._probes > self.config.max_retransmits:
-                    self._time_out("persist")
+                    self._time_out(TimeoutReason.PERSIST)
                 else:
                     self._probe_due = True
                     self._persist_backoff += 1
@@ -849,17 +1220,17 @@ class TcpConnection:
                 if self.state is State.TIME_WAIT:
                     self._set_closed()
                 else:
-                    self._time_out("fin-wait-2")
+                    self._time_out(TimeoutReason.FIN_WAIT_2)
             elif kind is Timer.IDLE:
-                self._time_out("idle")
+                self._time_out(TimeoutReason.IDLE)
         self._arm_timer(now)
 
     def _on_rto(self, now: float) -> None:
         cfg = self.config
-        if self.state is State.SYN_RECEIVED:
+        if self.state is State.SYN_RECEIVED or self.state is State.SYN_SENT:
             self._synack_retries += 1
             if self._synack_retries > cfg.syn_ack_retries:
-                self._time_out("syn-ack")
+                self._time_out(TimeoutReason.SYN_ACK)
                 return
             self._synack_due = True
             self.rtt.backoff()
@@ -870,19 +1241,28 @@ class TcpConnection:
             self._retransmits += 1
         self._rx_since_rto = False
         if self._retransmits > cfg.max_retransmits:
-            self._time_out("retransmit")
+            self._time_out(TimeoutReason.RETRANSMIT)
             return
-        smss = self._smss
-        flight = (self.snd_max - self.snd_una) & MASK
-        self.ssthresh = max(flight // 2, 2 * smss)
-        self.cwnd = smss
-        self._ca_acc = 0
-        self._in_recovery = False
+        q = self._q
+        self.counters["rto"] += 1
+        # RFC 5681 §3.1 loss window; RFC 6675 §5.1: everything not SACKed is presumed lost
+        # and resent lowest first; SACKed data is never resent.
+        self.cc.on_rto(in_flight=q.pipe, now=now)
+        q.mark_all_lost()
+        if self.recovery is not Recovery.LOSS:
+            self._arm_undo()  # Eifel (RFC 3522): was this RTO spurious?
+            # without timestamps F-RTO (RFC 5682) answers that question
+            self._frto = 0 if self._ts_ok else 1
+        else:
+            self._frto = 0  # a repeated RTO: conventional recovery
+        self._frto_new = 0
+        self.recovery = Recovery.LOSS
+        self._prr = None
+        self._recovery_point = q.snd_max
         self._dupacks = 0
-        self._recover = self.snd_max
-        self.snd_nxt = self.snd_una  # go-back-N
-        self._rexmit_due = True
         self._rtt_seq = None
+        self._tlp_at = self._reo_at = None
+        self._tlp_due = self._tlp_out = False
         self.rtt.backoff()
         self._timer_at = now + self.rtt.rto
 
@@ -898,7 +1278,7 @@ class TcpConnection:
             self._timer_at = None
         elif st is State.TIME_WAIT:
             pass  # set on entry, restarted by a retransmitted FIN
-        elif st is State.SYN_RECEIVED:
+        elif st is State.SYN_RECEIVED or st is State.SYN_SENT:
             if not self.accepted:
                 self._timer = Timer.NONE  # the shell's connect timeout governs
                 self._timer_at = None
@@ -909,6 +1289,7 @@ class TcpConnection:
             if kind is not Timer.RETRANSMIT:
                 self._timer = Timer.RETRANSMIT
                 self._timer_at = now + self.rtt.rto
+            return
         elif self.snd_wnd == 0 and self.tx:
             if kind is not Timer.PERSIST:
                 self._timer = Timer.PERSIST
@@ -919,14 +1300,16 @@ class TcpConnection:
         else:
             self._timer = Timer.IDLE
             self._timer_at = self._last_activity + self.config.idle_timeout
+        self._tlp_at = self._reo_at = None  # nothing in flight
 
     def _enter_time_wait(self, now: float) -> None:
         self.state = State.TIME_WAIT
         self._timer = Timer.CLOSE
         self._timer_at = now + self.config.time_wait
+        self._tlp_at = self._reo_at = None
         self.tx.clear()
 
-    def _time_out(self, why: str) -> None:
+    def _time_out(self, why: TimeoutReason) -> None:
         self._events.append(TimedOut(why))
         self.abort()
 
@@ -936,17 +1319,18 @@ class TcpConnection:
         self.state = State.CLOSED
         self._timer = Timer.NONE
         self._timer_at = None
-        self._ack_at = None
-        self._ack_now = self._rexmit_due = self._probe_due = self._synack_due = False
+        self._ack_at = self._tlp_at = self._reo_at = self._pace_at = None
+        self._ack_now = self._tlp_due = self._probe_due = self._synack_due = False
         self.tx.clear()
-        self._ooo = []
+        self._ooo = None
         self._events.append(Closed())
 
     # ------------------------------------------------------------------------------------
     # Network side: output
 
     def segments_to_send(self, *, now: float) -> list[TcpSegment]:
-        """Everything due now: RSTs, SYN-ACK, data (within min(peer window, cwnd)), FIN, ACKs, probes."""
+        """Everything due now: RSTs, SYN-ACK, retransmissions and data (PRR / cwnd / peer
+        window), FIN, ACKs, probes."""
         out = self._ctl
         if out:
             self._ctl = []
@@ -955,17 +1339,23 @@ class TcpConnection:
         st = self.state
         if st is State.CLOSED:
             return out
-        if st is State.SYN_RECEIVED:
+        if st is State.SYN_RECEIVED or st is State.SYN_SENT:
             if self._synack_due:
                 self._synack_due = False
-                out.append(self._build_synack(now))
+                out.append(self._build_synack(now) if st is State.SYN_RECEIVED else self._build_syn(now))
                 self._synack_sent_at = now
             self._arm_timer(now)
             return out
         if self._ack_at is not None and now >= self._ack_at:
             self._ack_now = True
+        if self._consumed != self._consumed_fed:
+            self._consumed_fed = self._consumed
+            self._tuner.on_consumed(total=self._consumed, now=now)
         ts_val = ((int(now * 1000) + self._ts_offset) & MASK) if self._ts_ok else None
-        sack = self._sack_blocks() if self._ooo and self._sack_ok else ()
+        q = self._ooo
+        sack = (
+            self._sack_blocks() if ((q is not None and q.blocks) or self._dsack is not None) and self._sack_ok else ()
+        )
         win = self._window_field()
         sent_any = False
         if st in _SENDING:
@@ -982,72 +1372,182 @@ class TcpConnection:
             self._ack_at = None
             self._rcv_unacked = 0
             self._last_ack_sent = self.rcv_nxt
+            self._dsack = None
         self._arm_timer(now)
         return out
 
     def _send_data(
         self, out: list[TcpSegment], now: float, ts_val: int | None, sack: tuple[tuple[int, int], ...], win: int
     ) -> bool:
-        """Append data/FIN segments to ``out``; True if any were added."""
+        """Append retransmissions, then new data/FIN segments to ``out``; True if any.
+
+        Order (RFC 6675 NextSeg): a due tail loss probe, segments marked lost (lowest
+        first), then new data. Outside recovery the budget is ``cwnd - pipe``; in recovery
+        PRR's ``sndcnt``. New data also needs the peer's window.
+        """
+        q = self._q
         tx = self.tx
-        txlen = len(tx)
-        una = self.snd_una
-        fin_seq = self._fin_seq
-        smss = self._smss - _sack_option_len(len(sack))
+        una = q.una
+        base = (self.snd_una - una) & MASK  # seq of stream offset 0, mod 2**32
+        data_end = una + len(tx)
+        fin_pending = self._fin_seq is not None
+        max_pl = self._smss - _sack_option_len(len(sack))
+        prr = self._prr
+        budget = prr.sndcnt if prr is not None else self.cc.cwnd - q.pipe
+        # Pacing (a rate-based controller asks for it): a token bucket of pacing_rate
+        # bytes/s, bursts of at most PACE_BURST_TIME (the shell's timers are coarse).
+        rate = self.cc.pacing_rate
+        tokens = 0.0
+        window_budget = budget
+        if rate is not None and rate > 0:
+            tokens = self._pace_tokens + (now - self._pace_t) * rate
+            cap = max(PACE_BURST_SEGMENTS * self._smss, rate * PACE_BURST_TIME)
+            if tokens > cap:
+                tokens = cap
+            self._pace_t = now
+            if budget > tokens:
+                budget = int(tokens) + 1  # float rounding must never hold back a due segment
+        self._pace_at = None
+        spent = 0
         before = len(out)
+        force = False
+        new_data = False
         with memoryview(tx) as view:
-            if self._rexmit_due:
-                self._rexmit_due = False
-                # Resend only what was sent before (at most snd_max): never-sent bytes go
-                # through the window-checked path below, and the FIN only if it went out.
-                outstanding = (self.snd_max - una) & MASK
-                if outstanding >= HALF:
-                    outstanding = 0
-                n = min(smss, txlen, outstanding)
-                fin = fin_seq is not None and n == txlen and outstanding > txlen
-                if n or fin:
-                    flags = (_F_FIN_ACK_PSH if n else _F_FIN_ACK) if fin else (_F_ACK_PSH if n == txlen else _F_ACK)
-                    out.append(self._build(una, flags, bytes(view[:n]), win, ts_val, sack))
-                    end = (una + n + (1 if fin else 0)) & MASK
-                    if 0 < ((end - self.snd_nxt) & MASK) < HALF:
-                        self.snd_nxt = end
-                    self._rtt_seq = None  # Karn: never time a retransmission
-            sent = (self.snd_nxt - una) & MASK  # seq space in flight, FIN included
-            limit = self.snd_wnd if self.snd_wnd < self.cwnd else self.cwnd
-            new_data = False
-            while sent < txlen:
-                avail = txlen - sent
-                n = limit - sent
-                if n > smss:
-                    n = smss
-                if n > avail:
-                    n = avail
-                if n <= 0 or (n < smss and n < avail and sent > 0):
-                    break  # window-limited; sender SWS avoidance (RFC 1122 4.2.3.4)
-                last = n == avail
-                if last and fin_seq is not None:
-                    flags = _F_FIN_ACK_PSH
-                    step = n + 1
+            if self._tlp_due:
+                # RFC 8985 §7.3: one probe: new data if the peer's window allows, else the
+                # highest segment not SACKed.
+                self._tlp_due = False
+                self._tlp_out = True
+                nxt = q.snd_max
+                if nxt < data_end and nxt + min(max_pl, data_end - nxt) <= una + self.snd_wnd:
+                    force = True
                 else:
-                    flags = _F_ACK_PSH if last else _F_ACK
-                    step = n
-                out.append(self._build((una + sent) & MASK, flags, bytes(view[sent : sent + n]), win, ts_val, sack))
-                sent += step
+                    last = q.last_unsacked()
+                    if last is not None:
+                        self._retransmit(out, last, view, una, base, data_end, now, ts_val, sack, win, max_pl)
+            frto_probe = self._frto_new > 0
+            if frto_probe:
+                # F-RTO step 2: new data probes whether the RTO was spurious
+                budget = self._frto_new * max_pl
+                self._frto_new = 0
+                force = True
+            while budget > 0 and not frto_probe:
+                r = q.next_lost()
+                if r is None:
+                    break
+                n = self._retransmit(out, r, view, una, base, data_end, now, ts_val, sack, win, max_pl)
+                budget -= n
+                spent += n
+                if prr is not None:
+                    prr.on_sent(n)
+            nxt = q.snd_max
+            wnd_end = una + self.snd_wnd
+            cwnd_limited = False
+            while nxt < data_end:
+                avail = data_end - nxt
+                n = max_pl if max_pl < avail else avail
+                room = wnd_end - nxt
+                if room < n:
+                    # window-limited; sender SWS avoidance (RFC 1122 4.2.3.4)
+                    if room <= 0 or nxt > una:
+                        break
+                    n = room
+                if n > budget and not force and (budget <= 0 or q.pipe > 0):
+                    cwnd_limited = True
+                    break
+                force = False
+                fin = fin_pending and n == avail
+                if fin:
+                    flags = _F_FIN_ACK_PSH
+                else:
+                    flags = _F_ACK_PSH if n == avail else _F_ACK
+                off = nxt - una
+                out.append(self._build((base + nxt) & MASK, flags, bytes(view[off : off + n]), win, ts_val, sack))
+                end = nxt + n + (1 if fin else 0)
+                q.on_send(nxt, end, fin, now)
+                nxt = end
+                budget -= n
+                spent += n
+                if prr is not None:
+                    prr.on_sent(n)
                 new_data = True
-            if fin_seq is not None and sent == txlen:
-                out.append(self._build(fin_seq, _F_FIN_ACK, b"", win, ts_val, sack))
-                sent += 1
+            if fin_pending and nxt == data_end:
+                out.append(self._build((base + nxt) & MASK, _F_FIN_ACK, b"", win, ts_val, sack))
+                q.on_send(nxt, nxt + 1, True, now)
                 new_data = True
+            if rate is not None and rate > 0:
+                tokens -= spent
+                self._pace_tokens = tokens
+                if window_budget > spent and (nxt < data_end or q.next_lost() is not None) and tokens < self._smss:
+                    # paced, not window-limited: come back when a quantum is due (not per
+                    # segment: every wake-up of the shell costs a loop turn)
+                    quantum = max(PACE_QUANTUM_SEGMENTS * self._smss, rate * PACE_QUANTUM_TIME)
+                    self._pace_at = now + (quantum - tokens) / rate + PACE_MIN_WAIT
+                    cwnd_limited = True
+            self._cwnd_limited = cwnd_limited
+        if len(out) == before:
+            return False
         if new_data:
-            nxt = (una + sent) & MASK
-            self.snd_nxt = nxt
-            if 0 < ((nxt - self.snd_max) & MASK) < HALF:
-                if self._rtt_seq is None and not self._ts_ok:
-                    self._rtt_seq = nxt
-                    self._rtt_time = now
-                self.snd_max = nxt
-            self._last_activity = now
-        return len(out) > before
+            smax = (base + q.snd_max) & MASK
+            if self._rtt_seq is None and not self._ts_ok and not self._undo_armed:
+                self._rtt_seq = smax
+                self._rtt_time = now
+            self.snd_max = self.snd_nxt = smax
+        self._last_activity = now
+        if self.recovery is Recovery.OPEN and self._sack_ok and not self._tlp_out:
+            self._tlp_at = now + probe_timeout(
+                srtt=self.rtt.srtt, flight_segments=q.pipe // self._smss, rto=self.rtt.rto
+            )
+        return True
+
+    def _retransmit(
+        self,
+        out: list[TcpSegment],
+        r: Sent,
+        view: memoryview,
+        una: int,
+        base: int,
+        data_end: int,
+        now: float,
+        ts_val: int | None,
+        sack: tuple[tuple[int, int], ...],
+        win: int,
+        max_pl: int,
+    ) -> int:
+        """Resend record ``r`` (only bytes that were sent before); returns its payload size."""
+        plen = r.end - r.start - (1 if r.fin else 0)
+        off = r.start - una
+        if r.fin:
+            flags = _F_FIN_ACK_PSH if plen else _F_FIN_ACK
+        else:
+            flags = _F_ACK_PSH if r.end >= data_end else _F_ACK
+        # A record sent before our SACK option grew may not fit with it: leave SACK out then.
+        out.append(
+            self._build(
+                (base + r.start) & MASK,
+                flags,
+                bytes(view[off : off + plen]),
+                win,
+                ts_val,
+                sack if plen <= max_pl else (),
+            )
+        )
+        self._q.on_retransmit(r, now)
+        self._rtt_seq = None  # Karn: never time a retransmission
+        self.counters["retransmitted_bytes"] += plen
+        if self._undo_armed:
+            if self._undo_ts is None and ts_val is not None:
+                self._undo_ts = ts_val
+                self._undo_from = r.start
+            self._undo_retrans += 1
+        return plen if plen else 1
+
+    @property
+    def _rcv_cap(self) -> int:
+        """Receive space we may advertise now: the tuner's buffer within the field's reach."""
+        size = self._tuner.size
+        cap = self._rcv_field_max
+        return size if size < cap else cap
 
     def _window_field(self) -> int:
         """Raw window for our next segment; moves rcv_adv right, never left (RFC 9293 §3.8.6.2.2)."""
@@ -1077,19 +1577,19 @@ class TcpConnection:
         return 0 if grow >= HALF else grow
 
     def _sws_threshold(self) -> int:
-        return min(self.config.rcv_buffer // 2, self.local_mss)
+        return min(self._rcv_cap // 2, self.local_mss)
 
     def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
-        """Up to 3 (4 without timestamps) SACK blocks, the most recent arrival's first."""
+        """Up to 3 (4 without timestamps) SACK blocks: a D-SACK block first (RFC 2883 §4),
+        then the block of the most recent arrival, then the others (RFC 2018 §4)."""
         limit = 3 if self._ts_ok else 4
-        blocks = [(s, (s + len(d)) & MASK) for s, d in self._ooo]
-        last = self._ooo_last
-        for i, (left, right) in enumerate(blocks):
-            if ((last - left) & MASK) < ((right - left) & MASK):
-                if i:
-                    blocks.insert(0, blocks.pop(i))
-                break
-        return tuple(blocks[:limit])
+        blocks: list[tuple[int, int]] = []
+        if self._dsack is not None:
+            blocks.append(self._dsack)
+        q = self._ooo
+        if q is not None and q.blocks:
+            blocks.extend(self._seq_range(r) for r in q.sack_blocks(limit - len(blocks)))
+        return tuple(blocks)
 
     def _build(
         self,
@@ -1100,22 +1600,20 @@ class TcpConnection:
         ts_val: int | None,
         sack: tuple[tuple[int, int], ...],
     ) -> TcpSegment:
+        """The one factory for our data/ACK segments."""
         return TcpSegment(
-            self._local,
-            self._peer,
-            self._lport,
-            self._pport,
-            seq,
-            self.rcv_nxt,
-            flags,
-            win,
-            payload,
-            None,
-            None,
-            False,
-            sack,
-            ts_val,
-            self._ts_recent if ts_val is not None else None,
+            src=self._local,
+            dst=self._peer,
+            sport=self._lport,
+            dport=self._pport,
+            seq=seq,
+            ack=self.rcv_nxt,
+            flags=flags,
+            window=win,
+            payload=payload,
+            sack_blocks=sack,
+            ts_val=ts_val,
+            ts_ecr=self._ts_recent if ts_val is not None else None,
         )
 
     def _build_synack(self, now: float) -> TcpSegment:
@@ -1124,25 +1622,52 @@ class TcpConnection:
         self.rcv_adv = (self.rcv_nxt + win) & MASK
         ts_val = ((int(now * 1000) + self._ts_offset) & MASK) if self._ts_ok else None
         return TcpSegment(
-            self._local,
-            self._peer,
-            self._lport,
-            self._pport,
-            self.iss,
-            self.rcv_nxt,
-            _F_SYN_ACK,
-            win,
-            b"",
-            self.local_mss,
-            self._rcv_ws if self._ws_ok else None,
-            self._sack_ok,
-            (),
-            ts_val,
-            self._ts_recent if ts_val is not None else None,
+            src=self._local,
+            dst=self._peer,
+            sport=self._lport,
+            dport=self._pport,
+            seq=self.iss,
+            ack=self.rcv_nxt,
+            flags=_F_SYN_ACK,
+            window=win,
+            mss=self.local_mss,
+            wscale=self._rcv_ws if self._ws_ok else None,
+            sack_permitted=self._sack_ok,
+            ts_val=ts_val,
+            ts_ecr=self._ts_recent if ts_val is not None else None,
+        )
+
+    def _build_syn(self, now: float) -> TcpSegment:
+        """Our SYN (active open) offering every option the config allows."""
+        cfg = self.config
+        ts_val = ((int(now * 1000) + self._ts_offset) & MASK) if cfg.timestamps else None
+        return TcpSegment(
+            src=self._local,
+            dst=self._peer,
+            sport=self._lport,
+            dport=self._pport,
+            seq=self.iss,
+            ack=0,
+            flags=TcpFlags.SYN,
+            window=min(self._rcv_cap, 0xFFFF),
+            mss=self.local_mss,
+            wscale=self._rcv_ws if cfg.window_scale else None,
+            sack_permitted=cfg.sack,
+            ts_val=ts_val,
+            ts_ecr=0 if ts_val is not None else None,
         )
 
     def _build_rst(self, seq: int, flags: TcpFlags, ack: int) -> TcpSegment:
-        return TcpSegment(self._local, self._peer, self._lport, self._pport, seq & MASK, ack & MASK, flags, 0)
+        return TcpSegment(
+            src=self._local,
+            dst=self._peer,
+            sport=self._lport,
+            dport=self._pport,
+            seq=seq & MASK,
+            ack=ack & MASK,
+            flags=flags,
+            window=0,
+        )
 
     def _rst_reply(self, seg: TcpSegment) -> TcpSegment:
         """RST answering ``seg`` (RFC 9293 §3.10.7.1)."""
@@ -1150,10 +1675,16 @@ class TcpConnection:
             return self._build_rst(seg.ack, _F_RST, 0)
         return self._build_rst(0, _F_RST_ACK, seg.seq + seg.seg_len)
 
-    def _rtt_sample_ts(self, ts_ecr: int, now: float) -> None:
+    def _ts_age(self, ts_ecr: int, now: float) -> float | None:
+        """Seconds since we sent the TSval ``ts_ecr`` echoes; None if implausible."""
         rtt_ms = ((int(now * 1000) + self._ts_offset) - ts_ecr) & MASK
-        if rtt_ms < MAX_RTT_SAMPLE * 1000:
-            self.rtt.sample(rtt_ms / 1000.0)
+        return rtt_ms / 1000.0 if rtt_ms < MAX_RTT_SAMPLE * 1000 else None
+
+    def _rtt_sample_ts(self, ts_ecr: int, now: float) -> float | None:
+        rtt = self._ts_age(ts_ecr, now)
+        if rtt is not None:
+            self.rtt.sample(rtt)
+        return rtt
 
     def __repr__(self) -> str:
         peer, pport, local, lport = self.key
