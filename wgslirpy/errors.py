@@ -85,6 +85,9 @@ class DropReason(enum.Enum):
     UDP_HOST_SEND_FULL = "udp_host_send_full"  # the host UDP socket's buffer was full
     UDP_HOST_SEND_FAILED = "udp_host_send_failed"  # the host refused the send (e.g. EMSGSIZE)
     FRAGMENT_DUPLICATE = "fragment_duplicate"  # an exact copy of a fragment already held
+    # --- incoming forwards (-t / -u; net/incoming.py) ---
+    INCOMING_NO_PORT = "incoming_no_port"  # every port of --incoming-port-range is in use
+    INCOMING_TUPLE_IN_USE = "incoming_tuple_in_use"  # the forward's 4-tuple is a live flow
 
 
 class _Drop(Exception):
