@@ -381,3 +381,45 @@ def test_udp_table_tuple_collision_and_close_forward() -> None:
     assert t.open(1, CLIENT_B, (SRC, 3), (DST, 2), now=T0) is not None
     assert [b.client for b in t.close_forward(0)] == [CLIENT_A]
     assert len(t) == 1 and t.match(DST, 2, SRC, 1) is None and t.match(DST, 2, SRC, 3) is not None
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def _keys() -> list[str]:
+    import base64
+
+    return ["-k", base64.b64encode(KEY).decode(), "-K", base64.b64encode(PEER).decode(), "-b", "127.0.0.1:0"]
+
+
+@pytest.mark.parametrize("args", [
+    ["-t", "127.0.0.1:2222"],
+    ["-u", "127.0.0.1:53,[fd00::1]:0,10.0.0.2:53"],
+    ["--incoming-tcp", "127.0.0.1:1,10.0.0.2:0"],
+    ["--incoming-port-range", "9-3"],
+])
+def test_cli_bad_specs_exit_2_with_one_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from wgslirpy import cli
+
+    assert cli.main(_keys() + args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wgslirpy: error: --incoming") and "\n" not in err
+
+
+def test_cli_options_reach_the_config() -> None:
+    from wgslirpy import cli
+
+    opts = cli.parse_args(_keys() + ["-t", "127.0.0.1:2222,10.0.0.1:0,10.0.0.2:22", "-t", "127.0.0.1:2223,10.0.0.2:23",
+                                     "-u", "[::1]:53,[fd00::1]:0,[fd00::2]:53", "--incoming-port-range", "40000-40100"])
+    c = cli.config_from_options(opts)
+    assert [(f.proto, f.host[1]) for f in c.incoming] == [("tcp", 2222), ("tcp", 2223), ("udp", 53)]
+    assert c.incoming_port_range == (40000, 40100)
+
+
+def test_help_documents_the_forwards(capsys: pytest.CaptureFixture[str]) -> None:
+    from wgslirpy import cli
+
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "-t SPEC, --incoming-tcp SPEC" in out and "-u SPEC, --incoming-udp SPEC" in out
+    assert "HOST_ADDR,[SRC_ADDR],DST_ADDR" in out and "--incoming-port-range" in out
