@@ -4,7 +4,7 @@ active open and incoming UDP bindings driven with byte strings and a fake clock.
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -23,7 +23,7 @@ from wgslirpy.net.incoming import (
 from wgslirpy.net.packet import decode_ip
 from wgslirpy.net.segments import IPAddress, TcpFlags, TcpSegment, UdpDatagram, Unreachable
 from wgslirpy.net.stack import IncomingUdpClosed, IncomingUdpReply, Stack, StackConfig
-from wgslirpy.net.tcp import PeerReset, State, TcpConfig, TcpConnection, TimedOut, TimeoutReason
+from wgslirpy.net.tcp import PeerReset, State, TcpConfig, TcpConnection, TcpEvent, TimedOut, TimeoutReason
 
 ip = ipaddress.ip_address
 SRC = ip("10.0.0.1")
@@ -54,16 +54,30 @@ def tcp_out(stack: Stack, now: float = T0) -> list[TcpSegment]:
 
 def synack(syn: TcpSegment, *, options: bool = True, ack: int | None = None) -> bytes:
     s = TcpSegment(
-        syn.dst, syn.src, syn.dport, syn.sport, PEER_ISN, syn.seq + 1 if ack is None else ack,
-        TcpFlags.SYN | TcpFlags.ACK, 65535,
-        mss=1380 if options else None, wscale=7 if options else None, sack_permitted=options,
-        ts_val=555 if options else None, ts_ecr=syn.ts_val if options else None,
+        syn.dst,
+        syn.src,
+        syn.dport,
+        syn.sport,
+        PEER_ISN,
+        syn.seq + 1 if ack is None else ack,
+        TcpFlags.SYN | TcpFlags.ACK,
+        65535,
+        mss=1380 if options else None,
+        wscale=7 if options else None,
+        sack_permitted=options,
+        ts_val=555 if options else None,
+        ts_ecr=syn.ts_val if options else None,
     )
     return build_tcp(s)
 
 
-def events(conn: TcpConnection) -> list[object]:
-    out = []
+def st(conn: TcpConnection) -> State:
+    """The state, read through a call (so mypy does not narrow it across steps)."""
+    return conn.state
+
+
+def events(conn: TcpConnection) -> list[TcpEvent]:
+    out: list[TcpEvent] = []
     while (ev := conn.next_event()) is not None:
         out.append(ev)
     return out
@@ -106,8 +120,13 @@ def test_bad_specs_have_one_clear_line(spec: str, fragment: str) -> None:
 
 
 def test_config_create_and_duplicate_listeners() -> None:
-    c = Config.create(private_key=KEY, peer_key=PEER, incoming_tcp=["127.0.0.1:1,10.0.0.2:22"],
-                      incoming_udp=["127.0.0.1:1,10.0.0.2:53"], incoming_port_range="2000-2010")
+    c = Config.create(
+        private_key=KEY,
+        peer_key=PEER,
+        incoming_tcp=["127.0.0.1:1,10.0.0.2:22"],
+        incoming_udp=["127.0.0.1:1,10.0.0.2:53"],
+        incoming_port_range="2000-2010",
+    )
     assert [f.proto for f in c.incoming] == ["tcp", "udp"] and c.incoming_port_range == (2000, 2010)
     with pytest.raises(ConfigError, match="same host address"):
         Config.create(private_key=KEY, peer_key=PEER, incoming_tcp=["127.0.0.1:1,10.0.0.2:22"] * 2)
@@ -179,13 +198,13 @@ def test_open_tcp_respects_max_tcp_flows() -> None:
 def test_active_open_with_options(src: IPAddress, dst: IPAddress) -> None:
     stack = make_stack()
     conn = stack.open_tcp(src, 40000, dst, 22, now=T0)
-    assert conn is not None and conn.state is State.SYN_SENT
+    assert conn is not None and st(conn) is State.SYN_SENT
     [syn] = tcp_out(stack)
     assert syn.flags == TcpFlags.SYN and (syn.src, syn.sport, syn.dst, syn.dport) == (src, 40000, dst, 22)
     assert syn.seq == OUR_ISN and syn.mss == conn.local_mss and syn.sack_permitted
     assert syn.wscale is not None and syn.ts_val is not None
     stack.receive_ip(synack(syn), now=T0 + 0.01)
-    assert conn.state is State.ESTABLISHED
+    assert st(conn) is State.ESTABLISHED
     assert conn.mss == min(1380, conn.local_mss) and conn.snd_wnd == 65535
     [ack] = tcp_out(stack, T0 + 0.01)
     assert ack.flags == TcpFlags.ACK and ack.ack == PEER_ISN + 1 and ack.seq == OUR_ISN + 1
@@ -195,8 +214,19 @@ def test_active_open_with_options(src: IPAddress, dst: IPAddress) -> None:
     stack.mark(conn)
     [data] = tcp_out(stack, T0 + 0.02)
     assert data.payload == b"hello"
-    back = TcpSegment(dst, src, 22, 40000, PEER_ISN + 1, OUR_ISN + 6, TcpFlags.ACK | TcpFlags.PSH, 100,
-                      payload=b"world", ts_val=556, ts_ecr=data.ts_val)
+    back = TcpSegment(
+        dst,
+        src,
+        22,
+        40000,
+        PEER_ISN + 1,
+        OUR_ISN + 6,
+        TcpFlags.ACK | TcpFlags.PSH,
+        100,
+        payload=b"world",
+        ts_val=556,
+        ts_ecr=data.ts_val,
+    )
     stack.receive_ip(build_tcp(back), now=T0 + 0.03)
     assert conn.read() == b"world" and conn.snd_wnd == 100 << 7
 
@@ -207,7 +237,7 @@ def test_active_open_without_options() -> None:
     assert conn is not None
     [syn] = tcp_out(stack)
     stack.receive_ip(synack(syn, options=False), now=T0 + 0.01)
-    assert conn.state is State.ESTABLISHED
+    assert st(conn) is State.ESTABLISHED
     assert conn.mss == 536  # RFC 9293 default without an MSS option
     [ack] = tcp_out(stack, T0 + 0.01)
     assert ack.ts_val is None and not ack.sack_blocks
@@ -225,7 +255,7 @@ def test_syn_ack_with_a_wrong_ack_gets_rst_and_keeps_waiting() -> None:
     stack.receive_ip(synack(syn, ack=syn.seq + 77), now=T0)
     [rst] = tcp_out(stack)
     assert rst.flags == TcpFlags.RST and rst.seq == syn.seq + 77
-    assert conn.state is State.SYN_SENT
+    assert st(conn) is State.SYN_SENT
 
 
 def test_rst_fails_the_active_open() -> None:
@@ -241,8 +271,15 @@ def test_rst_fails_the_active_open() -> None:
     assert tcp_out(stack) == [] and stack.open_flow_count() == 0
 
 
-@pytest.mark.parametrize("src, dst, kind", [(SRC, DST, Unreachable.PORT), (SRC, DST, Unreachable.HOST),
-                                            (SRC6, DST6, Unreachable.PORT), (SRC6, DST6, Unreachable.ADMIN)])
+@pytest.mark.parametrize(
+    "src, dst, kind",
+    [
+        (SRC, DST, Unreachable.PORT),
+        (SRC, DST, Unreachable.HOST),
+        (SRC6, DST6, Unreachable.PORT),
+        (SRC6, DST6, Unreachable.ADMIN),
+    ],
+)
 def test_icmp_unreachable_fails_the_active_open(src: IPAddress, dst: IPAddress, kind: Unreachable) -> None:
     stack = make_stack()
     conn = stack.open_tcp(src, 40000, dst, 22, now=T0)
@@ -262,11 +299,11 @@ def test_icmp_unreachable_needs_our_syn() -> None:
     [syn] = tcp_out(stack)
     forged = build_tcp(syn._replace(seq=syn.seq + 12345))
     stack.receive_ip(build_icmp_unreachable(DST, SRC, Unreachable.PORT, forged), now=T0)
-    assert conn.state is State.SYN_SENT
+    assert st(conn) is State.SYN_SENT
     assert stack.drops.counts[DropReason.UNSUPPORTED_PROTOCOL] == 1
     stack.receive_ip(synack(syn), now=T0)
     stack.receive_ip(build_icmp_unreachable(DST, SRC, Unreachable.HOST, build_tcp(syn)), now=T0)
-    assert conn.state is State.ESTABLISHED
+    assert st(conn) is State.ESTABLISHED
 
 
 def test_quoted_tcp_rejects_short_and_other_protocols() -> None:
@@ -312,16 +349,16 @@ def test_simultaneous_close() -> None:
     conn.close(now=T0 + 1)
     stack.mark(conn)
     [fin] = tcp_out(stack, T0 + 1)
-    assert fin.flags & TcpFlags.FIN and conn.state is State.FIN_WAIT_1
+    assert fin.flags & TcpFlags.FIN and st(conn) is State.FIN_WAIT_1
     # the peer's FIN crosses ours: it does not acknowledge our FIN
     peer_fin = TcpSegment(DST, SRC, 22, 40000, PEER_ISN + 1, fin.seq, TcpFlags.FIN | TcpFlags.ACK, 65535)
     stack.receive_ip(build_tcp(peer_fin), now=T0 + 1.01)
-    assert conn.state is State.CLOSING
+    assert st(conn) is State.CLOSING
     out = tcp_out(stack, T0 + 1.01)
     assert out and out[-1].ack == PEER_ISN + 2
     ack_of_ours = TcpSegment(DST, SRC, 22, 40000, PEER_ISN + 2, fin.seq + 1, TcpFlags.ACK, 65535)
     stack.receive_ip(build_tcp(ack_of_ours), now=T0 + 1.02)
-    assert conn.state is State.TIME_WAIT
+    assert st(conn) is State.TIME_WAIT
     stack.handle_timer(now=T0 + 10)
     tcp_out(stack, T0 + 10)
     assert conn.is_closed and stack.open_flow_count() == 0
@@ -392,12 +429,15 @@ def _keys() -> list[str]:
     return ["-k", base64.b64encode(KEY).decode(), "-K", base64.b64encode(PEER).decode(), "-b", "127.0.0.1:0"]
 
 
-@pytest.mark.parametrize("args", [
-    ["-t", "127.0.0.1:2222"],
-    ["-u", "127.0.0.1:53,[fd00::1]:0,10.0.0.2:53"],
-    ["--incoming-tcp", "127.0.0.1:1,10.0.0.2:0"],
-    ["--incoming-port-range", "9-3"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-t", "127.0.0.1:2222"],
+        ["-u", "127.0.0.1:53,[fd00::1]:0,10.0.0.2:53"],
+        ["--incoming-tcp", "127.0.0.1:1,10.0.0.2:0"],
+        ["--incoming-port-range", "9-3"],
+    ],
+)
 def test_cli_bad_specs_exit_2_with_one_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     from wgslirpy import cli
 
@@ -409,8 +449,19 @@ def test_cli_bad_specs_exit_2_with_one_line(args: list[str], capsys: pytest.Capt
 def test_cli_options_reach_the_config() -> None:
     from wgslirpy import cli
 
-    opts = cli.parse_args(_keys() + ["-t", "127.0.0.1:2222,10.0.0.1:0,10.0.0.2:22", "-t", "127.0.0.1:2223,10.0.0.2:23",
-                                     "-u", "[::1]:53,[fd00::1]:0,[fd00::2]:53", "--incoming-port-range", "40000-40100"])
+    opts = cli.parse_args(
+        _keys()
+        + [
+            "-t",
+            "127.0.0.1:2222,10.0.0.1:0,10.0.0.2:22",
+            "-t",
+            "127.0.0.1:2223,10.0.0.2:23",
+            "-u",
+            "[::1]:53,[fd00::1]:0,[fd00::2]:53",
+            "--incoming-port-range",
+            "40000-40100",
+        ]
+    )
     c = cli.config_from_options(opts)
     assert [(f.proto, f.host[1]) for f in c.incoming] == [("tcp", 2222), ("tcp", 2223), ("udp", 53)]
     assert c.incoming_port_range == (40000, 40100)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from typing import Iterator
+from collections.abc import Iterator
 
 import gevent
 import pytest
@@ -33,10 +33,12 @@ def _free_port(kind: int) -> int:
 @pytest.fixture
 def forwarded() -> Iterator[tuple[Gateway, TunnelClient, int, int]]:
     tport, uport = _free_port(gsocket.SOCK_STREAM), _free_port(gsocket.SOCK_DGRAM)
-    cfg = make_config(incoming=(
-        parse_incoming(f"127.0.0.1:{tport},{SRC}:0,{ME}:22", "tcp"),
-        parse_incoming(f"127.0.0.1:{uport},{SRC}:0,{ME}:53", "udp"),
-    ))
+    cfg = make_config(
+        incoming=(
+            parse_incoming(f"127.0.0.1:{tport},{SRC}:0,{ME}:22", "tcp"),
+            parse_incoming(f"127.0.0.1:{uport},{SRC}:0,{ME}:53", "udp"),
+        )
+    )
     gw = Gateway(cfg)
     gw.start()
     client = TunnelClient(gw.address)
@@ -51,7 +53,7 @@ def forwarded() -> Iterator[tuple[Gateway, TunnelClient, int, int]]:
 
 
 def test_tcp_forward_relays_both_ways_and_half_closes(forwarded: tuple[Gateway, TunnelClient, int, int]) -> None:
-    gw, peer, tport, _ = forwarded
+    _gw, peer, tport, _ = forwarded
     host = gsocket.create_connection(("127.0.0.1", tport), timeout=5)
     syn = peer.expect(lambda x: isinstance(x, TcpSegment) and x.flags == TcpFlags.SYN)
     assert isinstance(syn, TcpSegment) and syn.src == SRC and syn.dst == ME and syn.dport == 22
@@ -81,7 +83,7 @@ def test_tcp_forward_relays_both_ways_and_half_closes(forwarded: tuple[Gateway, 
 
 
 def test_tcp_forward_rst_resets_the_host_connection(forwarded: tuple[Gateway, TunnelClient, int, int]) -> None:
-    gw, peer, tport, _ = forwarded
+    _gw, peer, tport, _ = forwarded
     host = gsocket.create_connection(("127.0.0.1", tport), timeout=5)
     syn = peer.expect(lambda x: isinstance(x, TcpSegment) and x.flags == TcpFlags.SYN)
     assert isinstance(syn, TcpSegment)
@@ -93,7 +95,7 @@ def test_tcp_forward_rst_resets_the_host_connection(forwarded: tuple[Gateway, Tu
 
 
 def test_udp_forward_echo_large_datagram(forwarded: tuple[Gateway, TunnelClient, int, int]) -> None:
-    gw, peer, _, uport = forwarded
+    _gw, peer, _, uport = forwarded
     host = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
     host.settimeout(5)
     host.sendto(b"d" * 4000, ("127.0.0.1", uport))

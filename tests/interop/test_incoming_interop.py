@@ -16,28 +16,22 @@ import hashlib
 import os
 import subprocess
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from . import servers
 from .conftest import require_interop
+from .servers import CLOSED_PORT, ECHO_PORT, HTTP_PORT, SINK_PORT, TALKER_PORT, TALKER_RESULT_PORT, UDP_ECHO_PORT
 from .topology import (
     CLIENT_TUNNEL_V4,
     CLIENT_TUNNEL_V6,
-    CLOSED_PORT,
-    ECHO_PORT,
     GW_PING_V4,
     GW_UNDERLAY_V4,
     GW_UNDERLAY_V6,
-    HTTP_PORT,
     PYTHON,
     SERVERS_PY,
-    SINK_PORT,
     SRV_V4,
-    TALKER_PORT,
-    TALKER_RESULT_PORT,
-    UDP_ECHO_PORT,
     Topology,
 )
 
@@ -48,7 +42,9 @@ SRC_V4 = "10.202.0.9"
 SRC_V6 = "fd00:202::9"
 #: host port of the IPv4-listener -> IPv6-tunnel forward (HTTP)
 MIXED_PORT = 18080
-TCP_PORTS = (HTTP_PORT, SINK_PORT, ECHO_PORT, TALKER_PORT, TALKER_RESULT_PORT, CLOSED_PORT)
+#: a port the client rejects with ICMP(v6) administratively prohibited (nftables)
+REJECTED_PORT = 9998
+TCP_PORTS = (HTTP_PORT, SINK_PORT, ECHO_PORT, TALKER_PORT, TALKER_RESULT_PORT, CLOSED_PORT, REJECTED_PORT)
 
 
 def forward_args() -> list[str]:
@@ -71,15 +67,24 @@ def topo(socket_buffers: None) -> Iterator[Topology]:
     if gateway_kind() != "wgslirpy":
         pytest.skip("incoming forwards are a wgslirpy feature")
     if True:
-        t = Topology("wgslirpy", gateway_args=forward_args(),
-                     keep_workdir=os.environ.get("WGSLIRPY_INTEROP_KEEP") == "1")
+        t = Topology(
+            "wgslirpy", gateway_args=forward_args(), keep_workdir=os.environ.get("WGSLIRPY_INTEROP_KEEP") == "1"
+        )
         try:
             t.up()
-            proc = t.client.spawn([PYTHON, str(SERVERS_PY), "serve"], log_path=t.workdir / "client-servers.log",
-                                  stdout_pipe=True)
+            proc = t.client.spawn(
+                [PYTHON, str(SERVERS_PY), "serve"], log_path=t.workdir / "client-servers.log", stdout_pipe=True
+            )
             from .topology import _wait_ready
 
             _wait_ready(proc, "servers.py serve in ns client")
+            t.client.run(
+                ["nft", "-f", "-"],
+                input=(
+                    "table inet wgsi_reject {\n chain in { type filter hook input priority 0; policy accept;\n"
+                    f"  tcp dport {REJECTED_PORT} reject with icmpx type admin-prohibited\n }}\n}}\n"
+                ),
+            )
             assert t.wait_for_ping(GW_PING_V4, timeout=15) is not None, "tunnel does not come up"
             yield t
         finally:
@@ -135,10 +140,14 @@ def test_throughput_through_forward_vs_outbound(topo: Topology, measure: Callabl
     r_out = topo.probe("upload", SRV_V4, str(SINK_PORT), *up, timeout=300)
     assert r_in["ok"] and r_out["ok"], (r_in, r_out)
     in_up, out_up = float(str(r_in["mbps"])), float(str(r_out["mbps"]))
-    measure(f"{BIG >> 20} MiB, our TCP receiving: -t tunnel->host {in_down:.1f} MB/s vs outbound client->srv "
-            f"{out_up:.1f} MB/s (ratio {in_down / out_up:.2f})")
-    measure(f"{BIG >> 20} MiB, our TCP sending: -t host->tunnel {in_up:.1f} MB/s vs outbound srv->client "
-            f"{out_down:.1f} MB/s (ratio {in_up / out_down:.2f})")
+    measure(
+        f"{BIG >> 20} MiB, our TCP receiving: -t tunnel->host {in_down:.1f} MB/s vs outbound client->srv "
+        f"{out_up:.1f} MB/s (ratio {in_down / out_up:.2f})"
+    )
+    measure(
+        f"{BIG >> 20} MiB, our TCP sending: -t host->tunnel {in_up:.1f} MB/s vs outbound srv->client "
+        f"{out_down:.1f} MB/s (ratio {in_up / out_down:.2f})"
+    )
 
 
 def test_download_ipv6_and_mixed(topo: Topology, measure: Callable[[str], None]) -> None:
@@ -161,8 +170,9 @@ def test_upload_and_half_close_host_first(topo: Topology, host: str, measure: Ca
 def test_half_close_tunnel_side_first(topo: Topology, host: str) -> None:
     # The talker (inside the tunnel) sends, shuts its write side, and must still receive
     # everything the host client sends after.
-    r = host_probe(topo, "talker", host, "--recv-size", "200000", "--send-size", "300000", "--timeout", "20",
-                   timeout=60)
+    r = host_probe(
+        topo, "talker", host, "--recv-size", "200000", "--send-size", "300000", "--timeout", "20", timeout=60
+    )
     assert r["recv_ok"], f"data before the tunnel side's FIN: {r}"
     assert r["send_ok"], f"data sent after the tunnel side's FIN: {r}"
 
@@ -181,11 +191,12 @@ except OSError as e:
 """
 
 
+@pytest.mark.parametrize("port", [CLOSED_PORT, REJECTED_PORT], ids=["rst", "icmp"])
 @pytest.mark.parametrize("host", [GW_UNDERLAY_V4, GW_UNDERLAY_V6], ids=["v4", "v6"])
-def test_closed_port_resets_the_host_connection(topo: Topology, host: str) -> None:
+def test_refused_port_resets_the_host_connection(topo: Topology, host: str, port: int) -> None:
     import json
 
-    out = topo.gw.run([PYTHON, "-c", _RESET_PROBE, host, str(CLOSED_PORT)], timeout=30, check=False).stdout
+    out = topo.gw.run([PYTHON, "-c", _RESET_PROBE, host, str(port)], timeout=30, check=False).stdout
     r = json.loads(out.strip().splitlines()[-1])
     # The host kernel accepted the connection before the tunnel side answered, so the RST
     # from inside arrives as a reset (ECONNRESET), not as ECONNREFUSED: never as EOF.
@@ -195,14 +206,16 @@ def test_closed_port_resets_the_host_connection(topo: Topology, host: str) -> No
 
 @pytest.mark.parametrize("host", [GW_UNDERLAY_V4, GW_UNDERLAY_V6], ids=["v4", "v6"])
 def test_udp_echo_through_forward(topo: Topology, host: str) -> None:
-    r = host_probe(topo, "udp-sizes", host, str(UDP_ECHO_PORT), "--sizes", "10,1400,4000,16000", "--tries", "3",
-                   timeout=60)
+    r = host_probe(
+        topo, "udp-sizes", host, str(UDP_ECHO_PORT), "--sizes", "10,1400,4000,16000", "--tries", "3", timeout=60
+    )
     assert r["ok"], r
 
 
 def test_echo_many_connections(topo: Topology, measure: Callable[[str], None]) -> None:
-    r = host_probe(topo, "echo-many", GW_UNDERLAY_V4, str(ECHO_PORT), "--conns", "50", "--size", str(256 << 10),
-                   timeout=180)
+    r = host_probe(
+        topo, "echo-many", GW_UNDERLAY_V4, str(ECHO_PORT), "--conns", "50", "--size", str(256 << 10), timeout=180
+    )
     assert r.get("ok"), r
     measure(f"50 x 256 KiB echo through -t: {r.get('elapsed')} s")
 
@@ -215,3 +228,4 @@ def test_flows_released(topo: Topology) -> None:
         stats = topo.gateway.stats()
     assert stats is not None and stats["tcp_flows"] == 0, stats
     assert stats["stack"].get("tcp_incoming_opened", 0) > 50, stats
+    assert stats["stack"].get("tcp_incoming_unreachable", 0) >= 2, stats  # the ICMP-rejected port

@@ -27,7 +27,8 @@ import ipaddress
 import logging
 import socket as _stdsocket
 import struct
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent import socket as gsocket
@@ -72,7 +73,7 @@ def _reset(sock: Any) -> None:
 class IncomingTcpFlow(TcpFlow):
     """A forwarded host connection: the active open stands in for the dial."""
 
-    def __init__(self, gateway: "Gateway", conn: Any, host_sock: gsocket.socket, client: str) -> None:
+    def __init__(self, gateway: Gateway, conn: Any, host_sock: gsocket.socket, client: str) -> None:
         super().__init__(gateway, conn)
         self.sock = host_sock
         self.label = f"{client} -> {self.label.split(' -> ')[0]} (incoming)"
@@ -101,7 +102,7 @@ class IncomingTcpFlow(TcpFlow):
 class IncomingForwards:
     """Listeners of every ``-t``/``-u`` forward of one gateway; see the module docstring."""
 
-    def __init__(self, gateway: "Gateway", forwards: tuple[IncomingForward, ...]) -> None:
+    def __init__(self, gateway: Gateway, forwards: tuple[IncomingForward, ...]) -> None:
         self.gw = gateway
         self.forwards = forwards
         #: listener socket per forward index (None before open / after close)
@@ -142,7 +143,9 @@ class IncomingForwards:
                 sock.listen(LISTEN_BACKLOG)
         except OSError as e:
             sock.close()
-            raise ConfigError(f"{f.option} {f.describe()[3:]}: cannot listen on the host address: {e.strerror or e}") from None
+            raise ConfigError(
+                f"{f.option} {f.describe()[3:]}: cannot listen on the host address: {e.strerror or e}"
+            ) from None
         return sock
 
     def start(self) -> None:
@@ -213,14 +216,20 @@ class IncomingForwards:
         client = _client_address(addr)
         src = tunnel_source(f, client)
         if src is None:
-            self._warn("%s: a client from %s cannot be presented inside the tunnel (other address family); "
-                       "give SRC_ADDR", f.describe(), client[0])
+            self._warn(
+                "%s: a client from %s cannot be presented inside the tunnel (other address family); give SRC_ADDR",
+                f.describe(),
+                client[0],
+            )
             _reset(host_sock)
             return
         conn = gw.stack.open_tcp(src[0], src[1], f.dst[0], f.dst[1], now=gw.now())
         if conn is None:
-            self._warn("%s: no free source for the client %s (4-tuple in use, ports exhausted or "
-                       "--max-tcp-flows reached)", f.describe(), client[0])
+            self._warn(
+                "%s: no free source for the client %s (4-tuple in use, ports exhausted or --max-tcp-flows reached)",
+                f.describe(),
+                client[0],
+            )
             _reset(host_sock)
             return
         label = f"[{client[0]}]:{client[1]}" if client[0].version == 6 else f"{client[0]}:{client[1]}"

@@ -27,8 +27,9 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 from wgslirpy.errors import ConfigError
 from wgslirpy.net.segments import IPAddress
