@@ -100,6 +100,7 @@ from typing import Any, Sequence
 from . import __version__
 from .config import Config, parse_key, read_key_file
 from .errors import ConfigError
+from .net.incoming import DEFAULT_PORT_RANGE
 
 log = logging.getLogger("wgslirpy")
 
@@ -148,7 +149,7 @@ def config_from_options(opts: dict[str, Any]) -> Config:
         preshared_key=read_key_file(preshared, "--preshared-key-file") if preshared else None,
         incoming_tcp=opts.get("--incoming-tcp") or (),
         incoming_udp=opts.get("--incoming-udp") or (),
-        incoming_port_range=str(opts.get("--incoming-port-range") or "32768-60999"),
+        incoming_port_range=opts.get("--incoming-port-range") or DEFAULT_PORT_RANGE,
     )
     return config
 

@@ -37,7 +37,7 @@ from ..errors import ConfigError, DropCounter, DropReason
 from ..net.incoming import IncomingForward, tunnel_source
 from ..net.segments import IPAddress
 from ..net.stack import IncomingUdpClosed, IncomingUdpReply
-from ..net.tcp import State
+from ..net.tcp import State, TcpConnection
 from .tcp_forward import TcpFlow
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def _reset(sock: Any) -> None:
 class IncomingTcpFlow(TcpFlow):
     """A forwarded host connection: the active open stands in for the dial."""
 
-    def __init__(self, gateway: Gateway, conn: Any, host_sock: gsocket.socket, client: str) -> None:
+    def __init__(self, gateway: Gateway, conn: TcpConnection, host_sock: gsocket.socket, client: str) -> None:
         super().__init__(gateway, conn)
         self.sock = host_sock
         self.label = f"{client} -> {self.label.split(' -> ')[0]} (incoming)"

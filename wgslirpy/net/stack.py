@@ -17,6 +17,11 @@ Contract (the vocabulary of *The sans-IO contract* in docs/ARCHITECTURE.md):
   and every TCP connection (a lazy heap, so idle flows cost nothing per turn).
 * Shell callbacks: ``udp_reply``, ``udp_port_unreachable``, ``dns_udp_reply``,
   ``tcp_unreachable`` and ``mark`` (call after driving a connection from a flow greenlet).
+* Incoming forwards (``-t``/``-u``, net/incoming.py): ``open_tcp`` makes an active open
+  (an ICMP unreachable quoting its SYN fails it, RFC 1122 §4.2.3.9); ``incoming_udp_send``
+  sends a host client's datagram through its binding, whose replies come back as
+  :class:`IncomingUdpReply` (before the NAT and the policy: the user asked for them) and
+  which expires after ``udp_idle_timeout`` (:class:`IncomingUdpClosed`).
 
 Policy decided here, not in the shell: each new TCP flow and each UDP datagram is judged
 by the destination :class:`~wgslirpy.net.policy.Policy` (``--allow``/``--deny``; loopback,
