@@ -181,8 +181,8 @@ _RESET_PROBE = r"""
 import json, socket, sys, time
 host, port = sys.argv[1], int(sys.argv[2])
 t0 = time.monotonic()
-s = socket.create_connection((host, port), timeout=10)
 try:
+    s = socket.create_connection((host, port), timeout=10)
     data = s.recv(10)
     print(json.dumps({"errno": None, "data": len(data), "elapsed": time.monotonic() - t0}))
 except OSError as e:
@@ -196,8 +196,10 @@ except OSError as e:
 def test_refused_port_resets_the_host_connection(topo: Topology, host: str, port: int) -> None:
     import json
 
-    out = topo.gw.run([PYTHON, "-c", _RESET_PROBE, host, str(port)], timeout=30, check=False).stdout
-    r = json.loads(out.strip().splitlines()[-1])
+    proc = topo.gw.run([PYTHON, "-c", _RESET_PROBE, host, str(port)], timeout=30, check=False)
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"probe failed ({proc.returncode}): {proc.stderr}"
+    r = json.loads(lines[-1])
     # The host kernel accepted the connection before the tunnel side answered, so the RST
     # from inside arrives as a reset (ECONNRESET), not as ECONNREFUSED: never as EOF.
     assert r["errno"] in ("ECONNRESET", "ECONNREFUSED"), r
