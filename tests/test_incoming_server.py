@@ -131,3 +131,22 @@ def test_stop_closes_listeners_and_flows(forwarded: tuple[Gateway, TunnelClient,
     with pytest.raises(OSError):
         gsocket.create_connection(("127.0.0.1", tport), timeout=2)
     host.close()
+
+
+def test_omitted_source_presents_the_host_client() -> None:
+    """HOST,DST: the SYN inside the tunnel comes from the host client's address and port."""
+    tport = _free_port(gsocket.SOCK_STREAM)
+    gw = Gateway(make_config(incoming=(parse_incoming(f"127.0.0.1:{tport},{ME}:22", "tcp"),)))
+    gw.start()
+    peer = TunnelClient(gw.address)
+    try:
+        peer.send(build_udp(UdpDatagram(ME, ipaddress.ip_address("10.0.0.53"), 999, 53, b"\0" * 12)))
+        gevent.sleep(0.2)
+        host = gsocket.create_connection(("127.0.0.1", tport), timeout=5)
+        syn = peer.expect(lambda x: isinstance(x, TcpSegment) and x.flags == TcpFlags.SYN)
+        assert isinstance(syn, TcpSegment)
+        assert (str(syn.src), syn.sport) == host.getsockname()
+        host.close()
+    finally:
+        peer.close()
+        gw.stop()
