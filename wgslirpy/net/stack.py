@@ -297,12 +297,12 @@ class Stack:
             self._receive_echo(decoded)
         elif isinstance(decoded, DropReason):
             self.drops.add(decoded)
+        elif isinstance(decoded, IcmpError) and self._icmp_fails_connect(decoded, now):
+            pass  # an unreachable about the SYN of one of our active opens (-t) failed it
         elif isinstance(decoded, IcmpError):
             # Errors about our own replies (e.g. the client's port unreachable for a UDP
-            # reply) carry nothing we can act on safely; count and move on. The one
-            # exception: an unreachable about the SYN of an active open fails it.
-            if not self._icmp_fails_connect(decoded, now):
-                self.drops.add(DropReason.UNSUPPORTED_PROTOCOL)
+            # reply) carry nothing we can act on safely; count and move on.
+            self.drops.add(DropReason.UNSUPPORTED_PROTOCOL)
         else:
             self.drops.add(DropReason.UNSUPPORTED_PROTOCOL)
 
