@@ -5,6 +5,7 @@ The peer's TCP and UDP flows are terminated in userspace and relayed through OS 
 
 Usage:
   wgslirpy (-k KEY | -f FILE) -K KEY [options] [-v...] [-P IP]... [-D ADDR]... [--allow RULE]... [--deny RULE]...
+           [-t SPEC]... [-u SPEC]...
   wgslirpy -h | --help
   wgslirpy --version
 
@@ -62,6 +63,21 @@ Options:
                                    oldest datagram goes first [default: 4194304].
   --max-dns-lookups N              Most -D lookups in progress; more get SERVFAIL at once
                                    [default: 256].
+  -t SPEC, --incoming-tcp SPEC     Forward a host TCP port into the tunnel. SPEC is
+                                   HOST_ADDR,[SRC_ADDR],DST_ADDR: listen on HOST_ADDR,
+                                   connect to DST_ADDR inside the tunnel, from SRC_ADDR
+                                   (omitted: the host client's own address and port;
+                                   port 0: a port from --incoming-port-range). Each is
+                                   IP:PORT or [IPv6]:PORT; families may differ between
+                                   HOST and DST (then give SRC). May be given more than
+                                   once. E.g. -t 127.0.0.1:2222,10.0.0.1:0,10.0.0.2:22
+                                   reaches the peer's SSH server from 127.0.0.1:2222.
+  -u SPEC, --incoming-udp SPEC     The same for UDP: one tunnel binding per host client,
+                                   replies go back to it; idle ones expire after
+                                   --udp-idle-timeout. May be given more than once.
+  --incoming-port-range LOW-HIGH   Source ports for -t/-u whose SRC_ADDR has port 0,
+                                   round-robin, never one of a live flow
+                                   [default: 32768-60999].
   --preshared-key-file FILE        Read a WireGuard preshared key from FILE.
   -v, --verbose                    More logging; twice for debug output.
   -q, --quiet                      Log only errors.
@@ -84,6 +100,7 @@ from typing import Any, Sequence
 from . import __version__
 from .config import Config, parse_key, read_key_file
 from .errors import ConfigError
+from .net.incoming import DEFAULT_PORT_RANGE
 
 log = logging.getLogger("wgslirpy")
 
@@ -130,6 +147,9 @@ def config_from_options(opts: dict[str, Any]) -> Config:
         max_reassembly_bytes=int(_number(opts, "--max-reassembly-bytes", integer=True)),
         max_dns_lookups=int(_number(opts, "--max-dns-lookups", integer=True)),
         preshared_key=read_key_file(preshared, "--preshared-key-file") if preshared else None,
+        incoming_tcp=opts.get("--incoming-tcp") or (),
+        incoming_udp=opts.get("--incoming-udp") or (),
+        incoming_port_range=opts.get("--incoming-port-range") or DEFAULT_PORT_RANGE,
     )
     return config
 

@@ -18,6 +18,7 @@ from . import constants as C
 from . import keys
 from .errors import ConfigError
 from .net.congestion import CONGESTION_CONTROLS, DEFAULT_CONGESTION_CONTROL
+from .net.incoming import DEFAULT_PORT_RANGE, IncomingForward, check_port_range, parse_port_range
 from .net.policy import Rule, parse_rules
 from .net.segments import IPAddress
 
@@ -86,6 +87,19 @@ def parse_socket_address(text: str, what: str, *, default_port: int | None = Non
     raise ConfigError(f"{what}: {text!r}: expected address:port")
 
 
+def parse_incoming(spec: str, proto: str) -> IncomingForward:
+    """``HOST_ADDR,[SRC_ADDR],DST_ADDR`` of ``-t``/``-u`` (the Rust wgslirpy v0.2 syntax):
+    ``HOST,DST``, ``HOST,,DST`` or ``HOST,SRC,DST``; each ``ip:port`` or ``[v6]:port``."""
+    what = "--incoming-tcp" if proto == "tcp" else "--incoming-udp"
+    parts = [p.strip() for p in spec.split(",")]
+    if len(parts) not in (2, 3) or not parts[0] or not parts[-1]:
+        raise ConfigError(f"{what}: {spec!r}: expected HOST_ADDR,[SRC_ADDR],DST_ADDR")
+    host = parse_socket_address(parts[0], f"{what} HOST_ADDR")
+    src = parse_socket_address(parts[1], f"{what} SRC_ADDR") if len(parts) == 3 and parts[1] else None
+    dst = parse_socket_address(parts[-1], f"{what} DST_ADDR")
+    return IncomingForward("tcp" if proto == "tcp" else "udp", host, dst, src)
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything the gateway needs; validated on construction.
@@ -126,6 +140,10 @@ class Config:
     max_pending_connects: int = C.DEFAULT_MAX_PENDING_CONNECTS
     max_reassembly_bytes: int = C.DEFAULT_MAX_REASSEMBLY_BYTES
     max_dns_lookups: int = C.DEFAULT_MAX_DNS_LOOKUPS
+    #: -t/-u incoming forwards, in command-line order (net/incoming.py)
+    incoming: tuple[IncomingForward, ...] = ()
+    #: source ports for incoming forwards whose SRC_ADDR has port 0 (inclusive)
+    incoming_port_range: tuple[int, int] = DEFAULT_PORT_RANGE
     #: tunnel source prefixes accepted from the peer (default: any)
     allowed_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
@@ -158,6 +176,11 @@ class Config:
             raise ConfigError("--keepalive-interval: must be between 1 and 65535 seconds")
         if self.peer_endpoint is not None and self.peer_endpoint[0].version == 6 and self.bind[0].version == 4:
             raise ConfigError("--peer-endpoint: an IPv6 peer needs an IPv6 bind address, e.g. -b [::]:51820")
+        check_port_range(self.incoming_port_range)
+        listening = [(f.proto, f.host) for f in self.incoming]
+        for i, f in enumerate(self.incoming):
+            if (f.host[1] != 0 and (f.proto, f.host) in listening[:i]):
+                raise ConfigError(f"{f.option}: {f.describe()}: another forward listens on the same host address")
         if self.private_key == self.peer_public_key:
             raise ConfigError("--peer-key: this is our own private key, not the peer's public key")
 
@@ -173,13 +196,23 @@ class Config:
         dns: Sequence[str] = (),
         preshared_key: str | bytes | None = None,
         rules: Sequence[tuple[str, str]] = (),
+        incoming_tcp: Sequence[str] = (),
+        incoming_udp: Sequence[str] = (),
         **kwargs: Any,
     ) -> "Config":
         """Build a Config from what a user writes: base64 keys (or raw 32-byte keys),
         ``ip:port`` / ``[ipv6]:port`` addresses, destination ``rules`` as ``("allow" |
-        "deny", "CIDR[:PORTS]")`` pairs in order; other fields pass through unchanged."""
+        "deny", "CIDR[:PORTS]")`` pairs in order, ``incoming_tcp``/``incoming_udp`` as
+        ``-t``/``-u`` specs (``incoming_port_range`` may be ``"LOW-HIGH"``); other fields
+        pass through unchanged."""
         if rules:
             kwargs["destination_rules"] = parse_rules(rules)
+        if incoming_tcp or incoming_udp:
+            kwargs["incoming"] = tuple(kwargs.get("incoming", ())) + tuple(
+                [parse_incoming(t, "tcp") for t in incoming_tcp] + [parse_incoming(u, "udp") for u in incoming_udp]
+            )
+        if isinstance(kwargs.get("incoming_port_range"), str):
+            kwargs["incoming_port_range"] = parse_port_range(kwargs["incoming_port_range"])
         return cls(
             private_key=_key(private_key, "--private-key"),
             peer_public_key=_key(peer_key, "--peer-key"),

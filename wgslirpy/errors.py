@@ -81,6 +81,9 @@ class DropReason(enum.Enum):
     TCP_DENIED = "tcp_denied"  # --deny or a default-denied destination (answered with RST)
     UDP_DENIED = "udp_denied"  # ... (answered with ICMP administratively prohibited)
     TCP_CONNECT_LIMIT = "tcp_connect_limit"  # too many dials pending (RST)
+    # --- incoming forwards (-t / -u; net/incoming.py) ---
+    INCOMING_NO_PORT = "incoming_no_port"  # every port of --incoming-port-range is in use
+    INCOMING_TUPLE_IN_USE = "incoming_tuple_in_use"  # the forward's 4-tuple is a live flow
     UDP_FAMILY_MISMATCH = "udp_family_mismatch"  # a reply the client's address family cannot carry
     UDP_HOST_SEND_FULL = "udp_host_send_full"  # the host UDP socket's buffer was full
     UDP_HOST_SEND_FAILED = "udp_host_send_failed"  # the host refused the send (e.g. EMSGSIZE)

@@ -39,6 +39,8 @@ from ..net.stack import (
     DnsLookup,
     DnsTcpRequested,
     FlowRefused,
+    IncomingUdpClosed,
+    IncomingUdpReply,
     Stack,
     StackConfig,
     TcpConnectRequested,
@@ -48,6 +50,7 @@ from ..net.tcp import TcpConfig, TcpConnection
 from ..net.udp_nat import BindingClosed, BindingOpened
 from ..wg.endpoint import EndpointChanged, HandshakeCompleted, PeerConfig, PeerKeysZeroed, WireGuardEndpoint
 from .dns_server import serve_dns_tcp, serve_dns_udp_lookup
+from .incoming import IncomingForwards
 from .tcp_forward import TcpFlow
 from .udp_forward import UdpBindingRelay
 
@@ -143,8 +146,11 @@ class Gateway:
                 max_pending_connects=config.max_pending_connects,
                 max_reassembly_bytes=config.max_reassembly_bytes,
                 rules=config.destination_rules,
+                incoming_ports=config.incoming_port_range,
             )
         )
+        #: the -t/-u listeners (io/incoming.py); bound in start(), closed in stop()
+        self.incoming = IncomingForwards(self, config.incoming)
         self.max_dns_lookups = config.max_dns_lookups
 
     # --- BaseServer-shaped surface -----------------------------------------------------
@@ -202,6 +208,7 @@ class Gateway:
         if self.started:
             return
         self.init_socket()
+        self.incoming.open()  # ConfigError if a host port is taken
         preload_decoder()
         self._stopped = False
         self._stop_event.clear()
@@ -209,6 +216,7 @@ class Gateway:
         if self.endpoint.endpoint is not None:
             self.endpoint.initiate_handshake(now=self.now())
         self._reader = gevent.spawn(self._run_reader)
+        self.incoming.start()
 
     def serve_forever(self, stop_timeout: float | None = None) -> None:
         if not self.started:
@@ -240,6 +248,7 @@ class Gateway:
         reader, self._reader = self._reader, None
         if reader is not None and reader is not gevent.getcurrent():
             reader.kill(block=True, timeout=1.0)
+        self.incoming.close()
         for flow in list(self.tcp_flows.values()):
             flow.abort()
         self.flush()
@@ -396,6 +405,8 @@ class Gateway:
                 self._group.spawn(self._dns_lookup, ev)
             elif isinstance(ev, FlowRefused):
                 self._log_refusal(ev)
+            elif isinstance(ev, (IncomingUdpReply, IncomingUdpClosed)):
+                self.incoming.handle_event(ev)
 
     def _log_refusal(self, ev: FlowRefused) -> None:
         """One log line per refused flow, at most one a second (a retrying client must not
@@ -415,6 +426,10 @@ class Gateway:
     def _new_flow(self, conn: TcpConnection) -> TcpFlow:
         flow = self.tcp_flows[conn] = TcpFlow(self, conn)
         return flow
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> gevent.Greenlet:
+        """Run ``fn(*args)`` in a greenlet of the gateway's group (killed by stop())."""
+        return self._group.spawn(fn, *args)
 
     def flow_finished(self, conn: TcpConnection) -> None:
         """Called by a flow greenlet as it ends."""

@@ -17,6 +17,11 @@ Contract (the vocabulary of *The sans-IO contract* in docs/ARCHITECTURE.md):
   and every TCP connection (a lazy heap, so idle flows cost nothing per turn).
 * Shell callbacks: ``udp_reply``, ``udp_port_unreachable``, ``dns_udp_reply``,
   ``tcp_unreachable`` and ``mark`` (call after driving a connection from a flow greenlet).
+* Incoming forwards (``-t``/``-u``, net/incoming.py): ``open_tcp`` makes an active open
+  (an ICMP unreachable quoting its SYN fails it, RFC 1122 §4.2.3.9); ``incoming_udp_send``
+  sends a host client's datagram through its binding, whose replies come back as
+  :class:`IncomingUdpReply` (before the NAT and the policy: the user asked for them) and
+  which expires after ``udp_idle_timeout`` (:class:`IncomingUdpClosed`).
 
 Policy decided here, not in the shell: each new TCP flow and each UDP datagram is judged
 by the destination :class:`~wgslirpy.net.policy.Policy` (``--allow``/``--deny``; loopback,
@@ -44,6 +49,7 @@ from ..errors import DropCounter, DropReason
 from .build import build_icmp_echo, build_icmp_error, build_icmp_unreachable, build_tcp, build_udp
 from .dns import DnsQuestion, DnsResponder
 from .fragments import Reassembler, fragment_ip
+from .incoming import DEFAULT_PORT_RANGE, IncomingUdpBinding, IncomingUdpTable, PortAllocator, quoted_tcp
 from .packet import decode_ip
 from .policy import Policy, Rule
 from .segments import (
@@ -81,6 +87,8 @@ class StackConfig:
     max_reassembly_bytes: int = C.DEFAULT_MAX_REASSEMBLY_BYTES
     #: the user's destination rules (--allow/--deny, first match wins), before the defaults
     rules: tuple[Rule, ...] = ()
+    #: source ports for incoming forwards whose SRC_ADDR has port 0 (round-robin)
+    incoming_ports: tuple[int, int] = DEFAULT_PORT_RANGE
 
 
 # --- events for the shell -------------------------------------------------------------
@@ -131,9 +139,26 @@ class FlowRefused:
     why: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class IncomingUdpReply:
+    """A datagram from the tunnel for an incoming ``-u`` binding: send ``payload`` to
+    ``binding.client`` from the listener of forward ``binding.forward``."""
+
+    binding: IncomingUdpBinding
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingUdpClosed:
+    """An incoming ``-u`` binding expired (idle for ``udp_idle_timeout``)."""
+
+    binding: IncomingUdpBinding
+
+
 #: BindingOpened/BindingClosed come straight from the NAT table (net/udp_nat.py).
 StackEvent = Union[
-    TcpConnectRequested, DnsTcpRequested, UdpSend, BindingOpened, BindingClosed, DnsLookup, FlowRefused
+    TcpConnectRequested, DnsTcpRequested, UdpSend, BindingOpened, BindingClosed, DnsLookup, FlowRefused,
+    IncomingUdpReply, IncomingUdpClosed,
 ]
 
 
@@ -212,6 +237,9 @@ class Stack:
         self.policy = Policy(config.rules, allow_loopback=config.allow_loopback)
         self.nat = UdpNatTable(idle_timeout=config.udp_idle_timeout, max_bindings=config.max_udp_bindings)
         self.dns = DnsResponder(ttl=config.dns_ttl)
+        #: incoming -u bindings (net/incoming.py) and source ports for -t/-u with port 0
+        self.incoming_udp = IncomingUdpTable(idle_timeout=config.udp_idle_timeout)
+        self._incoming_ports = {p: PortAllocator(*config.incoming_ports) for p in ("tcp", "udp")}
         #: tunnel addresses we answer for ourselves (-P, -D): never forwarded to the host
         self._served: frozenset[IPAddress] = config.pingable | {a for a, _ in config.dns}
         #: open TCP flows by (peer addr, peer port, our addr, our port); a closed flow is removed
@@ -269,6 +297,8 @@ class Stack:
             self._receive_echo(decoded)
         elif isinstance(decoded, DropReason):
             self.drops.add(decoded)
+        elif isinstance(decoded, IcmpError) and self._icmp_fails_connect(decoded, now):
+            pass  # an unreachable about the SYN of one of our active opens (-t) failed it
         elif isinstance(decoded, IcmpError):
             # Errors about our own replies (e.g. the client's port unreachable for a UDP
             # reply) carry nothing we can act on safely; count and move on.
@@ -355,6 +385,10 @@ class Stack:
         self._out.append(build_tcp(rst))
 
     def _receive_udp(self, d: UdpDatagram, raw: bytes, now: float) -> None:
+        if self.incoming_udp and (b := self.incoming_udp.match(d.src, d.sport, d.dst, d.dport)) is not None:
+            self.incoming_udp.touch(b, now=now, outbound=False)
+            self._events.append(IncomingUdpReply(b, d.payload))
+            return
         if (d.dst, d.dport) in self.config.dns:
             self._receive_dns(d)
             return
@@ -564,7 +598,11 @@ class Stack:
                 timers = self._timers
                 continue
             heapq.heappop(timers)  # stale entry
-        candidates = [d for d in (self.reassembler.next_deadline(), self.nat.next_deadline()) if d is not None]
+        candidates = [
+            d
+            for d in (self.reassembler.next_deadline(), self.nat.next_deadline(), self.incoming_udp.next_deadline())
+            if d is not None
+        ]
         if timers:
             candidates.append(timers[0][0])
         return min(candidates) if candidates else None
@@ -573,6 +611,9 @@ class Stack:
         self.reassembler.handle_timer(now=now)
         self.nat.handle_timer(now=now)
         self._pull_nat_events()
+        if self.incoming_udp:
+            for b in self.incoming_udp.expire(now=now):
+                self._events.append(IncomingUdpClosed(b))
         queued, armed = self._queued, self._armed
         while self._timers and self._timers[0][0] <= now:
             t, _, conn = heapq.heappop(self._timers)
@@ -588,6 +629,83 @@ class Stack:
             del armed[conn]
             conn.handle_timer(now=now)
             self.mark(conn)
+
+    # --- incoming forwards (-t / -u; net/incoming.py) ---------------------------------
+
+    def open_tcp(
+        self, src: IPAddress, sport: int, dst: IPAddress, dport: int, *, now: float
+    ) -> TcpConnection | None:
+        """Active open from ``src``:``sport`` (0: a port from the incoming range) to the
+        tunnel's ``dst``:``dport``; the SYN goes out with the next ``packets_to_send``.
+        None if the 4-tuple is in use, no port is free or ``max_tcp_flows`` are open."""
+        if len(self.flows) >= self.config.max_tcp_flows:
+            self.drops.add(DropReason.TCP_FLOW_LIMIT)
+            return None
+        if sport == 0:
+            port = self._incoming_ports["tcp"].allocate(lambda p: (dst, dport, src, p) in self.flows)
+            if port is None:
+                self.drops.add(DropReason.INCOMING_NO_PORT)
+                return None
+            sport = port
+        key = (dst, dport, src, sport)
+        if key in self.flows:
+            self.drops.add(DropReason.INCOMING_TUPLE_IN_USE)
+            return None
+        conn = TcpConnection.connect(
+            local=src, lport=sport, peer=dst, pport=dport, config=self.config.tcp, now=now, rng=self._rng
+        )
+        self.flows[key] = conn
+        self.stats["tcp_flows_opened"] += 1
+        self.stats["tcp_incoming_opened"] = self.stats.get("tcp_incoming_opened", 0) + 1
+        self.mark(conn)
+        return conn
+
+    def _icmp_fails_connect(self, err: IcmpError, now: float) -> bool:
+        """An ICMP(v6) destination unreachable (not "fragmentation needed") quoting the SYN
+        of a flow in SYN-SENT (same 4-tuple and sequence number) fails it: True."""
+        v6 = err.src.version == 6
+        if not ((v6 and err.type == 1) or (not v6 and err.type == 3 and err.code != 4)):
+            return False
+        q = quoted_tcp(err.quoted)
+        if q is None:
+            return False
+        src, sport, dst, dport, seq = q
+        conn = self.flows.get((dst, dport, src, sport))
+        if conn is None or seq != conn.iss or not conn.peer_unreachable():
+            return False
+        self.stats["tcp_incoming_unreachable"] = self.stats.get("tcp_incoming_unreachable", 0) + 1
+        self.mark(conn)
+        return True
+
+    def incoming_udp_send(
+        self,
+        forward: int,
+        client: tuple[IPAddress, int],
+        src: tuple[IPAddress, int],
+        dst: tuple[IPAddress, int],
+        payload: bytes,
+        *,
+        now: float,
+    ) -> IncomingUdpBinding | None:
+        """A datagram from host ``client`` of ``-u`` forward ``forward``: send it from
+        ``src`` (port 0: allocated when the binding opens) to the tunnel's ``dst``,
+        fragmented to the MTU. None (counted) if no binding could be made."""
+        table = self.incoming_udp
+        b = table.get(forward, client)
+        if b is None:
+            if src[1] == 0:
+                port = self._incoming_ports["udp"].allocate(lambda p: table.uses((src[0], p), dst))
+                if port is None:
+                    self.drops.add(DropReason.INCOMING_NO_PORT)
+                    return None
+                src = (src[0], port)
+            b = table.open(forward, client, src, dst, now=now)
+            if b is None:
+                self.drops.add(DropReason.INCOMING_TUPLE_IN_USE)
+                return None
+        table.touch(b, now=now, outbound=True)
+        self._emit(build_udp(UdpDatagram(b.src[0], b.dst[0], b.src[1], b.dst[1], payload)))
+        return b
 
     def open_flow_count(self) -> int:
         return len(self.flows)

@@ -635,6 +635,17 @@ class TcpConnection:
             self._ctl.append(self._build_rst(self.snd_max, _F_RST_ACK, self.rcv_nxt))
         self._set_closed()
 
+    def peer_unreachable(self) -> bool:
+        """An ICMP destination unreachable quoting our SYN arrived (active open only):
+        in SYN-SENT the connection fails as if reset (RFC 1122 §4.2.3.9; Linux aborts a
+        connect on any unreachable but "fragmentation needed"). True if it closed us;
+        in every other state the error is soft and ignored (RFC 5461)."""
+        if self.state is not State.SYN_SENT:
+            return False
+        self._events.append(PeerReset())
+        self._set_closed()
+        return True
+
     # ------------------------------------------------------------------------------------
     # Network side: input
 
