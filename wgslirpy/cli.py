@@ -42,6 +42,10 @@ Options:
   --allow-loopback                 Let the peer reach this host's loopback (127.0.0.0/8,
                                    ::1). Refused by default.
   --preshared-key-file FILE        Read a WireGuard preshared key from FILE.
+  --endpoint-file FILE             Remember the peer's last authenticated address in
+                                   FILE and, at start, begin the handshake there (as -p
+                                   does; a given -p wins), so a client is back within a
+                                   second after a restart.
   -v, --verbose                    More logging; twice for debug output.
   -q, --quiet                      Log only errors.
   -h, --help                       Show this help.
@@ -102,6 +106,8 @@ def config_from_options(opts: dict[str, Any]) -> Config:
         keepalive_interval=_number(opts, "--keepalive-interval") if opts["--keepalive-interval"] else None,
         allow_loopback=bool(opts["--allow-loopback"]),
         preshared_key=read_key_file(preshared, "--preshared-key-file") if preshared else None,
+        # Hook for a state directory: default this to <state-dir>/constants.ENDPOINT_FILE_NAME.
+        endpoint_file=opts.get("--endpoint-file") or None,
     )
     return config
 
