@@ -155,8 +155,21 @@ def test_rate_limit_also_applies_after_a_valid_mac2() -> None:
     for init in _initiations(p, 10, c):
         p.b.receive_datagram(init, stranger, now=p.now)
     assert p.b.drops[DropReason.WG_UNDER_LOAD] == 1
-    assert_dropped(p.b, DropReason.WG_RATE_LIMITED, 10 - HANDSHAKE_BURST_PER_SOURCE)
-    assert_dropped(p.b, DropReason.WG_HANDSHAKE_FAILED, HANDSHAKE_BURST_PER_SOURCE)
+    # The cookie took one of the source's tokens; the rest of its burst reached the DH.
+    assert_dropped(p.b, DropReason.WG_RATE_LIMITED, 10 - (HANDSHAKE_BURST_PER_SOURCE - 1))
+    assert_dropped(p.b, DropReason.WG_HANDSHAKE_FAILED, HANDSHAKE_BURST_PER_SOURCE - 1)
+
+
+def test_one_source_gets_only_its_share_of_cookie_replies() -> None:
+    p = WgPair()
+    p.b.under_load = True
+    init = _initiations(p, 1)[0]
+    for _ in range(500):
+        p.b.receive_datagram(init, ("203.0.113.7", 4444), now=p.now)
+    assert len(p.b.datagrams_to_send()) == HANDSHAKE_BURST_PER_SOURCE
+    assert p.b.drops[DropReason.WG_COOKIE_BUDGET] == 0  # the global budget is left for others
+    p.b.receive_datagram(init, ("198.51.100.1", 4444), now=p.now)
+    assert len(p.b.datagrams_to_send()) == 1
 
 
 def test_cookie_replies_have_a_global_budget() -> None:

@@ -408,9 +408,10 @@ class WireGuardEndpoint:
         """The checks before any DH, cheapest first; the drop reason, or None to go on.
 
         Size, then mac1; the peer's current endpoint then only needs a token from its own
-        bucket. Anyone else, under load: a valid mac2, or a cookie reply (global budget);
-        then a token from the source's bucket. Returns instead of raising: this is the path
-        a flood takes.
+        bucket. Anyone else: under load, mac2 is checked; then a token from the source's bucket
+        (so one source gets neither more DH work nor more cookie replies than its share); then
+        the DH, or (under load without a valid mac2) a cookie reply from the global budget.
+        Returns instead of raising: this is the path a flood takes.
         """
         if len(data) != size:
             return DropReason.WG_BAD_SIZE
@@ -420,17 +421,19 @@ class WireGuardEndpoint:
         ep = self.endpoint
         if ep is not None and addr[1] == ep[1] and addr[0] == ep[0]:
             return None if self._peer_bucket.allow(now=now) else DropReason.WG_RATE_LIMITED
+        need_cookie = False
         if self.under_load:
             address = (str(addr[0]), int(addr[1]))
-            if not checker.check_mac2(data, address, now=now):
-                if not self._cookie_budget.allow(now=now):
-                    return DropReason.WG_COOKIE_BUDGET
-                sender = int.from_bytes(data[4:8], "little")
-                self._emit(checker.create_reply(data, sender, address, now=now), address)
-                self.stats["cookie_replies_sent"] += 1
-                return DropReason.WG_UNDER_LOAD
+            need_cookie = not checker.check_mac2(data, address, now=now)
         if not self._limiter.allow(addr[0], now=now):
             return DropReason.WG_RATE_LIMITED
+        if need_cookie:
+            if not self._cookie_budget.allow(now=now):
+                return DropReason.WG_COOKIE_BUDGET
+            sender = int.from_bytes(data[4:8], "little")
+            self._emit(checker.create_reply(data, sender, address, now=now), address)
+            self.stats["cookie_replies_sent"] += 1
+            return DropReason.WG_UNDER_LOAD
         return None
 
     def _receive_initiation(self, data: bytes, addr: Address, now: float) -> None:
