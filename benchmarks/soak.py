@@ -215,7 +215,8 @@ def judge(result: Result, warmup: float) -> None:
 class Workloads:
     """The load loops; each runs one bounded command per iteration until ``stop`` is set."""
 
-    def __init__(self, topo: Any, servers_py: Path, intensity: float = 1.0) -> None:
+    def __init__(self, topo: Any, servers_py: Path, intensity: float = 1.0,
+                 only: Sequence[str] = ()) -> None:
         from tests.interop.topology import (
             ECHO_PORT, GW_DNS_V4, GW_PING_V4, HOSTS_NAME, PYTHON, SINK_PORT, SRV_V4, UDP_ECHO_PORT,
         )
@@ -242,6 +243,8 @@ class Workloads:
             "server resets mid-transfer": (lambda: [py, me, "reset", SRV_V4], 1.0),
             "server stops reading": (lambda: [py, me, "stall", SRV_V4], 2.0),
         }
+        if only:
+            self.loops = {n: v for n, v in self.loops.items() if any(o in n for o in only)}
         self.pause_scale = 1.0 / max(intensity, 0.01)
 
     def _loop(self, name: str, make: Callable[[], list[str]], pause: float) -> None:
@@ -294,7 +297,7 @@ def _settled(topo: Any, t0: float, idle: Sample) -> Sample:
 
 def run_soak(minutes: float, *, sample_every: float = 10.0, warmup: float = 0.25,
              intensity: float = 1.0, log: Callable[[str], None] = print,
-             gateway_args: Sequence[str] = ()) -> Result:
+             gateway_args: Sequence[str] = (), only: Sequence[str] = ()) -> Result:
     """Build the topology, run the load for ``minutes``, return the samples and the verdict."""
     from tests.interop.topology import PYTHON, SERVERS_PY, Topology, _wait_ready, raised_socket_buffers
 
@@ -313,7 +316,7 @@ def run_soak(minutes: float, *, sample_every: float = 10.0, warmup: float = 0.25
             t0 = time.monotonic()
             idle_start = take_sample(topo, t0)
             log(f"idle at start: {idle_start}")
-            load = Workloads(topo, SERVERS_PY, intensity)
+            load = Workloads(topo, SERVERS_PY, intensity, only)
             threads = load.start()
             samples: list[Sample] = []
             end = t0 + minutes * 60
@@ -356,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=0.25, help="fraction of the run ignored at the start")
     ap.add_argument("--intensity", type=float, default=1.0, help="load multiplier (shorter pauses)")
     ap.add_argument("--json", type=Path, help="also write the samples and verdicts here")
+    ap.add_argument("--only", action="append", default=[], metavar="TEXT",
+                    help="run only the workloads whose name contains TEXT (repeatable)")
     args = ap.parse_args(argv)
     if args.cmd == "srv":
         return cmd_srv(args)
@@ -368,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = run_soak(args.minutes, sample_every=args.sample, warmup=args.warmup,
-                          intensity=args.intensity)
+                          intensity=args.intensity, only=args.only)
     except Exception as e:  # set-up failure: say what, exit 2
         print(f"soak: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from tests.conftest import seeded_rng
-from tests.wg_helpers import B_ADDR, B_PUBLIC, WgPair, assert_dropped
+from tests.wg_helpers import B_ADDR, B_PUBLIC, WgPair, assert_dropped, ipv4_packet
 from wgslirpy import errors
 from wgslirpy.constants import (
     COOKIE_REFRESH_TIME,
@@ -248,3 +248,25 @@ def test_rejections_raise_nothing_and_log_nothing(monkeypatch: pytest.MonkeyPatc
     # admission path itself raised nothing: at most one _Drop per message that passed it.
     assert len(made) <= HANDSHAKE_BURST_PER_SOURCE
     assert len(caplog.records) <= HANDSHAKE_BURST_PER_SOURCE
+
+
+def test_forged_and_replayed_transport_is_rejected_without_raising(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = WgPair()
+    p.handshake()
+    p.a.send_ip(ipv4_packet(), now=p.now)
+    (data, _), = p.a.datagrams_to_send()
+    assert p.b.receive_datagram(data, p.a_addr, now=p.now) is not None
+    made: list[object] = []
+    real_init = errors._Drop.__init__
+
+    def counting(self: errors._Drop, *a: object) -> None:
+        made.append(a)
+        real_init(self, *a)  # type: ignore[arg-type]
+    monkeypatch.setattr(errors._Drop, "__init__", counting)
+    forged = bytes([4, 0, 0, 0]) + b"\xee" * 4 + bytes(8) + bytes(32)
+    for _ in range(100):
+        p.b.receive_datagram(forged, ("203.0.113.9", 1), now=p.now)
+        p.b.receive_datagram(data, p.a_addr, now=p.now)
+    assert p.b.drops[DropReason.WG_UNKNOWN_INDEX] == 100
+    assert p.b.drops[DropReason.WG_REPLAYED] == 100
+    assert made == []

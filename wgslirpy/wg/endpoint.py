@@ -317,14 +317,19 @@ class WireGuardEndpoint:
 
     def _receive_transport(self, data: bytes, receiver: int, counter: int, addr: tuple[Any, ...],
                            now: float) -> bytes | None:
+        # The cheap rejections (a flood of forged or replayed transport data takes them) are
+        # counted without raising or formatting.
         kp = self._by_index.get(receiver)
         if kp is None:
-            raise _Drop(DropReason.WG_UNKNOWN_INDEX)
+            self.drops.add(DropReason.WG_UNKNOWN_INDEX)
+            return None
         if now - kp.created >= REJECT_AFTER_TIME or not kp.recv_key:
-            raise _Drop(DropReason.WG_KEY_EXPIRED)
+            self.drops.add(DropReason.WG_KEY_EXPIRED)
+            return None
         replay = kp.replay
         if not replay.check(counter):
-            raise _Drop(DropReason.WG_REPLAYED)
+            self.drops.add(DropReason.WG_REPLAYED)
+            return None
         try:
             plaintext = crypto.aead_decrypt(kp.recv_key, counter, data[16:])
         except crypto.CryptoError:
