@@ -62,6 +62,10 @@ Options:
   --max-dns-lookups N              Most -D lookups in progress; more get SERVFAIL at once
                                    [default: 256].
   --preshared-key-file FILE        Read a WireGuard preshared key from FILE.
+  --endpoint-file FILE             Remember the peer's last authenticated address in
+                                   FILE and, at start, begin the handshake there (as -p
+                                   does; a given -p wins), so a client is back within a
+                                   second after a restart.
   -v, --verbose                    More logging; twice for debug output.
   -q, --quiet                      Log only errors.
   -h, --help                       Show this help.
@@ -129,6 +133,8 @@ def config_from_options(opts: dict[str, Any]) -> Config:
         max_reassembly_bytes=int(_number(opts, "--max-reassembly-bytes", integer=True)),
         max_dns_lookups=int(_number(opts, "--max-dns-lookups", integer=True)),
         preshared_key=read_key_file(preshared, "--preshared-key-file") if preshared else None,
+        # Hook for a state directory: default this to <state-dir>/constants.ENDPOINT_FILE_NAME.
+        endpoint_file=opts.get("--endpoint-file") or None,
     )
     return config
 

@@ -45,6 +45,11 @@ class DropReason(enum.Enum):
     WG_BAD_INNER = "wg_bad_inner"  # decrypted payload is not a well-formed IPv4/IPv6 packet
     WG_NOT_ALLOWED_SOURCE = "wg_not_allowed_source"
     WG_NO_SESSION = "wg_no_session"  # staged outgoing packets flushed: handshake gave up / keys zeroed
+    # handshake flood guard and the WireGuard socket (wg/intake.py, wg/ratelimit.py, io/server.py)
+    WG_HANDSHAKE_QUEUE_FULL = "wg_handshake_queue_full"  # dropped before any hashing
+    WG_RATE_LIMITED = "wg_rate_limited"  # per-source token bucket, before any DH
+    WG_COOKIE_BUDGET = "wg_cookie_budget"  # under load, no mac2, and the cookie reply budget spent
+    WG_SEND_BLOCKED = "wg_send_blocked"  # WireGuard socket still full after the per-batch wait
 
     # --- IP layer (net/packet.py, net/fragments.py) ---
     MALFORMED = "malformed"
