@@ -19,6 +19,13 @@ KEY_A = base64.b64encode(bytes(range(32))).decode()
 KEY_B = base64.b64encode(bytes(range(1, 33))).decode()
 
 
+@pytest.fixture(autouse=True)
+def _no_real_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zero-config path must never touch the real home's state directory."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
 def config(*args: str):
     return config_from_options(parse_args(["-k", KEY_A, "-K", KEY_B, *args]))
 
@@ -65,8 +72,8 @@ def test_key_file_is_trimmed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["-K", KEY_B], "private key"),
-        (["-k", KEY_A], "peer's public key"),
+        (["-K", "nonsense"], "--peer-key"),
+        (["--state-dir", "/proc/no/such/dir"], "--state-dir"),
         (["-k", KEY_A, "-f", "x", "-K", KEY_B], "only one"),
         (["-k", "not base64!", "-K", KEY_B], "base64"),
         (["-k", base64.b64encode(b"short").decode(), "-K", KEY_B], "32 bytes"),
