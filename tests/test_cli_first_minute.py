@@ -362,3 +362,56 @@ def test_stats_reporter_writes_file_and_logs(tmp_path: Path, caplog: pytest.LogC
         r.report(log_line=False)
         r.report(log_line=False)
     assert sum("cannot write --stats-json" in m for m in caplog.messages) == 1
+
+
+# --- drops a user sees in normal use have names that say what they are ------------------
+
+def _ipv6(src: str, dst: str, next_header: int, payload: bytes, hop_by_hop: bytes = b"") -> bytes:
+    import struct
+
+    body = hop_by_hop + payload
+    first = 0 if hop_by_hop else next_header
+    return (struct.pack("!IHBB", 6 << 28, len(body), first, 255) + ipaddress.ip_address(src).packed
+            + ipaddress.ip_address(dst).packed + body)
+
+
+def _drops(packet: bytes) -> dict[str, int]:
+    from wgslirpy.net.stack import Stack, StackConfig
+
+    s = Stack(StackConfig(pingable=frozenset({ipaddress.ip_address("10.0.2.1")})))
+    s.receive_ip(packet, now=1.0)
+    return s.all_drops().as_dict()
+
+
+def test_router_solicitation_and_mld_are_multicast_drops() -> None:
+    rs = _ipv6("fe80::1", "ff02::2", 58, bytes([133, 0, 0, 0, 0, 0, 0, 0]))
+    assert _drops(rs) == {"multicast": 1}
+    # MLDv2 report to ff02::16 behind a hop-by-hop router-alert option.
+    hbh = bytes([58, 0, 5, 2, 0, 0, 1, 0])
+    mld = _ipv6("fe80::1", "ff02::16", 58, bytes([143, 0, 0, 0, 0, 0, 0, 0]), hop_by_hop=hbh)
+    assert _drops(mld) == {"multicast": 1}
+
+
+def test_mdns_is_a_multicast_drop_and_other_icmp_is_named() -> None:
+    from wgslirpy.net.build import build_udp
+    from wgslirpy.net.segments import UdpDatagram
+
+    mdns = build_udp(UdpDatagram(ipaddress.ip_address("fd00::15"), ipaddress.ip_address("ff02::fb"), 5353, 5353, b"q"))
+    assert _drops(mdns) == {"multicast": 1}
+    # A unicast ICMPv6 neighbour solicitation (type 135) to the gateway.
+    ns = _ipv6("fd00::15", "fd00::1", 58, bytes([135, 0, 0, 0, 0, 0, 0, 0]) + bytes(16))
+    assert _drops(ns) == {"icmp_other_type": 1}
+    # An ICMP error from the client (port unreachable quoting one of our packets).
+    from wgslirpy.net.build import build_icmp_unreachable
+    from wgslirpy.net.segments import Unreachable
+
+    quoted = build_udp(UdpDatagram(ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("10.0.2.15"), 53, 4000, b"x"))
+    err = build_icmp_unreachable(ipaddress.ip_address("10.0.2.15"), ipaddress.ip_address("192.0.2.1"),
+                                 Unreachable.PORT, quoted)
+    assert _drops(err) == {"icmp_error_from_peer": 1}
+    # A protocol nobody handles (SCTP) keeps the generic name.
+    import struct
+
+    sctp = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 32, 0, 0, 64, 132, 0, bytes([10, 0, 2, 15]),
+                       bytes([192, 0, 2, 1])) + bytes(12)
+    assert _drops(sctp) == {"unsupported_protocol": 1}
