@@ -415,3 +415,13 @@ def test_mdns_is_a_multicast_drop_and_other_icmp_is_named() -> None:
     sctp = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 32, 0, 0, 64, 132, 0, bytes([10, 0, 2, 15]),
                        bytes([192, 0, 2, 1])) + bytes(12)
     assert _drops(sctp) == {"unsupported_protocol": 1}
+
+
+def test_help_lists_the_first_minute_options_and_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for text in ("--config", "--state-dir", "--endpoint", "--interface", "--stats-json", "--stats-interval",
+                 "client-config", "genkey", "pubkey", "show", "Default: 1420.", "Default: 0.0.0.0:51820.",
+                 "Zero-config default: 10.0.2.53, fd00::53.", '"wgslirpy stats: {json}"'):
+        assert text in out, text
+    assert "{" not in out.replace("{json}", "")  # every placeholder filled
