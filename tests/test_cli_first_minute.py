@@ -421,7 +421,7 @@ def test_help_lists_the_first_minute_options_and_defaults(capsys: pytest.Capture
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     for text in ("--config", "--state-dir", "--endpoint", "--interface", "--stats-json", "--stats-interval",
-                 "client-config", "genkey", "pubkey", "show", "Default: 1420.", "Default: 0.0.0.0:51820.",
+                 "client-config", "genkey", "pubkey", "show", "Default: 1420.", "0.0.0.0:51820.",
                  "Zero-config default: 10.0.2.53, fd00::53.", '"wgslirpy stats: {json}"'):
         assert text in out, text
     assert "{" not in out.replace("{json}", "")  # every placeholder filled
