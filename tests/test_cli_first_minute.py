@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -53,6 +53,7 @@ def setup(*args: str) -> Any:
 
 
 # --- the state directory -----------------------------------------------------------------
+
 
 def test_default_state_dir() -> None:
     assert S.default_state_dir({"XDG_STATE_HOME": "/x/state"}, home="/h") == Path("/x/state/wgslirpy")
@@ -105,6 +106,7 @@ def test_unusable_state_dir_is_a_config_error(tmp_path: Path) -> None:
 
 # --- zero-config and the options around it -------------------------------------------------
 
+
 def test_zero_config_uses_state_keys_and_default_addresses(tmp_path: Path) -> None:
     s = setup("--state-dir", str(tmp_path / "st"))
     c = s.config
@@ -147,9 +149,11 @@ def test_manual_mode_touches_no_state_dir(tmp_path: Path) -> None:
 
 def test_config_file_and_overrides(tmp_path: Path) -> None:
     f = tmp_path / "gw.conf"
-    f.write_text(f"[Interface]\nPrivateKey = {KEY_A}\nListenPort = 51999\nMTU = 1380\nPingable = 10.0.2.1\n"
-                 f"UdpIdleTimeout = 30\n[Peer]\nPublicKey = {KEY_B}\nPresharedKey = {KEY_A}\n"
-                 "Endpoint = 127.0.0.1:5000\nPersistentKeepalive = 25\nAllowedIPs = 10.0.2.15/32\n")
+    f.write_text(
+        f"[Interface]\nPrivateKey = {KEY_A}\nListenPort = 51999\nMTU = 1380\nPingable = 10.0.2.1\n"
+        f"UdpIdleTimeout = 30\n[Peer]\nPublicKey = {KEY_B}\nPresharedKey = {KEY_A}\n"
+        "Endpoint = 127.0.0.1:5000\nPersistentKeepalive = 25\nAllowedIPs = 10.0.2.15/32\n"
+    )
     c = setup("-c", str(f)).config
     assert c.private_key == bytes(range(32)) and c.peer_public_key == bytes(range(1, 33))
     assert c.bind == (ipaddress.ip_address("0.0.0.0"), 51999) and c.mtu == 1380
@@ -160,8 +164,9 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
     # The command line wins over the file, option by option.
     key_file = tmp_path / "other.key"
     key_file.write_text(base64.b64encode(bytes(range(2, 34))).decode() + "\n")
-    c = setup("-c", str(f), "--mtu", "1400", "-b", "127.0.0.1:4000", "-P", "10.7.0.1", "-f", str(key_file),
-              "-a", "5").config
+    c = setup(
+        "-c", str(f), "--mtu", "1400", "-b", "127.0.0.1:4000", "-P", "10.7.0.1", "-f", str(key_file), "-a", "5"
+    ).config
     assert c.mtu == 1400 and c.bind == (ipaddress.ip_address("127.0.0.1"), 4000)
     assert [str(p) for p in c.pingable] == ["10.7.0.1"] and c.keepalive_interval == 5
     assert c.private_key == bytes(range(2, 34)) and c.udp_idle_timeout == 30
@@ -177,9 +182,14 @@ def test_config_file_errors_name_file_and_line(tmp_path: Path, capsys: pytest.Ca
     assert "--config: cannot read" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text, expected", [("gw.example:51820", "gw.example:51820"),
-                                            ("192.0.2.1:1", "192.0.2.1:1"),
-                                            ("[2001:db8::1]:51820", "[2001:db8::1]:51820")])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("gw.example:51820", "gw.example:51820"),
+        ("192.0.2.1:1", "192.0.2.1:1"),
+        ("[2001:db8::1]:51820", "[2001:db8::1]:51820"),
+    ],
+)
 def test_advertised_endpoint(text: str, expected: str) -> None:
     assert parse_advertised_endpoint(text) == expected
 
@@ -210,6 +220,7 @@ def test_start_log_has_key_and_at_v_peer_and_limits(caplog: pytest.LogCaptureFix
 
 # --- genkey / pubkey / client-config ----------------------------------------------------------
 
+
 def test_genkey_and_pubkey(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["genkey"]) == 0
     priv = capsys.readouterr().out
@@ -226,8 +237,9 @@ def test_genkey_and_pubkey(capsys: pytest.CaptureFixture[str], monkeypatch: pyte
 @pytest.mark.skipif(shutil.which("wg") is None, reason="needs the wg tool (wireguard-tools)")
 def test_genkey_pubkey_match_the_wg_tool() -> None:
     def run(*args: str, stdin: str = "") -> str:
-        return subprocess.run(list(args), input=stdin, capture_output=True, text=True, check=True,
-                              timeout=30, cwd=str(ROOT)).stdout
+        return subprocess.run(
+            list(args), input=stdin, capture_output=True, text=True, check=True, timeout=30, cwd=str(ROOT)
+        ).stdout
 
     ours = [sys.executable, "-m", "wgslirpy"]
     wg_priv = run("wg", "genkey")
@@ -255,9 +267,15 @@ def test_subcommand_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
 
 # --- a real zero-config start --------------------------------------------------------------------
 
+
 def _start(state: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    p = subprocess.Popen([sys.executable, "-m", "wgslirpy", "--state-dir", str(state), "-b", "127.0.0.1:0", *extra],
-                         cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "wgslirpy", "--state-dir", str(state), "-b", "127.0.0.1:0", *extra],
+        cwd=str(ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     out = []
     deadline = time.monotonic() + 30
     assert p.stdout is not None
@@ -315,14 +333,20 @@ def test_zero_config_start_prints_a_usable_client_config(tmp_path: Path) -> None
 
 # --- live stats --------------------------------------------------------------------------
 
-SNAPSHOT = {"tcp_flows": 3, "udp_bindings": 1, "has_session": True, "drops": {"multicast": 5, "not_for_us": 2},
-            "wireguard": {"rx_bytes": 2048, "tx_bytes": 3 * 1024 * 1024, "handshakes_completed": 2}}
+SNAPSHOT = {
+    "tcp_flows": 3,
+    "udp_bindings": 1,
+    "has_session": True,
+    "drops": {"multicast": 5, "not_for_us": 2},
+    "wireguard": {"rx_bytes": 2048, "tx_bytes": 3 * 1024 * 1024, "handshakes_completed": 2},
+}
 
 
 def test_summary_line() -> None:
     assert summary_line(SNAPSHOT) == (
         "stats: 3 TCP flows open, 1 UDP bindings, tunnel in 2.0 KiB / out 3.0 MiB, 2 handshakes, "
-        "session up, drops: multicast 5, not_for_us 2")
+        "session up, drops: multicast 5, not_for_us 2"
+    )
     assert summary_line({}).endswith("session down, drops: none")
 
 
@@ -334,7 +358,7 @@ def test_stats_json_written_atomically(tmp_path: Path) -> None:
 
 
 class _FakeEndpoint:
-    stats = {"rx_bytes": 1, "tx_bytes": 2, "handshakes_completed": 0}
+    stats: ClassVar[dict[str, int]] = {"rx_bytes": 1, "tx_bytes": 2, "handshakes_completed": 0}
 
 
 class _FakeGateway:
@@ -366,13 +390,18 @@ def test_stats_reporter_writes_file_and_logs(tmp_path: Path, caplog: pytest.LogC
 
 # --- drops a user sees in normal use have names that say what they are ------------------
 
+
 def _ipv6(src: str, dst: str, next_header: int, payload: bytes, hop_by_hop: bytes = b"") -> bytes:
     import struct
 
     body = hop_by_hop + payload
     first = 0 if hop_by_hop else next_header
-    return (struct.pack("!IHBB", 6 << 28, len(body), first, 255) + ipaddress.ip_address(src).packed
-            + ipaddress.ip_address(dst).packed + body)
+    return (
+        struct.pack("!IHBB", 6 << 28, len(body), first, 255)
+        + ipaddress.ip_address(src).packed
+        + ipaddress.ip_address(dst).packed
+        + body
+    )
 
 
 def _drops(packet: bytes) -> dict[str, int]:
@@ -405,23 +434,40 @@ def test_mdns_is_a_multicast_drop_and_other_icmp_is_named() -> None:
     from wgslirpy.net.build import build_icmp_unreachable
     from wgslirpy.net.segments import Unreachable
 
-    quoted = build_udp(UdpDatagram(ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("10.0.2.15"), 53, 4000, b"x"))
-    err = build_icmp_unreachable(ipaddress.ip_address("10.0.2.15"), ipaddress.ip_address("192.0.2.1"),
-                                 Unreachable.PORT, quoted)
+    quoted = build_udp(
+        UdpDatagram(ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("10.0.2.15"), 53, 4000, b"x")
+    )
+    err = build_icmp_unreachable(
+        ipaddress.ip_address("10.0.2.15"), ipaddress.ip_address("192.0.2.1"), Unreachable.PORT, quoted
+    )
     assert _drops(err) == {"icmp_error_from_peer": 1}
     # A protocol nobody handles (SCTP) keeps the generic name.
     import struct
 
-    sctp = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 32, 0, 0, 64, 132, 0, bytes([10, 0, 2, 15]),
-                       bytes([192, 0, 2, 1])) + bytes(12)
+    sctp = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 32, 0, 0, 64, 132, 0, bytes([10, 0, 2, 15]), bytes([192, 0, 2, 1])
+    ) + bytes(12)
     assert _drops(sctp) == {"unsupported_protocol": 1}
 
 
 def test_help_lists_the_first_minute_options_and_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for text in ("--config", "--state-dir", "--endpoint", "--interface", "--stats-json", "--stats-interval",
-                 "client-config", "genkey", "pubkey", "show", "Default: 1420.", "0.0.0.0:51820.",
-                 "Zero-config default: 10.0.2.53, fd00::53.", '"wgslirpy stats: {json}"'):
+    for text in (
+        "--config",
+        "--state-dir",
+        "--endpoint",
+        "--interface",
+        "--stats-json",
+        "--stats-interval",
+        "client-config",
+        "genkey",
+        "pubkey",
+        "show",
+        "Default: 1420.",
+        "0.0.0.0:51820.",
+        "Zero-config default: 10.0.2.53, fd00::53.",
+        '"wgslirpy stats: {json}"',
+    ):
         assert text in out, text
     assert "{" not in out.replace("{json}", "")  # every placeholder filled

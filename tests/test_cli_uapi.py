@@ -25,7 +25,8 @@ OTHER = crypto.public_key(crypto.clamp(bytes(range(2, 34))))
 def test_reader_frames_requests_across_reads() -> None:
     r = uapi.RequestReader()
     assert r.feed(b"get=1\n") == []
-    assert r.feed(b"\nset=1\npublic_key=ab\n\nget") == [uapi.Request("get"), uapi.Request("set", (("public_key", "ab"),))]
+    got = r.feed(b"\nset=1\npublic_key=ab\n\nget")
+    assert got == [uapi.Request("get"), uapi.Request("set", (("public_key", "ab"),))]
     assert r.feed(b"=1\n\n") == [uapi.Request("get")]
 
 
@@ -42,8 +43,15 @@ def test_reader_bounds_a_request() -> None:
 
 
 def info(**peer: object) -> uapi.DeviceInfo:
-    p = dict(public_key=PEER, endpoint=("192.0.2.7", 51000), last_handshake=1700000000.25, rx_bytes=1500,
-             tx_bytes=3 * 1024 * 1024, persistent_keepalive=25, allowed_ips=("0.0.0.0/0", "::/0"))
+    p = dict(
+        public_key=PEER,
+        endpoint=("192.0.2.7", 51000),
+        last_handshake=1700000000.25,
+        rx_bytes=1500,
+        tx_bytes=3 * 1024 * 1024,
+        persistent_keepalive=25,
+        allowed_ips=("0.0.0.0/0", "::/0"),
+    )
     p.update(peer)
     return uapi.DeviceInfo(PRIV, 51820, uapi.PeerInfo(**p))  # type: ignore[arg-type]
 
@@ -53,7 +61,8 @@ def test_format_get() -> None:
         f"private_key={PRIV.hex()}\nlisten_port=51820\npublic_key={PEER.hex()}\nprotocol_version=1\n"
         "endpoint=192.0.2.7:51000\nlast_handshake_time_sec=1700000000\nlast_handshake_time_nsec=250000000\n"
         f"tx_bytes={3 * 1024 * 1024}\nrx_bytes=1500\npersistent_keepalive_interval=25\n"
-        "allowed_ip=0.0.0.0/0\nallowed_ip=::/0\nerrno=0\n\n")
+        "allowed_ip=0.0.0.0/0\nallowed_ip=::/0\nerrno=0\n\n"
+    )
     text = uapi.format_get(info(endpoint=("::ffff:192.0.2.9", 1), preshared_key=OTHER)).decode()
     assert "endpoint=192.0.2.9:1\n" in text and f"preshared_key={OTHER.hex()}\n" in text
     assert "endpoint=[2001:db8::1]:5\n" in uapi.format_get(info(endpoint=("2001:db8::1", 5))).decode()
@@ -67,7 +76,8 @@ def test_get_round_trip_and_show() -> None:
         "interface: wgs0\n  public key: PUB\n  private key: (hidden)\n  listening port: 51820\n\n"
         f"peer: {base64.b64encode(PEER).decode()}\n  endpoint: 192.0.2.7:51000\n  allowed ips: 0.0.0.0/0, ::/0\n"
         "  latest handshake: 1 minute, 15 seconds ago\n  transfer: 1.46 KiB received, 3.00 MiB sent\n"
-        "  persistent keepalive: every 25 seconds\n")
+        "  persistent keepalive: every 25 seconds\n"
+    )
     with pytest.raises(uapi.UapiError):
         uapi.parse_get(b"errno=22\n\n")
     with pytest.raises(uapi.UapiError):
@@ -75,9 +85,10 @@ def test_get_round_trip_and_show() -> None:
 
 
 def _set(*lines: str) -> uapi.SetChanges:
-    req = uapi.RequestReader().feed(("set=1\n" + "".join(l + "\n" for l in lines) + "\n").encode())[0]
-    return uapi.parse_set(req, private_key=PRIV, listen_port=51820, peer_public_key=PEER,
-                          allowed_ips=("0.0.0.0/0", "::/0"))
+    req = uapi.RequestReader().feed(("set=1\n" + "".join(line + "\n" for line in lines) + "\n").encode())[0]
+    return uapi.parse_set(
+        req, private_key=PRIV, listen_port=51820, peer_public_key=PEER, allowed_ips=("0.0.0.0/0", "::/0")
+    )
 
 
 def test_set_endpoint_and_keepalive() -> None:
@@ -87,26 +98,39 @@ def test_set_endpoint_and_keepalive() -> None:
     assert _set(f"public_key={PEER.hex()}", "endpoint=[2001:db8::2]:51820").endpoint == ("2001:db8::2", 51820)
     assert _set(f"public_key={PEER.hex()}", "persistent_keepalive_interval=0").persistent_keepalive == 0
     # Restating what is already so (as `wg syncconf`-style tools do) is fine.
-    assert _set(f"private_key={PRIV.hex()}", "listen_port=51820", "fwmark=0", f"public_key={PEER.hex()}",
-                "protocol_version=1", "replace_allowed_ips=true", "allowed_ip=::/0",
-                "allowed_ip=0.0.0.0/0") == uapi.SetChanges()
+    assert (
+        _set(
+            f"private_key={PRIV.hex()}",
+            "listen_port=51820",
+            "fwmark=0",
+            f"public_key={PEER.hex()}",
+            "protocol_version=1",
+            "replace_allowed_ips=true",
+            "allowed_ip=::/0",
+            "allowed_ip=0.0.0.0/0",
+        )
+        == uapi.SetChanges()
+    )
 
 
-@pytest.mark.parametrize("lines, code", [
-    ([f"private_key={OTHER.hex()}"], errno.EPERM),
-    (["listen_port=1"], errno.EPERM),
-    (["replace_peers=true"], errno.EPERM),
-    ([f"public_key={OTHER.hex()}"], errno.EPERM),
-    (["public_key=zz"], errno.EINVAL),
-    (["endpoint=192.0.2.1:7"], errno.EINVAL),  # a peer key before peer settings
-    ([f"public_key={PEER.hex()}", "endpoint=nowhere"], errno.EINVAL),
-    ([f"public_key={PEER.hex()}", "endpoint=192.0.2.1:0"], errno.EINVAL),
-    ([f"public_key={PEER.hex()}", "persistent_keepalive_interval=70000"], errno.EINVAL),
-    ([f"public_key={PEER.hex()}", "remove=true"], errno.EPERM),
-    ([f"public_key={PEER.hex()}", "replace_allowed_ips=true", "allowed_ip=10.0.0.0/8"], errno.EPERM),
-    ([f"public_key={PEER.hex()}", "preshared_key=" + "11" * 32], errno.EPERM),
-    ([f"public_key={PEER.hex()}", "bogus=1"], errno.EINVAL),
-])
+@pytest.mark.parametrize(
+    "lines, code",
+    [
+        ([f"private_key={OTHER.hex()}"], errno.EPERM),
+        (["listen_port=1"], errno.EPERM),
+        (["replace_peers=true"], errno.EPERM),
+        ([f"public_key={OTHER.hex()}"], errno.EPERM),
+        (["public_key=zz"], errno.EINVAL),
+        (["endpoint=192.0.2.1:7"], errno.EINVAL),  # a peer key before peer settings
+        ([f"public_key={PEER.hex()}", "endpoint=nowhere"], errno.EINVAL),
+        ([f"public_key={PEER.hex()}", "endpoint=192.0.2.1:0"], errno.EINVAL),
+        ([f"public_key={PEER.hex()}", "persistent_keepalive_interval=70000"], errno.EINVAL),
+        ([f"public_key={PEER.hex()}", "remove=true"], errno.EPERM),
+        ([f"public_key={PEER.hex()}", "replace_allowed_ips=true", "allowed_ip=10.0.0.0/8"], errno.EPERM),
+        ([f"public_key={PEER.hex()}", "preshared_key=" + "11" * 32], errno.EPERM),
+        ([f"public_key={PEER.hex()}", "bogus=1"], errno.EINVAL),
+    ],
+)
 def test_set_refusals(lines: list[str], code: int) -> None:
     with pytest.raises(uapi.UapiError) as e:
         _set(*lines)
@@ -114,6 +138,7 @@ def test_set_refusals(lines: list[str], code: int) -> None:
 
 
 # --- the server, with a real gateway ---------------------------------------------------------
+
 
 def _talk(path: str, request: bytes) -> bytes:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -147,14 +172,16 @@ def test_server_get_and_set_with_a_gateway(tmp_path: Path) -> None:
                 UapiServer(gw, path).start()
 
             def client(req: bytes) -> bytes:
-                return gevent.get_hub().threadpool.apply(_talk, (path, req))
+                answer: bytes = gevent.get_hub().threadpool.apply(_talk, (path, req))
+                return answer
 
             dev = uapi.parse_get(client(b"get=1\n\n"))
             assert dev.fields["listen_port"] == str(gw.server_port)
             assert dev.fields["private_key"] == PRIV.hex()
             assert dev.peers[0]["public_key"] == [PEER.hex()] and "endpoint" not in dev.peers[0]
-            answer = client(f"set=1\npublic_key={PEER.hex()}\nendpoint=127.0.0.1:9\n"
-                            "persistent_keepalive_interval=30\n\n".encode())
+            answer = client(
+                f"set=1\npublic_key={PEER.hex()}\nendpoint=127.0.0.1:9\npersistent_keepalive_interval=30\n\n".encode()
+            )
             assert answer == b"errno=0\n\n"
             assert gw.endpoint.endpoint == ("127.0.0.1", 9)
             assert gw.endpoint.timers.persistent_keepalive_interval == 30

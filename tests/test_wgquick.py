@@ -80,7 +80,10 @@ def test_keepalive_off() -> None:
         ("[Interface]\nDNS = 1.1.1.1\n", "use DNSResponder"),
         ("[Interface]\nFrobnicate = 1\n", "f.conf:2: Frobnicate: unknown key in [Interface]"),
         ("[Interface]\nAllowLoopback = maybe\n", "expected true or false"),
-        (f"[Interface]\nPrivateKey = {KEY_A}\nPrivateKey = {KEY_A}\n", "f.conf:3: PrivateKey: given twice (first on line 2)"),
+        (
+            f"[Interface]\nPrivateKey = {KEY_A}\nPrivateKey = {KEY_A}\n",
+            "f.conf:3: PrivateKey: given twice (first on line 2)",
+        ),
         ("[Interface]\n[Interface]\n", "f.conf:2: a second [Interface]"),
         (f"[Peer]\nPublicKey = {KEY_B}\n[Peer]\nPublicKey = {KEY_C}\n", "f.conf:3: a second [Peer]"),
         ("[Peer]\nEndpoint = gateway.example\n", "f.conf:2: Endpoint:"),
@@ -96,9 +99,16 @@ def test_errors_name_the_line(text: str, message: str) -> None:
 
 
 def test_render_and_client_config_round_trip() -> None:
-    text = client_config(private_key=KEY_A, addresses=["10.0.2.15/32", "fd00::15/128"],
-                         dns=["10.0.2.53", "fd00::53"], mtu=1420, peer_public_key=KEY_B,
-                         endpoint="[2001:db8::1]:51820", preshared_key=KEY_C, keepalive=25)
+    text = client_config(
+        private_key=KEY_A,
+        addresses=["10.0.2.15/32", "fd00::15/128"],
+        dns=["10.0.2.53", "fd00::53"],
+        mtu=1420,
+        peer_public_key=KEY_B,
+        endpoint="[2001:db8::1]:51820",
+        preshared_key=KEY_C,
+        keepalive=25,
+    )
     assert text == (
         "[Interface]\n"
         f"PrivateKey = {KEY_A}\n"

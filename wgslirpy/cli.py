@@ -93,8 +93,9 @@ import re
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__
 from . import constants as C
@@ -147,6 +148,7 @@ def _number(opts: dict[str, Any], name: str, *, integer: bool = False) -> float:
 
 
 # --- from options (and a -c file, and the state directory) to a Config -------------------
+
 
 @dataclass
 class Setup:
@@ -237,8 +239,7 @@ def setup_from_options(opts: dict[str, Any]) -> Setup:
         max_udp_bindings=int(_number(opts, "--max-udp-bindings", integer=True)),
         keepalive_interval=_number(opts, "--keepalive-interval") if opts.get("--keepalive-interval") else None,
         allow_loopback=bool(opts.get("--allow-loopback")),
-        preshared_key=(read_key_file(preshared, "--preshared-key-file") if preshared
-                       else opts.get("preshared_key")),
+        preshared_key=(read_key_file(preshared, "--preshared-key-file") if preshared else opts.get("preshared_key")),
         **extra,
     )
     return Setup(config, state, client_private)
@@ -276,7 +277,9 @@ def _explain_usage_error(argv: Sequence[str], docopt_message: str) -> str:
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.ERROR if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
+    level = (
+        logging.ERROR if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
+    )
     logging.basicConfig(level=level, format="wgslirpy: %(levelname)s: %(message)s", stream=sys.stderr)
     if not quiet:
         # "listening on ..." is printed even without -v: it tells where to point the peer.
@@ -288,7 +291,7 @@ def _print(text: str) -> int:
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        sys.stdout = open(os.devnull, "w")  # nothing more can be written; silence the exit flush
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- nothing more can be written; silence the exit flush
     return 0
 
 
@@ -378,13 +381,14 @@ def _print_client_config(setup: Setup, opts: dict[str, Any], bound: tuple[str, i
     else:
         host, how = guess_host_address(str(setup.config.bind[0]))
         endpoint = _format_hostport(host, bound[1])
-        note = (f"Endpoint {endpoint} is a guess ({how}). If the client reaches this host under "
-                "another name or address, start wgslirpy with --endpoint HOST:PORT (or edit the "
-                "Endpoint line).")
+        note = (
+            f"Endpoint {endpoint} is a guess ({how}). If the client reaches this host under "
+            "another name or address, start wgslirpy with --endpoint HOST:PORT (or edit the "
+            "Endpoint line)."
+        )
     text = client_config_text(setup, endpoint)
     path = setup.state.write_private(S.CLIENT_CONF, text)
-    out = [f"# wgslirpy client config (written to {path}; import it in a WireGuard app):", "",
-           text, qr_text(text)]
+    out = [f"# wgslirpy client config (written to {path}; import it in a WireGuard app):", "", text, qr_text(text)]
     if note:
         out.append(note)
     out.append(f"Print it again with: wgslirpy client-config --qr --state-dir {setup.state.path}")
@@ -397,12 +401,14 @@ def _client_config_command(opts: dict[str, Any]) -> int:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigError(f"no client config at {path} ({e.strerror or e}): start `wgslirpy` "
-                          "without key options once to make one") from None
+        raise ConfigError(
+            f"no client config at {path} ({e.strerror or e}): start `wgslirpy` without key options once to make one"
+        ) from None
     return _print(text + (("\n" + qr_text(text)) if opts.get("--qr") else ""))
 
 
 # --- genkey / pubkey / show -------------------------------------------------------------
+
 
 def _genkey_command() -> int:
     return _print(S.genkey())
@@ -469,25 +475,42 @@ def uapi_interface_path(name: str) -> str:
 
 # --- run --------------------------------------------------------------------------------
 
+
 def _log_start(setup: Setup, verbose: int) -> None:
     config = setup.config
     log.info("our public key: %s", S.pubkey(config.private_key))
     if not verbose:
         return
     peer_pub = base64.b64encode(config.peer_public_key).decode()
-    ep = (f"{config.peer_endpoint[0]}:{config.peer_endpoint[1]}" if config.peer_endpoint
-          else "not known yet (we wait for it to dial us)")
-    log.info("peer: %s, endpoint %s, keepalive %s, allowed source addresses %s", peer_pub, ep,
-             f"every {config.keepalive_interval:g} s" if config.keepalive_interval else "off",
-             ", ".join(str(n) for n in config.allowed_ips))
-    log.info("tunnel: ping at %s, DNS at %s, MTU %d, loopback %s",
-             ", ".join(map(str, config.pingable)) or "(none)",
-             ", ".join(_format_hostport(str(ip), port) for ip, port in config.dns) or "(none)", config.mtu,
-             "allowed" if config.allow_loopback else "refused")
-    log.info("limits: TCP buffer %d B, connect timeout %g s, TCP idle %g s, UDP idle %g s, "
-             "%d UDP bindings, %d packets queued without a session", config.tcp_buffer_size,
-             config.connect_timeout, config.tcp_idle_timeout, config.udp_idle_timeout,
-             config.max_udp_bindings, config.transmit_queue_capacity)
+    ep = (
+        f"{config.peer_endpoint[0]}:{config.peer_endpoint[1]}"
+        if config.peer_endpoint
+        else "not known yet (we wait for it to dial us)"
+    )
+    log.info(
+        "peer: %s, endpoint %s, keepalive %s, allowed source addresses %s",
+        peer_pub,
+        ep,
+        f"every {config.keepalive_interval:g} s" if config.keepalive_interval else "off",
+        ", ".join(str(n) for n in config.allowed_ips),
+    )
+    log.info(
+        "tunnel: ping at %s, DNS at %s, MTU %d, loopback %s",
+        ", ".join(map(str, config.pingable)) or "(none)",
+        ", ".join(_format_hostport(str(ip), port) for ip, port in config.dns) or "(none)",
+        config.mtu,
+        "allowed" if config.allow_loopback else "refused",
+    )
+    log.info(
+        "limits: TCP buffer %d B, connect timeout %g s, TCP idle %g s, UDP idle %g s, "
+        "%d UDP bindings, %d packets queued without a session",
+        config.tcp_buffer_size,
+        config.connect_timeout,
+        config.tcp_idle_timeout,
+        config.udp_idle_timeout,
+        config.max_udp_bindings,
+        config.transmit_queue_capacity,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -545,8 +568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _start_services(gateway: Any, setup: Setup, opts: dict[str, Any], interface_path: str | None,
-                    verbose: int, stats_interval: float) -> list[Any]:
+def _start_services(
+    gateway: Any, setup: Setup, opts: dict[str, Any], interface_path: str | None, verbose: int, stats_interval: float
+) -> list[Any]:
     """The control sockets and the stats reporter that run beside the gateway."""
     from .io.stats import StatsReporter
     from .io.uapi import UapiServer
@@ -563,17 +587,25 @@ def _start_services(gateway: Any, setup: Setup, opts: dict[str, Any], interface_
         try:
             server.start()
         except OSError as e:
-            log.warning("cannot serve the WireGuard UAPI at %s: %s%s", path, e.strerror or e,
-                        " (--interface needs root or a writable /var/run/wireguard)"
-                        if path == interface_path else "")
+            log.warning(
+                "cannot serve the WireGuard UAPI at %s: %s%s",
+                path,
+                e.strerror or e,
+                " (--interface needs root or a writable /var/run/wireguard)" if path == interface_path else "",
+            )
             continue
-        log.info("`%s` shows this gateway (UAPI socket %s)",
-                 f"wg show {opts['--interface']}" if path == interface_path
-                 else f"wgslirpy show --state-dir {setup.state.path if setup.state else ''}", path)
+        log.info(
+            "`%s` shows this gateway (UAPI socket %s)",
+            f"wg show {opts['--interface']}"
+            if path == interface_path
+            else f"wgslirpy show --state-dir {setup.state.path if setup.state else ''}",
+            path,
+        )
         services.append(server)
     if verbose or opts.get("--stats-json"):
-        reporter = StatsReporter(gateway, interval=stats_interval, log_line=bool(verbose),
-                                 json_path=opts.get("--stats-json"))
+        reporter = StatsReporter(
+            gateway, interval=stats_interval, log_line=bool(verbose), json_path=opts.get("--stats-json")
+        )
         reporter.start()
         services.append(reporter)
     return services

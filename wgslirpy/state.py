@@ -23,8 +23,8 @@ import base64
 import os
 import stat
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from .config import read_key_file
 from .errors import ConfigError

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import base64
 import errno
+import functools
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 #: a request larger than this is refused and the connection closed (a flood guard)
 MAX_REQUEST_BYTES = 64 * 1024
@@ -123,18 +124,25 @@ def format_endpoint(endpoint: tuple[str, int]) -> str:
 def format_get(info: DeviceInfo) -> bytes:
     """The answer to ``get=1``, ``errno=0`` and the terminating blank line included."""
     peer = info.peer
-    lines = [f"private_key={info.private_key.hex()}", f"listen_port={info.listen_port}",
-             f"public_key={peer.public_key.hex()}"]
+    lines = [
+        f"private_key={info.private_key.hex()}",
+        f"listen_port={info.listen_port}",
+        f"public_key={peer.public_key.hex()}",
+    ]
     if peer.preshared_key:
         lines.append(f"preshared_key={peer.preshared_key.hex()}")
     lines.append("protocol_version=1")
     if peer.endpoint is not None:
         lines.append(f"endpoint={format_endpoint(peer.endpoint)}")
     sec = int(peer.last_handshake)
-    nsec = int(round((peer.last_handshake - sec) * 1e9)) if sec else 0
-    lines += [f"last_handshake_time_sec={sec}", f"last_handshake_time_nsec={min(nsec, 999_999_999)}",
-              f"tx_bytes={peer.tx_bytes}", f"rx_bytes={peer.rx_bytes}",
-              f"persistent_keepalive_interval={peer.persistent_keepalive}"]
+    nsec = round((peer.last_handshake - sec) * 1e9) if sec else 0
+    lines += [
+        f"last_handshake_time_sec={sec}",
+        f"last_handshake_time_nsec={min(nsec, 999_999_999)}",
+        f"tx_bytes={peer.tx_bytes}",
+        f"rx_bytes={peer.rx_bytes}",
+        f"persistent_keepalive_interval={peer.persistent_keepalive}",
+    ]
     lines += [f"allowed_ip={net}" for net in peer.allowed_ips]
     lines.append("errno=0")
     return ("\n".join(lines) + "\n\n").encode("ascii")
@@ -170,8 +178,9 @@ def _parse_endpoint(value: str) -> tuple[str, int]:
     return str(ip), port
 
 
-def parse_set(req: Request, *, private_key: bytes, listen_port: int, peer_public_key: bytes,
-              allowed_ips: Sequence[str] = ()) -> SetChanges:
+def parse_set(
+    req: Request, *, private_key: bytes, listen_port: int, peer_public_key: bytes, allowed_ips: Sequence[str] = ()
+) -> SetChanges:
     """Check a set request; UapiError for anything wgslirpy cannot do at run time.
 
     Statements that restate the current value (the same private key, listen port or
@@ -243,6 +252,7 @@ def _nets(values: Sequence[str]) -> list[str]:
 
 # --- client side: ``wgslirpy show`` ----------------------------------------------------------
 
+
 @dataclass
 class ShownDevice:
     """A parsed ``get=1`` answer (what ``wg show`` prints)."""
@@ -299,6 +309,10 @@ def _bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _last(peer: dict[str, list[str]], key: str) -> str:
+    return peer.get(key, [""])[-1]
+
+
 def format_show(dev: ShownDevice, *, name: str, now: float, public_key: str | None = None) -> str:
     """``wg show``-style text; ``public_key`` is ours (the answer carries only the private key)."""
     lines = [f"interface: {name}"]
@@ -309,8 +323,7 @@ def format_show(dev: ShownDevice, *, name: str, now: float, public_key: str | No
     if "listen_port" in dev.fields:
         lines.append(f"  listening port: {dev.fields['listen_port']}")
     for peer in dev.peers:
-        def one(key: str) -> str:
-            return peer.get(key, [""])[-1]
+        one = functools.partial(_last, peer)
         lines += ["", f"peer: {_b64(one('public_key'))}"]
         if one("preshared_key").strip("0"):
             lines.append("  preshared key: (hidden)")

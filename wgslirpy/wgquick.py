@@ -25,8 +25,9 @@ kernel interface that wgslirpy does not have; they are errors that say what to u
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .config import parse_ip, parse_key, parse_port, parse_socket_address
 from .errors import ConfigError

@@ -14,19 +14,19 @@ import hashlib
 import os
 import subprocess
 import time
+from collections.abc import Generator
 from pathlib import Path
-from typing import Generator
 
 import pytest
 
 from wgslirpy.wgquick import Section, parse
 
 from . import servers
+from .servers import HTTP_PORT
 from .topology import (
     GATEWAY_PORT,
     GW_UNDERLAY_V4,
     HOSTS_NAME,
-    HTTP_PORT,
     PYTHON,
     REPO_ROOT,
     SRV_V4,
@@ -53,13 +53,27 @@ class ZeroConfigGateway(WgSlirpyGateway):
         self.printed: str = ""
 
     def command(self, *, initiate_to: str | None = None) -> list[str]:
-        return [PYTHON, "-m", "wgslirpy", "--state-dir", str(self.state_dir), "-b", self.endpoint,
-                "--endpoint", self.endpoint, "--interface", self.ifname]
+        return [
+            PYTHON,
+            "-m",
+            "wgslirpy",
+            "--state-dir",
+            str(self.state_dir),
+            "-b",
+            self.endpoint,
+            "--endpoint",
+            self.endpoint,
+            "--interface",
+            self.ifname,
+        ]
 
     def start(self, *, initiate_to: str | None = None, timeout: float = 20.0) -> None:
         super().start(timeout=timeout)
-        wait_until(lambda: "Print it again" in self._current_log() or self.pid is None, timeout=timeout,
-                   what="the printed client config")
+        wait_until(
+            lambda: "Print it again" in self._current_log() or self.pid is None,
+            timeout=timeout,
+            what="the printed client config",
+        )
         if self.pid is None:
             raise TopologyError(f"wgslirpy exited:\n{self.log_tail()}")
         self.printed = self._current_log()
@@ -69,9 +83,9 @@ class ZeroConfigGateway(WgSlirpyGateway):
 def printed_config(log: str) -> list[Section]:
     """The client config as printed: from the header line to the QR code."""
     lines = log.splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith(CONFIG_HEADER))
+    start = next(i for i, line in enumerate(lines) if line.startswith(CONFIG_HEADER))
     body = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.startswith(("\u2588", "\u2580", "\u2584")):  # the QR code's block characters
             break
         body.append(line)
@@ -111,8 +125,17 @@ def apply_client_config(t: Topology, sections: list[Section]) -> None:
         wg.add_address(cidr)
     ns.run(["ip", "link", "set", wg.ifname, "mtu", str(iface.get("MTU"))])
     ns.write_etc("resolv.conf", "".join(f"nameserver {d}\n" for d in iface.values("DNS")))
-    args = ["wg", "set", wg.ifname, "peer", str(peer.get("PublicKey")), "endpoint", str(peer.get("Endpoint")),
-            "allowed-ips", ",".join(peer.values("AllowedIPs"))]
+    args = [
+        "wg",
+        "set",
+        wg.ifname,
+        "peer",
+        str(peer.get("PublicKey")),
+        "endpoint",
+        str(peer.get("Endpoint")),
+        "allowed-ips",
+        ",".join(peer.values("AllowedIPs")),
+    ]
     if peer.get("PersistentKeepalive"):
         args += ["persistent-keepalive", str(peer.get("PersistentKeepalive"))]
     ns.run(args)
@@ -137,7 +160,7 @@ def test_printed_config_is_the_written_one_and_keys_persist(zc: Topology) -> Non
 @pytest.mark.parametrize("host", ["10.0.2.1", "fd00::1"])
 def test_ping_through_the_printed_config(zc: Topology, host: str) -> None:
     assert zc.wait_for_ping(host, timeout=15) is not None, zc.gateway.log_tail()
-    tx, rx, out = zc.ping(host, count=3, interval=0.2, wait=2)
+    _, rx, out = zc.ping(host, count=3, interval=0.2, wait=2)
     assert rx == 3, out
 
 
@@ -147,8 +170,9 @@ def test_dns_and_http_through_the_printed_config(zc: Topology) -> None:
     out = zc.client.run(["dig", "+short", "+time=2", "+tries=3", HOSTS_NAME, "A"], timeout=20).stdout.split()
     assert out == [SRV_V4]
     size, seed = 200_000, 5
-    cmd = zc.client.cmd(["curl", "-sS", "--fail", "--max-time", "30", "-o", "-",
-                         f"http://{HOSTS_NAME}:{HTTP_PORT}/blob/{size}/{seed}"])
+    cmd = zc.client.cmd(
+        ["curl", "-sS", "--fail", "--max-time", "30", "-o", "-", f"http://{HOSTS_NAME}:{HTTP_PORT}/blob/{size}/{seed}"]
+    )
     proc = subprocess.run(cmd, capture_output=True, timeout=45)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout) == size
@@ -174,8 +198,9 @@ def test_wg_show_and_wg_set(zc: Topology) -> None:
     rx, tx = (int(x) for x in _wg("show", gw.ifname, "transfer").split()[1:3])
     assert rx > 0 and tx > 0
     # Run-time changes through `wg set`.
-    subprocess.run(["wg", "set", gw.ifname, "peer", zc.client_wg.public_key, "persistent-keepalive", "7"],
-                   check=True, timeout=10)
+    subprocess.run(
+        ["wg", "set", gw.ifname, "peer", zc.client_wg.public_key, "persistent-keepalive", "7"], check=True, timeout=10
+    )
     assert "persistent keepalive: every 7 seconds" in _wg("show", gw.ifname)
     assert _wg("show", gw.ifname, "persistent-keepalive").split()[-1] == "7"
     bad = subprocess.run(["wg", "set", gw.ifname, "listen-port", "1"], capture_output=True, text=True, timeout=10)
@@ -183,8 +208,14 @@ def test_wg_show_and_wg_set(zc: Topology) -> None:
     assert zc.ping("10.0.2.1", count=2, interval=0.2, wait=2)[1] == 2
     # The same without root or wg: `wgslirpy show` on the state directory's socket.
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    out = subprocess.run([PYTHON, "-m", "wgslirpy", "show", "--state-dir", str(gw.state_dir)], env=env,
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        [PYTHON, "-m", "wgslirpy", "show", "--state-dir", str(gw.state_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert f"public key: {gw.public_key}" in out and f"peer: {zc.client_wg.public_key}" in out
     assert "persistent keepalive: every 7 seconds" in out
 

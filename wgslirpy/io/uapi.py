@@ -131,9 +131,13 @@ class UapiServer:
         gw = self.gateway
         info = self.info()
         try:
-            changes = uapi.parse_set(req, private_key=gw.config.private_key, listen_port=info.listen_port,
-                                     peer_public_key=gw.config.peer_public_key,
-                                     allowed_ips=info.peer.allowed_ips)
+            changes = uapi.parse_set(
+                req,
+                private_key=gw.config.private_key,
+                listen_port=info.listen_port,
+                peer_public_key=gw.config.peer_public_key,
+                allowed_ips=info.peer.allowed_ips,
+            )
             self.apply(changes)
         except uapi.UapiError as e:
             log.warning("UAPI set refused: %s", e)
