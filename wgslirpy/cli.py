@@ -223,6 +223,8 @@ def setup_from_options(opts: dict[str, Any]) -> Setup:
     extra: dict[str, Any] = {}
     if opts.get("allowed_ips"):
         extra["allowed_ips"] = tuple(opts["allowed_ips"])
+    if "--endpoint-file" in opts:  # the option exists (io/endpoint_file.py): default it into the state dir
+        extra["endpoint_file"] = opts["--endpoint-file"] or (str(state.file(S.PEER_ENDPOINT)) if state else None)
     config = Config.create(
         private_key=private_key,
         peer_key=peer_key,
