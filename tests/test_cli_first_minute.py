@@ -471,3 +471,29 @@ def test_help_lists_the_first_minute_options_and_defaults(capsys: pytest.Capture
     ):
         assert text in out, text
     assert "{" not in out.replace("{json}", "")  # every placeholder filled
+
+
+def test_verbose_summary_line_and_stats_json_from_a_running_gateway(tmp_path: Path) -> None:
+    stats_file = tmp_path / "stats.json"
+    args = ["-k", KEY_A, "-K", KEY_B, "-b", "127.0.0.1:0", "-v", "--stats-interval", "0.2"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "wgslirpy", *args, "--stats-json", str(stats_file)],
+        cwd=str(ROOT),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert p.stderr is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("INFO: stats: " in line for line in lines):
+            line = p.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+        assert any("INFO: stats: 0 TCP flows open, 0 UDP bindings, tunnel in 0 B / out 0 B" in x for x in lines), lines
+        assert any("INFO: limits: " in x for x in lines) and any("INFO: peer: " in x for x in lines)
+        data = json.loads(stats_file.read_text())
+        assert data["tcp_flows"] == 0 and "wireguard" in data and "drops" in data
+    finally:
+        assert _stop(p) == 0
