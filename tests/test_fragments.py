@@ -147,7 +147,7 @@ def test_overlap_cases(offset: int, size: int) -> None:
     r.receive(frag4(16, bytes(16), more=True), now=0)  # holds [16, 32)
     r.receive(frag4(40, bytes(8), more=True), now=0)  # holds [40, 48)
     result = r.receive(frag4(offset, b"\x01" * size, more=True), now=0)
-    overlaps = offset < 32 and offset + size > 16 or offset < 48 and offset + size > 40
+    overlaps = (offset < 32 and offset + size > 16) or (offset < 48 and offset + size > 40)
     assert (result is DropReason.FRAGMENT_OVERLAP) == overlaps
 
 

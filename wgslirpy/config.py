@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from . import constants as C
+from . import keys
 from .errors import ConfigError
 from .net.segments import IPAddress
 
@@ -28,9 +29,7 @@ def parse_key(text: str, what: str) -> bytes:
         raw = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError):
         raise ConfigError(f"{what}: not valid base64") from None
-    if len(raw) != 32:
-        raise ConfigError(f"{what}: a key must decode to 32 bytes, this one has {len(raw)}")
-    return raw
+    return keys.check_key(raw, what)
 
 
 def read_key_file(path: str, what: str) -> bytes:
@@ -89,8 +88,8 @@ def parse_socket_address(text: str, what: str, *, default_port: int | None = Non
 class Config:
     """Everything the gateway needs; validated on construction.
 
-    Invariants: keys are 32 bytes; ``mtu`` in 1280..65535 (IPv6 needs 1280);
-    ``pingable`` and ``dns`` hold at most one address per IP version each is given for.
+    Invariants: keys are 32 bytes (``keys.check_key``); ``mtu`` in ``MIN_MTU..MAX_MTU`` (constants.py);
+    ``pingable`` and ``dns`` hold each address once (any number, either IP version).
     """
 
     private_key: bytes
@@ -123,12 +122,10 @@ class Config:
 
     def __post_init__(self) -> None:
         for name in ("private_key", "peer_public_key"):
-            v = getattr(self, name)
-            if not isinstance(v, bytes) or len(v) != 32:
-                raise ConfigError(f"{name}: must be 32 bytes")
-        if self.preshared_key is not None and len(self.preshared_key) != 32:
-            raise ConfigError("preshared_key: must be 32 bytes")
-        if not 1280 <= self.mtu <= 65535:
+            keys.check_key(getattr(self, name), name)
+        if self.preshared_key is not None:
+            keys.check_key(self.preshared_key, "preshared_key")
+        if not C.MIN_MTU <= self.mtu <= C.MAX_MTU:
             raise ConfigError(f"--mtu: must be between 1280 and 65535, got {self.mtu}")
         if self.tcp_buffer_size < 1024 or self.tcp_buffer_size > 1 << 30:
             raise ConfigError(f"--tcp-buffer-size: must be between 1024 and 2^30, got {self.tcp_buffer_size}")

@@ -1,6 +1,6 @@
 """Errors and drop reasons.
 
-Three kinds of failure (ARCHITECTURE.md §2.4):
+Three kinds of failure (see *Errors* in docs/ARCHITECTURE.md):
 
 * Untrusted network bytes never raise out of a core's ``receive_*``: the core drops them
   and counts a :class:`DropReason`. Inside a core, raise :class:`_Drop` and convert it

@@ -37,10 +37,10 @@ from __future__ import annotations
 import struct
 from ipaddress import IPv4Address
 
-from wgslirpy.constants import DEFAULT_TTL
-from wgslirpy.errors import ConfigError
-from wgslirpy.net.checksum import fold, word_sum
-from wgslirpy.net.segments import IcmpEcho, IPAddress, IpProto, TcpSegment, UdpDatagram, Unreachable
+from ..constants import DEFAULT_TTL
+from ..errors import ConfigError
+from .checksum import fold, word_sum
+from .segments import IcmpEcho, IPAddress, IpProto, TcpSegment, UdpDatagram, Unreachable
 
 __all__ = ["build_icmp_echo", "build_icmp_unreachable", "build_tcp", "build_udp"]
 

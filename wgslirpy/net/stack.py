@@ -1,6 +1,6 @@
 """The userspace IP stack facing the WireGuard peer: pure dispatch, no I/O.
 
-Contract (ARCHITECTURE.md §2.2 vocabulary):
+Contract (the vocabulary of *The sans-IO contract* in docs/ARCHITECTURE.md):
 
 * ``receive_ip(packet, now=)`` takes one decrypted inner packet from the tunnel. Fragments
   are reassembled, then the packet is decoded and dispatched: TCP to its
