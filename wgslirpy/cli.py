@@ -307,7 +307,7 @@ _ROUTE_PROBES = ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")
 def guess_host_address(bind_host: str) -> tuple[str, str]:
     """(address, how it was found) for the printed Endpoint when --endpoint is not given."""
     if bind_host not in ("0.0.0.0", "::"):
-        return bind_host, f"the address -b binds ({bind_host})"
+        return bind_host, "the address -b binds"
     for family, probe in _ROUTE_PROBES:
         if family == socket.AF_INET6 and bind_host == "0.0.0.0":
             continue
