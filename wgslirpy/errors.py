@@ -79,6 +79,11 @@ class DropReason(enum.Enum):
     UDP_NO_BINDING = "udp_no_binding"  # reply for a binding already closed/expired/evicted
     DNS_NOT_A_QUERY = "dns_not_a_query"  # QR=1: never answer a response (no loops)
 
+    # --- What clients send in normal use that has nowhere to go (net/stack.py) ---
+    MULTICAST = "multicast"  # to a multicast/broadcast address: IPv6 router solicitations, MLD, mDNS, SSDP
+    ICMP_ERROR_FROM_PEER = "icmp_error_from_peer"  # e.g. the client's port unreachable for a late UDP reply
+    ICMP_OTHER_TYPE = "icmp_other_type"  # unicast ICMP/ICMPv6 that is neither echo nor an error
+
     # --- Outgoing queue ---
     TRANSMIT_QUEUE_FULL = "transmit_queue_full"
 
