@@ -147,7 +147,7 @@ _DEFAULTS: dict[str, Any] = {
 
 
 def _g(x: float) -> str:
-    return f"{x:g}"
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 __doc__ = (__doc__ or "").format(
