@@ -95,6 +95,8 @@ class DropReason(enum.Enum):
     UDP_HOST_SEND_FULL = "udp_host_send_full"  # the host UDP socket's buffer was full
     UDP_HOST_SEND_FAILED = "udp_host_send_failed"  # the host refused the send (e.g. EMSGSIZE)
     FRAGMENT_DUPLICATE = "fragment_duplicate"  # an exact copy of a fragment already held
+    # embedding (io/conn.py)
+    UDP_HANDLER_QUEUE_FULL = "udp_handler_queue_full"  # a handle_udp handler did not read in time
 
 
 class _Drop(Exception):

@@ -55,8 +55,9 @@ from ..wg.endpoint import EndpointChanged, HandshakeCompleted, PeerConfig, PeerK
 from ..wg.intake import HandshakeIntake, is_handshake
 from .dns_server import serve_dns_tcp, serve_dns_udp_lookup
 from .endpoint_file import EndpointFile
-from .tcp_forward import TcpFlow
-from .udp_forward import UdpBindingRelay
+from .conn import TcpHandler, UdpEndpoint, UdpHandler
+from .tcp_forward import TcpFlow, forward_tcp
+from .udp_forward import UdpBindingRelay, forward_udp
 
 log = logging.getLogger("wgslirpy")
 
@@ -69,6 +70,12 @@ class Gateway:
 
     ``listener`` overrides ``config.bind`` and may be an ``(host, port)`` tuple or an
     already bound UDP socket (gevent or stdlib); ``config`` holds everything else.
+
+    ``handle_tcp(conn, src, dst)`` serves each TCP connection of the peer in its own
+    greenlet (default :func:`~wgslirpy.io.tcp_forward.forward_tcp`: dial and relay);
+    ``handle_udp(endpoint, src, dst)`` each UDP binding (default
+    :func:`~wgslirpy.io.udp_forward.forward_udp`). See :mod:`wgslirpy.io.conn`. DNS at
+    ``config.dns`` and ping at ``config.pingable`` are answered before any handler.
     """
 
     #: longest wait between turns of the central loop, in seconds; bounds how late a
@@ -94,8 +101,15 @@ class Gateway:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        handle_tcp: TcpHandler | None = None,
+        handle_udp: UdpHandler | None = None,
     ) -> None:
         self.config = config
+        #: per-flow handlers; None (or forward_tcp/forward_udp) is today's forwarding
+        self._handle_tcp: TcpHandler | None = None if handle_tcp is forward_tcp else handle_tcp
+        self._handle_udp: UdpHandler | None = None if handle_udp is forward_udp else handle_udp
+        #: UDP bindings served by handle_udp, by binding id; entries leave when it closes
+        self.udp_endpoints: dict[int, UdpEndpoint] = {}
         self._clock = clock
         self._listener = listener
         self.socket: _stdsocket.socket | None = None
@@ -282,6 +296,8 @@ class Gateway:
             reader.kill(block=True, timeout=1.0)
         for flow in list(self.tcp_flows.values()):
             flow.abort()
+        for ep in list(self.udp_endpoints.values()):
+            ep._expired()
         self.flush()
         if self.endpoint_file is not None:
             self.endpoint_file.poll(now=self.now(), force=True)
@@ -290,6 +306,9 @@ class Gateway:
         for relay in list(self.udp_relays.values()):
             relay.close()
         self.udp_relays.clear()
+        for ep in list(self.udp_endpoints.values()):
+            ep._expired()
+        self.udp_endpoints.clear()
         self.tcp_flows.clear()
         self.close()
 
@@ -452,11 +471,14 @@ class Gateway:
         stack = self.stack
         while (ev := stack.next_event()) is not None:
             if isinstance(ev, TcpConnectRequested):
-                self._group.spawn(self._new_flow(ev.conn).run)
+                self._group.spawn(self._new_flow(ev.conn).run, self._handle_tcp)
             elif isinstance(ev, DnsTcpRequested):
                 self._group.spawn(serve_dns_tcp, self, self._new_flow(ev.conn))
             elif isinstance(ev, UdpSend):
                 relay = self.udp_relays.get(ev.binding.id)
+                if relay is None and self._handle_udp is not None:
+                    self._to_udp_handler(ev)
+                    continue
                 if relay is None:
                     relay = UdpBindingRelay(self, ev.binding)
                     if not relay.open():
@@ -468,6 +490,9 @@ class Gateway:
                 relay = self.udp_relays.pop(ev.binding.id, None)
                 if relay is not None:
                     relay.close()
+                ep = self.udp_endpoints.pop(ev.binding.id, None)
+                if ep is not None:
+                    ep._expired()
             elif isinstance(ev, BindingOpened):
                 pass  # the relay opens lazily on its first UdpSend
             elif isinstance(ev, DnsLookup):
@@ -479,6 +504,27 @@ class Gateway:
                 self._group.spawn(self._dns_lookup, ev)
             elif isinstance(ev, FlowRefused):
                 self._log_refusal(ev)
+
+    def _to_udp_handler(self, ev: UdpSend) -> None:
+        """A datagram of a binding ``handle_udp`` serves (its first one spawns the handler)."""
+        b = ev.binding
+        dst = (str(ev.dst), ev.dport)
+        ep = self.udp_endpoints.get(b.id)
+        if ep is None:
+            ep = self.udp_endpoints[b.id] = UdpEndpoint(self, b, (str(b.client_addr), b.client_port), dst)
+            self._group.spawn(self._run_udp_handler, ep)
+        ep._deliver(ev.payload, dst)
+
+    def _run_udp_handler(self, ep: UdpEndpoint) -> None:
+        handler = self._handle_udp
+        assert handler is not None
+        try:
+            handler(ep, ep.getpeername(), ep.getsockname())
+        except Exception:
+            log.exception("UDP handler for %s:%d raised; its binding is closed", *ep.getpeername())
+        finally:
+            if not ep._detached:
+                ep.close()
 
     def _log_refusal(self, ev: FlowRefused) -> None:
         """One log line per refused flow, at most one a second (a retrying client must not
@@ -511,7 +557,7 @@ class Gateway:
         return {
             "tcp_flows": len(self.tcp_flows),
             "tcp_flows_in_stack": self.stack.open_flow_count(),
-            "udp_bindings": len(self.udp_relays),
+            "udp_bindings": len(self.udp_relays.keys() | self.udp_endpoints.keys()),
             "greenlets": len(self._group),
             "has_session": self.endpoint.has_session,
             "handshake_queue": self.intake.pending,
