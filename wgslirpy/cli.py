@@ -565,8 +565,11 @@ def _log_start(setup: Setup, verbose: int) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the gateway until SIGINT/SIGTERM; return the exit status (0 ok, 2 bad config)."""
+def main(argv: Sequence[str] | None = None, *, handle_tcp: Any = None, handle_udp: Any = None) -> int:
+    """Run the gateway until SIGINT/SIGTERM; return the exit status (0 ok, 2 bad config).
+
+    ``handle_tcp``/``handle_udp`` go to :class:`~wgslirpy.io.server.Gateway` (the scripts in
+    ``examples/`` run their handlers with wgslirpy's options this way)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "-h" in args or "--help" in args:
         return _print((__doc__ or "").strip())
@@ -591,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parse_advertised_endpoint(opts["--endpoint"])
         from .io.server import Gateway
 
-        gateway = Gateway(setup.config)
+        gateway = Gateway(setup.config, handle_tcp=handle_tcp, handle_udp=handle_udp)
     except ConfigError as e:
         print(f"wgslirpy: error: {e}", file=sys.stderr)
         return 2
