@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import random
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any, Callable
+from typing import Any
 
 from wgslirpy.net.segments import IPAddress, TcpFlags, TcpSegment
 from wgslirpy.net.seq import MASK
@@ -98,11 +99,15 @@ def events(conn: TcpConnection) -> list[TcpEvent]:
     return out
 
 
-def syn_received(config: TcpConfig = BASE_CONFIG, syn: TcpSegment = SYN_TEMPL, now: float = T0, isn: int = LOCAL_SEQ) -> TcpConnection:
+def syn_received(
+    config: TcpConfig = BASE_CONFIG, syn: TcpSegment = SYN_TEMPL, now: float = T0, isn: int = LOCAL_SEQ
+) -> TcpConnection:
     return TcpConnection(syn, config, now=now, rng=fixed_rng(isn))
 
 
-def accepted(config: TcpConfig = BASE_CONFIG, syn: TcpSegment = SYN_TEMPL, now: float = T0, isn: int = LOCAL_SEQ) -> TcpConnection:
+def accepted(
+    config: TcpConfig = BASE_CONFIG, syn: TcpSegment = SYN_TEMPL, now: float = T0, isn: int = LOCAL_SEQ
+) -> TcpConnection:
     conn = syn_received(config, syn, now, isn)
     conn.accept(now=now)
     out = recv(conn, now)
@@ -110,7 +115,9 @@ def accepted(config: TcpConfig = BASE_CONFIG, syn: TcpSegment = SYN_TEMPL, now: 
     return conn
 
 
-def established(config: TcpConfig = BASE_CONFIG, syn: TcpSegment = SYN_TEMPL, now: float = T0, isn: int = LOCAL_SEQ) -> TcpConnection:
+def established(
+    config: TcpConfig = BASE_CONFIG, syn: TcpSegment = SYN_TEMPL, now: float = T0, isn: int = LOCAL_SEQ
+) -> TcpConnection:
     conn = accepted(config, syn, now, isn)
     ack = seg(seq=(syn.seq + 1) & MASK, ack=(isn + 1) & MASK)
     if conn._ts_ok:  # echo what the SYN-ACK carried
@@ -236,8 +243,16 @@ class ClientTcp:
 
     def _seg(self, seq: int, flags: TcpFlags, payload: bytes, now: float) -> TcpSegment:
         return TcpSegment(
-            self.src, self.dst, PEER_PORT, LOCAL_PORT, seq, self.rcv_nxt or 0, flags,
-            min(self.rcv_wnd >> self.ws, 0xFFFF), payload, **self._opts(now),
+            self.src,
+            self.dst,
+            PEER_PORT,
+            LOCAL_PORT,
+            seq,
+            self.rcv_nxt or 0,
+            flags,
+            min(self.rcv_wnd >> self.ws, 0xFFFF),
+            payload,
+            **self._opts(now),
         )
 
     def handle(self, s: TcpSegment, now: float) -> None:
@@ -337,7 +352,11 @@ class ClientTcp:
                 extra: dict[str, Any] = {}
                 if self.options:
                     extra = {"wscale": self.ws, "sack_permitted": True, "ts_val": int(now * 1000) & MASK, "ts_ecr": 0}
-                out.append(TcpSegment(self.src, self.dst, PEER_PORT, LOCAL_PORT, self.iss, 0, SYN, 0xFFFF, mss=self.mss, **extra))
+                out.append(
+                    TcpSegment(
+                        self.src, self.dst, PEER_PORT, LOCAL_PORT, self.iss, 0, SYN, 0xFFFF, mss=self.mss, **extra
+                    )
+                )
                 self.rto_at = now + self.rto
             return out
         base = (self.iss + 1) & MASK
@@ -376,7 +395,9 @@ class ClientTcp:
 class LossyLink:
     """Both directions of a fake link: seeded loss, duplication and reordering (jitter)."""
 
-    def __init__(self, rnd: random.Random, *, loss: float, dup: float, delay: float = 0.01, jitter: float = 0.02) -> None:
+    def __init__(
+        self, rnd: random.Random, *, loss: float, dup: float, delay: float = 0.01, jitter: float = 0.02
+    ) -> None:
         self.rnd = rnd
         self.loss = loss
         self.dup = dup
@@ -479,7 +500,9 @@ def run_transfer(
             link.put("server", s, t)
         for s in client.output(t):
             link.put("server", s, t)
-        candidates = [x for x in (link.next_time(), client.deadline(), conn.next_deadline() if conn else None) if x is not None]
+        candidates = [
+            x for x in (link.next_time(), client.deadline(), conn.next_deadline() if conn else None) if x is not None
+        ]
         if host_read_chunk is not None and conn is not None and conn.readable:
             candidates.append(t + 0.001)
         if not candidates:

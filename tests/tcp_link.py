@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import random
+from collections.abc import Mapping
 from ipaddress import IPv4Address
+from typing import Any
 
 from wgslirpy.net.segments import TcpFlags, TcpSegment
 from wgslirpy.net.tcp import TcpConfig, TcpConnection, TcpEvent
@@ -47,6 +49,9 @@ class Pipe:
     drop_data: frozenset[int] = frozenset()
     #: drop the retransmissions of those segments this many more times (lost retransmissions).
     drop_again: int = 0
+    #: (start, end): the link freezes: whatever would arrive from ``start`` on comes
+    #: ``end - start`` later, in order and with its spacing (a radio link in a handover).
+    freeze: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         self.heap: list[tuple[float, int, TcpSegment]] = []
@@ -56,6 +61,7 @@ class Pipe:
         self.dropped = 0
         self.queue_drops = 0
         self._again: dict[int, int] = {}
+        self._last_arrive = 0.0
 
     def put(self, s: TcpSegment, now: float) -> None:
         if s.payload:
@@ -83,6 +89,13 @@ class Pipe:
             self.dropped += 1
             return
         arrive = depart + self.delay
+        if self.freeze is not None:
+            start, end = self.freeze
+            if start <= arrive < end:
+                arrive += end - start
+            if arrive < self._last_arrive:
+                arrive = self._last_arrive  # FIFO behind the frozen ones
+            self._last_arrive = arrive
         if self.reorder and rnd.random() < self.reorder:
             arrive += self.reorder_delay
         self._push(arrive, s)
@@ -165,8 +178,8 @@ def run_link(
     down: bytes = b"",
     up: bytes = b"",
     seed: int = 1,
-    to_client: dict[str, object] | None = None,
-    to_server: dict[str, object] | None = None,
+    to_client: Mapping[str, Any] | None = None,
+    to_server: Mapping[str, Any] | None = None,
     server_config: TcpConfig | None = None,
     client_config: TcpConfig | None = None,
     max_time: float = 120.0,
@@ -174,13 +187,18 @@ def run_link(
 ) -> LinkResult:
     """Run a full connection (handshake, both transfers, both closes) over the link."""
     rnd = random.Random(seed)
-    pc = Pipe(random.Random(rnd.random()), **(to_client or {}))  # type: ignore[arg-type]
-    ps = Pipe(random.Random(rnd.random()), **(to_server or {}))  # type: ignore[arg-type]
+    pc = Pipe(random.Random(rnd.random()), **(to_client or {}))
+    ps = Pipe(random.Random(rnd.random()), **(to_server or {}))
     scfg = server_config or TcpConfig(time_wait=1.0)
     ccfg = client_config or TcpConfig(time_wait=1.0)
     t = 0.0
     client = TcpConnection.connect(
-        local=CLIENT_ADDR, lport=CLIENT_PORT, peer=SERVER_ADDR, pport=SERVER_PORT, config=ccfg, now=t,
+        local=CLIENT_ADDR,
+        lport=CLIENT_PORT,
+        peer=SERVER_ADDR,
+        pport=SERVER_PORT,
+        config=ccfg,
+        now=t,
         rng=random.Random(rnd.random()).randbytes,
     )
     ch = Host(client, up)
@@ -211,7 +229,16 @@ def run_link(
                 pc.put(s, t)
         if client.is_closed and server is not None and server.is_closed:
             break
-        cands = [x for x in (pc.next_time(), ps.next_time(), client.next_deadline(), server.next_deadline() if server else None) if x is not None]
+        cands = [
+            x
+            for x in (
+                pc.next_time(),
+                ps.next_time(),
+                client.next_deadline(),
+                server.next_deadline() if server else None,
+            )
+            if x is not None
+        ]
         if not cands:
             break
         t = max(t, min(cands))

@@ -9,12 +9,15 @@ from __future__ import annotations
 import array
 import math
 import random
+from typing import Callable
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wgslirpy.net.reassembly import (
+    BLOCK_OVERHEAD,
     CHUNK_OVERHEAD,
     COALESCE_LIMIT,
     InsertResult,
@@ -42,7 +45,7 @@ def check_invariants(q: ReassemblyQueue) -> None:
         assert blk.start >= q.base
         if k:
             assert blocks[k - 1].end < blk.start  # disjoint and non-adjacent
-        sizes = [len(c) for c in blk.chunks]
+        sizes = [len(c) for c in blk.chunks.as_list()]
         assert all(sizes) and sum(sizes) == blk.end - blk.start
         # coalescing invariant: neighbouring chunks together exceed the limit
         assert all(a + b > COALESCE_LIMIT for a, b in zip(sizes, sizes[1:]))
@@ -50,7 +53,7 @@ def check_invariants(q: ReassemblyQueue) -> None:
         chunks += len(sizes)
         payload += blk.end - blk.start
     assert q.bytes == payload
-    assert q.cost == payload + CHUNK_OVERHEAD * chunks
+    assert q.cost == payload + CHUNK_OVERHEAD * chunks + BLOCK_OVERHEAD * len(blocks)
     assert q.cost <= q._max_bytes
     assert q.blocks == len(blocks) <= q._max_blocks
     assert sorted(q.sack_blocks(len(blocks) + 1)) == q.held()
@@ -173,6 +176,28 @@ def test_sack_order_survives_many_blocks_and_pops() -> None:
     check_invariants(q)
 
 
+def test_sack_order_with_repeated_touches_and_merges() -> None:
+    """Far more touches than the recent list holds: order is still by latest arrival."""
+    q = ReassemblyQueue(max_bytes=BIG)
+    latest: dict[int, int] = {}  # block start -> arrival number
+    rng = random.Random(3)
+    for n in range(40):  # 40 blocks 100 bytes apart
+        q.insert(n * 100, stream(n * 100, n * 100 + 10))
+        latest[n * 100] = n
+    for t in range(40, 140):  # duplicates inside random blocks, and extensions
+        n = rng.randrange(40)
+        if t % 3:
+            q.insert(n * 100 + 2, b"dup")
+        else:
+            end = dict(q.held())[n * 100]
+            q.insert(end, stream(end, end + 1))
+        latest[n * 100] = t
+        want = sorted(latest, key=lambda s: latest[s], reverse=True)
+        assert [b[0] for b in q.sack_blocks(4)] == want[:4]
+    assert [b[0] for b in q.sack_blocks(40)] == want
+    check_invariants(q)
+
+
 # --- limits --------------------------------------------------------------------------
 
 
@@ -195,30 +220,47 @@ def test_max_blocks_refuses_higher_and_evicts_for_lower() -> None:
 
 def test_max_bytes_counts_chunk_overhead_and_evicts_tail_chunks() -> None:
     mss = 1000
-    q = ReassemblyQueue(max_bytes=4 * (mss + CHUNK_OVERHEAD))
+    q = ReassemblyQueue(max_bytes=4 * (mss + CHUNK_OVERHEAD) + BLOCK_OVERHEAD)
     for k in range(4):  # one block 10000..14000 of four chunks
         assert q.insert(10_000 + k * mss, stream(10_000 + k * mss, 10_000 + (k + 1) * mss)).accepted
-    assert q.cost == 4 * (mss + CHUNK_OVERHEAD)
+    assert q.cost == q._max_bytes
     assert not q.insert(20_000, b"\0" * 10).accepted  # higher than all: refused
-    r = q.insert(1_000, stream(1_000, 1_000 + mss))  # lower: the tail chunk goes
-    assert r.accepted and r.evicted == mss
-    assert q.held() == [(1_000, 2_000), (10_000, 13_000)]
-    assert q.cost <= q._max_bytes
-    r = q.insert(3_000, stream(3_000, 3_000 + 3 * mss))  # needs the whole high block
-    assert r.accepted and r.evicted == 3 * mss
-    assert q.held() == [(1_000, 2_000), (3_000, 6_000)]
+    # lower: a new block needs mss + both overheads: two tail chunks of the high block go
+    r = q.insert(1_000, stream(1_000, 1_000 + mss))
+    assert r.accepted and r.evicted == 2 * mss
+    assert q.held() == [(1_000, 2_000), (10_000, 12_000)]
+    # needs more than its two chunks without the block: the whole high block goes
+    r = q.insert(3_000, stream(3_000, 3_000 + 2 * mss))
+    assert r.accepted and r.evicted == 2 * mss
+    assert q.held() == [(1_000, 2_000), (3_000, 5_000)]
+    # nothing above it to evict: refused, nothing evicted
+    r = q.insert(8_000, stream(8_000, 9_000))
+    assert r == InsertResult(False, None) and q.held() == [(1_000, 2_000), (3_000, 5_000)]
+    # a lower one that would not fit even with everything above it gone: the same
+    r = q.insert(2_100, stream(2_100, 2_900))  # lower: tail chunk(s) of 3000..5000 go
+    assert r.accepted and r.evicted in (mss, 2 * mss)
+    assert q.held()[:2] == [(1_000, 2_000), (2_100, 2_900)]
+    assert q.held()[2:] == ([(3_000, 4_000)] if r.evicted == mss else [])
+    check_invariants(q)
+    per_block = CHUNK_OVERHEAD + BLOCK_OVERHEAD
+    q = ReassemblyQueue(max_bytes=110 + 2 * per_block + 170)
+    q.insert(1_000, stream(1_000, 1_100))
+    q.insert(5_000, stream(5_000, 5_010))
+    # above 1000..1100 only 5000..5010 could go, and that would not make room
+    r = q.insert(2_000, stream(2_000, 2_300))
+    assert r == InsertResult(False, None) and q.held() == [(1_000, 1_100), (5_000, 5_010)]
     check_invariants(q)
 
 
 def test_segment_larger_than_the_budget_is_refused_whole() -> None:
-    q = ReassemblyQueue(max_bytes=100)
-    assert not q.insert(0, b"x" * 100).accepted  # 100 + overhead > 100
+    q = ReassemblyQueue(max_bytes=100 + BLOCK_OVERHEAD)
+    assert not q.insert(0, b"x" * 100).accepted  # 100 + overheads > the budget
     assert q.blocks == 0 and q.cost == 0
     assert q.insert(0, b"x" * (100 - CHUNK_OVERHEAD)).accepted
 
 
 def test_refused_segment_still_reports_its_duplicate() -> None:
-    q = ReassemblyQueue(max_bytes=10 + CHUNK_OVERHEAD + 5)
+    q = ReassemblyQueue(max_bytes=10 + CHUNK_OVERHEAD + BLOCK_OVERHEAD + 5)
     q.insert(10, stream(10, 20))
     r = q.insert(15, stream(15, 45))  # 25 new bytes do not fit; 15..20 was held
     assert r == InsertResult(False, (15, 20))
@@ -356,8 +398,37 @@ def test_coalescing_bounds_chunk_count() -> None:
         q.insert(o, stream(o, o + 1))
     check_invariants(q)
     assert len(q._blocks[0].chunks) <= 2 * 5000 // COALESCE_LIMIT + 1
+    q = ReassemblyQueue(max_bytes=BIG)
+    for o in range(5000, 0, -1):  # 1-byte segments, each in front of the block
+        q.insert(o, stream(o, o + 1))
+    check_invariants(q)
+    assert len(q._blocks[0].chunks) <= 2 * 5000 // COALESCE_LIMIT + 1
+    assert joined(q.pop_ready(1)) == stream(1, 5001)
     assert q.cost < 5000 * 2  # not 5000 * (1 + CHUNK_OVERHEAD)
     assert q.copied_bytes <= 5000 * COALESCE_LIMIT
+
+
+@pytest.mark.parametrize("pattern", ["gaps", "tiny_extend", "mss_extend", "mss_gaps"])
+def test_cost_tracks_real_memory(pattern: str) -> None:
+    """The charged cost is close to what tracemalloc sees the queue allocate."""
+    n = 2000
+    segs: dict[str, Callable[[int], tuple[int, bytes]]] = {
+        "gaps": lambda k: (2 * k + 2, bytes([k & 255])),
+        "tiny_extend": lambda k: (k + 2, bytes([k & 255])),
+        "mss_extend": lambda k: ((k + 1) * 1448, bytes([k & 255]) * 1448),
+        "mss_gaps": lambda k: ((2 * k + 1) * 1448, bytes([k & 255]) * 1448),
+    }
+    make = segs[pattern]
+    tracemalloc.start()
+    try:
+        q = ReassemblyQueue(max_blocks=BIG, max_bytes=BIG)
+        before = tracemalloc.get_traced_memory()[0]
+        for k in range(n):
+            q.insert(*make(k))  # the segment is made while traced: it is held
+        real = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert 0.6 * q.cost <= real <= 1.4 * q.cost
 
 
 # --- property: against a bytearray + presence bitmap -----------------------------------
@@ -441,7 +512,12 @@ def test_property_matches_reference_model(ops: list[tuple[str, int, int, int]]) 
             payload = bytes((c + i) & 0xFF for i in range(b))
             start = rcv + a  # a < 0: partly or wholly below the in-order point
             want_dup = ref.insert(start, payload)
-            r = q.insert(start, payload)
+            data: bytes | bytearray | memoryview = payload
+            if c % 3 == 1:
+                data = memoryview(payload)  # the copying (general) path
+            elif c % 3 == 2:
+                data = bytearray(payload)
+            r = q.insert(start, data)
             assert r.accepted and r.evicted == 0
             assert r.duplicate == want_dup
         else:
@@ -468,9 +544,14 @@ def test_property_with_limits_holds_only_stream_bytes(
     for kind, a, b, _ in ops:
         if kind == "ins":
             before = q.held()
-            r = q.insert(rcv + a, stream(rcv + a, rcv + a + b))
+            start, end = rcv + a, rcv + a + b
+            r = q.insert(start, stream(start, end))
             if not r.accepted:
                 assert q.held() == before
+            # eviction only ever takes bytes above the new segment (lowest blocks kept)
+            lost = _byte_set(before) - _byte_set(q.held())
+            assert all(o >= end for o in lost)
+            assert len(lost) == r.evicted
         else:
             rcv += a
             got = joined(q.pop_ready(rcv))
@@ -481,6 +562,10 @@ def test_property_with_limits_holds_only_stream_bytes(
             assert joined(list(_peek(q, lo))) == stream(lo, hi)
 
 
+def _byte_set(ranges: list[tuple[int, int]]) -> set[int]:
+    return {o for lo, hi in ranges for o in range(lo, hi)}
+
+
 def _peek(q: ReassemblyQueue, start: int) -> list[bytes]:
     k = q._starts.index(start)
-    return list(q._blocks[k].chunks)
+    return q._blocks[k].chunks.as_list()

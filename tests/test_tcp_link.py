@@ -7,6 +7,7 @@ made from the client's SYN, sends to the client); "up" is the gateway receiving.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 
 import pytest
@@ -31,7 +32,7 @@ def _intact(host: Host, data: bytes) -> bool:
 def _longest_stall(host: Host) -> float:
     """Longest time between two deliveries to ``host`` (seconds, simulated)."""
     tl = host.timeline
-    return max((b[0] - a[0] for a, b in zip(tl, tl[1:])), default=0.0)
+    return max((b[0] - a[0] for a, b in itertools.pairwise(tl)), default=0.0)
 
 
 def _sender(r: LinkResult, direction: str):  # type: ignore[no-untyped-def]
@@ -52,7 +53,12 @@ def test_clean_20ms_10MBps_link_goodput_after_slow_start(direction: str) -> None
     after slow start a 40 ms RTT / 10 MB/s path is filled (>= 80 % of its capacity), which
     a fixed 64 KiB window (1.6 MB/s) never could."""
     data = _data(6_000_000)
-    r = run_link(**{direction: data}, to_client={"delay": 0.02}, to_server={"delay": 0.02})
+    r = run_link(
+        down=data if direction == "down" else b"",
+        up=data if direction == "up" else b"",
+        to_client={"delay": 0.02},
+        to_server={"delay": 0.02},
+    )
     host = _receiver_host(r, direction)
     assert _intact(host, data)
     assert r.goodput(host) >= 0.8 * LINK_RATE * PAYLOAD_SHARE
@@ -83,8 +89,13 @@ def test_sack_recoverable_losses_need_no_rto(direction: str, drops: set[int]) ->
     by fast recovery, never by a retransmission timeout; every byte arrives intact."""
     data = _data(400_000)
     lossy = {"drop_data": frozenset(drops), "rate": None}
-    kw = {"to_client": lossy} if direction == "down" else {"to_server": lossy}
-    r = run_link(**{direction: data}, **kw)  # type: ignore[arg-type]
+    down = direction == "down"
+    r = run_link(
+        down=data if down else b"",
+        up=b"" if down else data,
+        to_client=lossy if down else None,
+        to_server=None if down else lossy,
+    )
     assert _intact(_receiver_host(r, direction), data)
     c = _sender(r, direction).counters
     assert c["rto"] == 0
@@ -183,3 +194,75 @@ def test_newreno_and_cubic_both_fill_the_clean_link() -> None:
         assert r.server.cc.name == name
         assert _intact(r.client_host, data)
         assert r.goodput(r.client_host) >= 0.7 * LINK_RATE * PAYLOAD_SHARE
+
+
+def test_rtt_samples_never_undercut_the_path() -> None:
+    """RFC 6298 samples come from segment send times (or TSecr): never below the path's
+    propagation delay, so min_rtt (RACK's reo_wnd, a model-based controller's BDP) holds."""
+    data = _data(2_000_000)
+    prof = {"delay": 0.02, "loss": 0.01, "reorder": 0.05}
+    r = run_link(down=data, up=data, to_client=prof, to_server=prof, seed=5)
+    for conn in (r.server, r.client):
+        assert conn.rtt.min_rtt is not None and conn.rtt.min_rtt >= 0.04
+
+
+def test_bbr_with_pacing_keeps_rate_under_random_loss() -> None:
+    """--congestion bbr (draft-ietf-ccwg-bbr spirit): random 1 % loss at 100 ms RTT is not
+    congestion; the connection paces at the controller's rate (no queue overflow) and
+    delivers several times what a loss-based controller can (Mathis: ~0.17 MB/s here)."""
+    data = _data(3_000_000)
+    link = {"delay": 0.05, "loss": 0.01}
+    results = {}
+    for name in ("cubic", "bbr"):
+        cfg = TcpConfig(time_wait=1.0, congestion=name)
+        r = run_link(down=data, server_config=cfg, to_client=link, to_server={"delay": 0.05}, seed=3, max_time=60)
+        assert _intact(r.client_host, data)
+        tl = r.client_host.timeline
+        results[name] = len(data) / (tl[-1][0] - tl[0][0])
+        if name == "bbr":
+            assert r.server.cc.pacing_rate is not None
+            assert r.to_client.queue_drops == 0
+            assert r.server.counters["rto"] == 0
+    assert results["bbr"] > 2 * results["cubic"]
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_spurious_rto_from_a_link_freeze_is_undone(timestamps: bool) -> None:
+    """A 0.35 s link freeze (handover) fires the RTO although nothing was lost. With
+    timestamps Eifel detection (RFC 3522) sees the ACK echo the original's TSval; without
+    them F-RTO (RFC 5682) sees the ACKs after the retransmission advance the window. Either
+    way the controller's undo restores the window and little is resent."""
+    data = _data(1_500_000)
+    cfg = TcpConfig(time_wait=1.0, timestamps=timestamps, congestion="newreno")
+    r = run_link(
+        down=data,
+        server_config=cfg,
+        client_config=cfg,
+        to_client={"rate": 5e6, "queue": 4_000_000, "freeze": (0.3, 0.65)},
+        max_time=60,
+    )
+    assert _intact(r.client_host, data)
+    c = r.server.counters
+    assert c["rto"] >= 1
+    assert c["spurious_undone"] >= 1
+    assert r.server.ssthresh == INFINITE_SSTHRESH  # undone: the RTO's reduction is gone
+    assert c["retransmitted_bytes"] <= 3 * 1380  # nothing resent beyond the probes
+
+
+def test_a_thousand_idle_connections_stay_small() -> None:
+    """Issue 8: 1,000 idle connections fit in 60 MB: nothing is preallocated for the 4 MiB
+    maximum (measured with tracemalloc, a generous bound of 20 KB per connection)."""
+    import tracemalloc
+
+    from .tcp_helpers import SYN_TEMPL, established, seg
+
+    syn = seg(SYN_TEMPL, wscale=7, sack_permitted=True, ts_val=5000, ts_ecr=0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        conns = [established(TcpConfig(), syn=syn) for _ in range(1000)]
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(conns) == 1000
+    assert used < 1000 * 20_000, used

@@ -63,7 +63,7 @@ class FlowClosed(Exception):
 class TcpFlow:
     """The shell side of one TCP connection; see the module docstring."""
 
-    def __init__(self, gateway: "Gateway", conn: TcpConnection) -> None:
+    def __init__(self, gateway: Gateway, conn: TcpConnection) -> None:
         self.gw = gateway
         self.conn = conn
         self.sock: gsocket.socket | None = None
@@ -233,7 +233,7 @@ class TcpFlow:
             conn.refuse()
             self._commit()
             return False
-        except (_stdsocket.timeout, OSError) as e:
+        except (TimeoutError, OSError) as e:
             err = getattr(e, "errno", None)
             kind = _UNREACHABLE_BY_ERRNO.get(err or errno.ETIMEDOUT, Unreachable.HOST)
             log.info("%s: cannot connect: %s", self.label, e if str(e) else "timed out")

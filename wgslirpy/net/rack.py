@@ -93,9 +93,8 @@ class RackState:
 
     def reo_wnd(self, *, in_recovery: bool, sacked_segments: int, min_rtt: float | None, srtt: float | None) -> float:
         """The reordering window to use now (§6.2 step 4)."""
-        if not self.reordering_seen:
-            if in_recovery or sacked_segments >= DUP_THRESH:
-                return 0.0
+        if not self.reordering_seen and (in_recovery or sacked_segments >= DUP_THRESH):
+            return 0.0
         if min_rtt is None or srtt is None:
             return 0.0
         return min(self.reo_wnd_mult * min_rtt / 4, srtt)

@@ -19,10 +19,12 @@ Contract (pure: no I/O, no clock; everything is an argument):
   repeats; a block made by merging counts as its newest arrival.
 
 Limits. ``max_blocks`` bounds the number of holes; ``max_bytes`` bounds memory as
-*cost* = payload + :data:`CHUNK_OVERHEAD` per stored chunk (Linux charges ``truesize``,
-the skb overhead included, against ``sk_rcvbuf`` for the same reason: 1-byte segments
-must not cost unbounded memory). When a segment does not fit, the queue keeps the blocks
-closest to the in-order point, because they are the ones that unblock delivery: it
+*cost* = payload + :data:`CHUNK_OVERHEAD` per stored chunk + :data:`BLOCK_OVERHEAD` per
+block, close to what CPython really spends (Linux charges ``truesize``, the skb overhead
+included, against ``sk_rcvbuf`` for the same reason: 1-byte segments must not cost
+unbounded memory; ``tests/test_reassembly.py`` checks the figures with tracemalloc).
+When a segment does not fit, the queue keeps the blocks closest to the in-order point,
+because they are the ones that unblock delivery: it
 evicts data from the **highest** blocks above the new segment (whole tail chunks, then
 whole blocks — Linux ``tcp_prune_ofo_queue`` prunes from the right the same way) and
 reports the evicted payload in :attr:`InsertResult.evicted`; if even that cannot make
@@ -39,11 +41,19 @@ overlapping segments, must cost neither O(n²) time nor unbounded memory):
   O(log n) for n blocks; adding/removing a block is one list insert/delete (a memmove
   of at most ``max_blocks`` pointers). A segment touching k blocks merges them: O(k),
   and each block is merged away once, so this is amortised O(1).
-* A block is a :class:`collections.deque` of immutable ``bytes`` chunks. Data is never
-  joined into a whole block: merging concatenates the chunk deques (the smaller one is
-  moved into the larger, so every chunk moves O(log n) times at most). A ``bytes``
-  segment that is stored whole is kept without any copy; a segment partly held, or given
-  as a ``memoryview``, costs one copy of its *new* bytes.
+* A block holds its immutable ``bytes`` chunks in two lists (a reversed front and a
+  back, so both ends take O(1) appends; a ``deque`` would cost 760 bytes per block).
+  Data is never joined into a whole block: merging concatenates the chunk lists (the
+  smaller one is moved into the larger, so every chunk moves O(log n) times at most).
+  A ``bytes`` segment that is stored whole is kept without any copy; a segment partly
+  held, or given as a ``memoryview``/``bytearray``, costs one copy of its *new* bytes.
+* When a segment needs room, the blocks above it are summed from the top until they
+  cover the need: O(blocks evicted), or at most ``max_blocks`` additions before a
+  refusal (nothing is evicted for a segment that would not fit anyway).
+* Fast paths (no allocation beyond a list slot, or one block for a new one) for a
+  ``bytes`` segment that overlaps nothing and fits: extending a block at either end,
+  or a new block.
+  ``benchmarks/micro_reassembly.py`` measures the per-segment cost of each pattern.
 * Tiny chunks are coalesced at the joints where a merge or insertion puts two chunks
   side by side, when the two together are at most :data:`COALESCE_LIMIT` bytes: each such
   copy is bounded by the limit, and there are at most two joints per merged block.
@@ -53,8 +63,8 @@ overlapping segments, must cost neither O(n²) time nor unbounded memory):
   fraction of the payload.
 * :attr:`ReassemblyQueue.copied_bytes` counts every byte copied (new-data copies,
   coalescing, trimming in :meth:`pop_ready`) and :attr:`ReassemblyQueue.moved_chunks`
-  every chunk reference moved between deques, so tests can assert the bounds above with
-  operation counts instead of wall time. Over a stream,
+  every chunk reference moved between blocks' lists, so tests can assert the bounds
+  above with operation counts instead of wall time. Over a stream,
   ``copied_bytes <= bytes given to insert + bytes popped + 2 * COALESCE_LIMIT * inserts``.
 """
 
@@ -62,15 +72,17 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, bisect_right
-from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["CHUNK_OVERHEAD", "COALESCE_LIMIT", "InsertResult", "ReassemblyQueue"]
+__all__ = ["BLOCK_OVERHEAD", "CHUNK_OVERHEAD", "COALESCE_LIMIT", "InsertResult", "ReassemblyQueue"]
 
 #: Bytes charged against ``max_bytes`` per stored chunk on top of its payload: roughly
-#: what CPython spends on a small ``bytes`` object plus its deque slot.
+#: what CPython spends on a small ``bytes`` object plus its list slot.
 CHUNK_OVERHEAD: Final = 64
+#: Bytes charged per block: the block and chunk-list objects and the queue's list slots
+#: (tests/test_reassembly.py compares cost with tracemalloc).
+BLOCK_OVERHEAD: Final = 320
 #: Neighbouring chunks are joined when together they hold at most this many bytes.
 COALESCE_LIMIT: Final = 512
 #: How many recently touched blocks are remembered for SACK ordering (>= the 4 blocks a
@@ -99,13 +111,82 @@ _NOTHING: Final = InsertResult(True, None)
 _Bytes = bytes
 
 
+class _Chunks:
+    """The chunks of one block, in order ``reversed(front) + back``; O(1) at both ends.
+
+    Invariants: no chunk is empty; owned by one block (or one insert) at a time.
+    """
+
+    __slots__ = ("front", "back")
+
+    def __init__(self, chunk: bytes) -> None:
+        #: chunks put in front of the block, last one first (front[-1] is the first chunk).
+        self.front: list[bytes] = []
+        #: chunks in order after those of ``front``.
+        self.back = [chunk]
+
+    def __len__(self) -> int:
+        return len(self.front) + len(self.back)
+
+    def first(self) -> bytes:
+        return self.front[-1] if self.front else self.back[0]
+
+    def last(self) -> bytes:
+        return self.back[-1] if self.back else self.front[0]
+
+    def set_first(self, chunk: bytes) -> None:
+        if self.front:
+            self.front[-1] = chunk
+        else:
+            self.back[0] = chunk
+
+    def set_last(self, chunk: bytes) -> None:
+        if self.back:
+            self.back[-1] = chunk
+        else:
+            self.front[0] = chunk
+
+    def push_first(self, chunk: bytes) -> None:
+        self.front.append(chunk)
+
+    def push_last(self, chunk: bytes) -> None:
+        self.back.append(chunk)
+
+    def pop_first(self) -> bytes:
+        """Only on the smaller side of a merge: O(its length) at worst."""
+        return self.front.pop() if self.front else self.back.pop(0)
+
+    def pop_last(self) -> bytes:
+        if not self.back:  # all in front: turn it around once (amortised O(1))
+            self.back = self.front[::-1]
+            self.front = []
+        return self.back.pop()
+
+    def extend_last(self, other: _Chunks) -> None:
+        """Append ``other``'s chunks after ours (O(len(other)))."""
+        self.back.extend(reversed(other.front))
+        self.back.extend(other.back)
+
+    def extend_first(self, other: _Chunks) -> None:
+        """Put ``other``'s chunks before ours (O(len(other)))."""
+        self.front.extend(reversed(other.back))
+        self.front.extend(other.front)
+
+    def as_list(self) -> list[bytes]:
+        if not self.front:
+            return self.back
+        out = self.front[::-1]
+        out.extend(self.back)
+        return out
+
+
 class _Block:
     """One contiguous held range ``[start, end)``; owned and mutated by its queue only."""
 
     __slots__ = ("start", "end", "chunks", "stamp", "alive")
 
-    def __init__(self, start: int, end: int, chunks: deque[bytes], stamp: int) -> None:
-        #: start < end; sum(len(c) for c in chunks) == end - start; no chunk is empty.
+    def __init__(self, start: int, end: int, chunks: _Chunks, stamp: int) -> None:
+        #: start < end; the chunks hold exactly the bytes [start, end).
         self.start = start
         self.end = end
         self.chunks = chunks
@@ -115,7 +196,7 @@ class _Block:
         self.alive = True
 
     def cost(self) -> int:
-        return self.end - self.start + CHUNK_OVERHEAD * len(self.chunks)
+        return self.end - self.start + CHUNK_OVERHEAD * len(self.chunks) + BLOCK_OVERHEAD
 
 
 class ReassemblyQueue:
@@ -132,19 +213,23 @@ class ReassemblyQueue:
         self._blocks: list[_Block] = []
         #: highest offset given to pop_ready: everything below it was delivered.
         self._base = 0
-        #: sum of block sizes; _cost = _bytes + CHUNK_OVERHEAD * chunks <= _max_bytes.
+        #: sum of block sizes; _cost = _bytes + CHUNK_OVERHEAD * chunks
+        #: + BLOCK_OVERHEAD * blocks <= _max_bytes.
         self._bytes = 0
         self._cost = 0
         #: arrival counter (stamps); strictly increasing.
         self._arrivals = 0
-        #: recently touched blocks, newest first, distinct, len <= _RECENT; may hold dead
-        #: blocks. Every live block not in it is older (smaller stamp) than all in it.
+        #: recently touched blocks, newest first (a block's first entry is its latest
+        #: touch), len <= 2 * _RECENT; may hold dead blocks and repeats. Every live block
+        #: not in it is older (smaller stamp) than every live block in it.
         self._recent: list[_Block] = []
         # Operation counters for tests and benchmarks (monotonic).
         self._copied = 0
         self._moved = 0
         self._evicted_total = 0
         self._refused_total = 0
+        #: the last plain "stored n bytes" result (immutable, so it can be handed out again)
+        self._last_stored = _NOTHING
 
     # --- queries ------------------------------------------------------------------------
 
@@ -160,7 +245,7 @@ class ReassemblyQueue:
 
     @property
     def cost(self) -> int:
-        """Bytes charged against max_bytes: payload + CHUNK_OVERHEAD per chunk."""
+        """Bytes charged against max_bytes: payload + per-chunk and per-block overhead."""
         return self._cost
 
     @property
@@ -208,7 +293,7 @@ class ReassemblyQueue:
             return []
         picked: list[_Block] = []
         for blk in self._recent:
-            if blk.alive:
+            if blk.alive and blk not in picked:
                 picked.append(blk)
                 if len(picked) >= limit:
                     break
@@ -222,6 +307,26 @@ class ReassemblyQueue:
 
     def insert(self, start: int, data: _Bytes | bytearray | memoryview) -> InsertResult:
         """Store ``data`` at stream offset ``start``; see the module docstring."""
+        ends = self._ends
+        if type(data) is bytes and data and start >= self._base:
+            # Fast paths for a bytes segment that fits and overlaps nothing.
+            n = len(data)
+            room = self._max_bytes - self._cost - n - CHUNK_OVERHEAD
+            if room >= 0:
+                last = len(ends) - 1
+                if last >= 0 and start == ends[last]:  # the common case: extends the top
+                    return self._append(last, data, n)
+                i = bisect_left(ends, start)  # the first block ending at or after start
+                end = start + n
+                if i <= last and ends[i] == start:  # extends block i...
+                    if i == last or self._starts[i + 1] > end:  # ...and reaches no other
+                        return self._append(i, data, n)
+                elif i > last or self._starts[i] > end:  # touches no block
+                    if last + 1 < self._max_blocks and room >= BLOCK_OVERHEAD:
+                        self._new_block(i, start, data, n)
+                        return self._stored(n)
+                elif self._starts[i] == end:  # just below block i (i-1 ends before start)
+                    return self._prepend(i, data, n)
         src, whole = _source(data)
         n = len(src)
         if n == 0:
@@ -235,7 +340,6 @@ class ReassemblyQueue:
             dup = (start, self._base)
             start = self._base
         starts = self._starts
-        ends = self._ends
         blocks = self._blocks
         i = bisect_left(ends, start)  # first block ending at or after start
         j = bisect_right(starts, end, i)  # blocks i..j-1 overlap or touch [start, end)
@@ -262,25 +366,23 @@ class ReassemblyQueue:
         for lo, hi in pieces:
             new += hi - lo
         # Admission: an upper bound (coalescing only lowers the cost afterwards).
-        over_cost = self._cost + new + CHUNK_OVERHEAD * len(pieces) - self._max_bytes
         over_blocks = len(blocks) + 1 - (j - i) - self._max_blocks
+        over_cost = (self._cost + new + CHUNK_OVERHEAD * len(pieces)
+                     + BLOCK_OVERHEAD * (1 - (j - i)) - self._max_bytes)
         evicted = 0
         if over_cost > 0 or over_blocks > 0:
             if not self._can_free(j, over_cost, over_blocks):
                 self._refused_total += new
                 return InsertResult(False, dup)
             evicted = self._evict(over_cost, over_blocks)
-        self._arrivals += 1
-        self._bytes += new
-        self._cost += new + CHUNK_OVERHEAD * len(pieces)
         if i == j:  # a new block between i-1 and i
-            blk = _Block(start, end, deque((self._take(src, whole, origin, start, end),)),
-                         self._arrivals)
-            starts.insert(i, start)
-            ends.insert(i, end)
-            blocks.insert(i, blk)
+            self._new_block(i, start, self._take(src, whole, origin, start, end), new)
         else:  # one block from blocks i..j-1 and the pieces between/around them
-            chunks: deque[_Bytes] | None = None
+            self._arrivals += 1
+            self._bytes += new
+            # (_join subtracts what coalescing saves; j - i blocks become one)
+            self._cost += new + CHUNK_OVERHEAD * len(pieces) - BLOCK_OVERHEAD * (j - i - 1)
+            chunks: _Chunks | None = None
             p = 0
             for k in range(i, j):
                 old = blocks[k]
@@ -288,11 +390,11 @@ class ReassemblyQueue:
                 if p < len(pieces) and pieces[p][0] < old.start:
                     lo, hi = pieces[p]
                     p += 1
-                    chunks = self._join(chunks, deque((self._take(src, whole, origin, lo, hi),)))
+                    chunks = self._join(chunks, _Chunks(self._take(src, whole, origin, lo, hi)))
                 chunks = self._join(chunks, old.chunks)
             if p < len(pieces):
                 lo, hi = pieces[p]
-                chunks = self._join(chunks, deque((self._take(src, whole, origin, lo, hi),)))
+                chunks = self._join(chunks, _Chunks(self._take(src, whole, origin, lo, hi)))
             assert chunks is not None  # i < j: at least one block joined
             bstart = min(start, starts[i])
             bend = max(end, ends[j - 1])
@@ -300,8 +402,69 @@ class ReassemblyQueue:
             starts[i:j] = (bstart,)
             ends[i:j] = (bend,)
             blocks[i:j] = (blk,)
-        self._touch(blk, stamp=False)
+            self._touch(blk, stamp=False)
+        if dup is None and not evicted:
+            return self._stored(new)
         return InsertResult(True, dup, new, evicted)
+
+    def _new_block(self, i: int, start: int, chunk: _Bytes, n: int) -> None:
+        """Insert a block of one chunk at index ``i`` (the caller checked the limits)."""
+        self._arrivals += 1
+        self._bytes += n
+        self._cost += n + CHUNK_OVERHEAD + BLOCK_OVERHEAD
+        blk = _Block(start, start + n, _Chunks(chunk), self._arrivals)
+        self._starts.insert(i, start)
+        self._ends.insert(i, start + n)
+        self._blocks.insert(i, blk)
+        self._touch(blk, stamp=False)
+
+    def _append(self, i: int, data: _Bytes, n: int) -> InsertResult:
+        """Append ``data`` (n > 0 bytes, fits the budget) at the end of block ``i``."""
+        blk = self._blocks[i]
+        chunks = blk.chunks
+        last = chunks.last()
+        if len(last) + n <= COALESCE_LIMIT:
+            chunks.set_last(last + data)
+            self._copied += len(last) + n
+            self._cost += n
+        else:
+            chunks.push_last(data)
+            self._cost += n + CHUNK_OVERHEAD
+        blk.end += n
+        self._ends[i] = blk.end
+        return self._grown(blk, n)
+
+    def _prepend(self, i: int, data: _Bytes, n: int) -> InsertResult:
+        """Put ``data`` (n > 0 bytes, fits the budget) in front of block ``i``."""
+        blk = self._blocks[i]
+        chunks = blk.chunks
+        first = chunks.first()
+        if len(first) + n <= COALESCE_LIMIT:
+            chunks.set_first(data + first)
+            self._copied += len(first) + n
+            self._cost += n
+        else:
+            chunks.push_first(data)
+            self._cost += n + CHUNK_OVERHEAD
+        blk.start -= n
+        self._starts[i] = blk.start
+        return self._grown(blk, n)
+
+    def _grown(self, blk: _Block, n: int) -> InsertResult:
+        self._bytes += n
+        self._arrivals += 1
+        blk.stamp = self._arrivals
+        recent = self._recent
+        if not recent or recent[0] is not blk:
+            self._touch(blk, stamp=False)
+        return self._stored(n)
+
+    def _stored(self, n: int) -> InsertResult:
+        """``InsertResult(True, None, n, 0)``, reused while segments keep one size."""
+        result = self._last_stored
+        if result.stored != n:
+            result = self._last_stored = InsertResult(True, None, n, 0)
+        return result
 
     def _take(self, src: _Bytes | memoryview, whole: bool, origin: int, lo: int, hi: int) -> _Bytes:
         """The stream bytes ``[lo, hi)`` of a segment starting at ``origin``, as bytes."""
@@ -311,24 +474,28 @@ class ReassemblyQueue:
         self._copied += hi - lo
         return bytes(src[lo - origin : hi - origin])
 
-    def _join(self, left: deque[_Bytes] | None, right: deque[_Bytes]) -> deque[_Bytes]:
-        """Concatenate chunk deques (smaller into larger), coalescing tiny chunks at the joint."""
+    def _join(self, left: _Chunks | None, right: _Chunks) -> _Chunks:
+        """Concatenate chunk lists (smaller into larger), coalescing tiny chunks at the joint."""
         if left is None:
             return right
-        if len(left[-1]) + len(right[0]) <= COALESCE_LIMIT:
-            joined = left.pop() + right.popleft()
+        tail = left.last()
+        head = right.first()
+        if len(tail) + len(head) <= COALESCE_LIMIT:
+            joined = tail + head
             self._copied += len(joined)
             self._cost -= CHUNK_OVERHEAD
             if len(left) >= len(right):
-                left.append(joined)
+                left.set_last(joined)
+                right.pop_first()
             else:
-                right.appendleft(joined)
+                right.set_first(joined)
+                left.pop_last()
         if len(left) >= len(right):
             self._moved += len(right)
-            left.extend(right)
+            left.extend_last(right)
             return left
         self._moved += len(left)
-        right.extendleft(reversed(left))
+        right.extend_first(left)
         return right
 
     def _can_free(self, lowest: int, need_cost: int, need_blocks: int) -> bool:
@@ -354,7 +521,7 @@ class ReassemblyQueue:
                 self._drop_top()
                 need_blocks -= 1
             else:  # the top block alone covers the rest: cut chunks off its tail
-                chunk = top.chunks.pop()
+                chunk = top.chunks.pop_last()
                 size = len(chunk)
                 cost = size + CHUNK_OVERHEAD
                 top.end -= size
@@ -379,13 +546,16 @@ class ReassemblyQueue:
         if stamp:
             self._arrivals += 1
             blk.stamp = self._arrivals
-        recent = [blk]
-        for other in self._recent:
-            if other.alive and other is not blk:
-                recent.append(other)
-                if len(recent) >= _RECENT:
-                    break
-        self._recent = recent
+        recent = self._recent
+        recent.insert(0, blk)
+        if len(recent) > 2 * _RECENT:  # compact: the _RECENT newest distinct live blocks
+            kept: list[_Block] = []
+            for other in recent:
+                if other.alive and other not in kept:
+                    kept.append(other)
+                    if len(kept) >= _RECENT:
+                        break
+            self._recent = kept
 
     # --- delivery -----------------------------------------------------------------------
 
@@ -415,18 +585,19 @@ class ReassemblyQueue:
         blk.alive = False
         self._bytes -= blk.end - blk.start
         self._cost -= blk.cost()
-        chunks = blk.chunks
+        chunks = blk.chunks.as_list()
         skip = offset - blk.start
+        k = 0
         while skip > 0:
-            first = chunks[0]
+            first = chunks[k]
             if len(first) <= skip:
-                chunks.popleft()
+                k += 1
                 skip -= len(first)
             else:
-                chunks[0] = first[skip:]
+                chunks[k] = first[skip:]
                 self._copied += len(first) - skip
                 skip = 0
-        return list(chunks)
+        return chunks[k:] if k else chunks
 
     def clear(self) -> None:
         """Drop everything held (the in-order point and the counters stay)."""

@@ -261,7 +261,9 @@ class SentQueue:
                             self.retrans_out -= n
                         if r.ever_retrans:
                             res.retransmitted_acked = True
-                        rack.on_delivered(xmit_ts=r.xmit_ts, end=r.end, retransmitted=r.ever_retrans, now=now, min_rtt=min_rtt)
+                        rack.on_delivered(
+                            xmit_ts=r.xmit_ts, end=r.end, retransmitted=r.ever_retrans, now=now, min_rtt=min_rtt
+                        )
                         if not r.ever_retrans and r.xmit_ts > newest:
                             newest = r.xmit_ts
                     h += 1
@@ -311,7 +313,9 @@ class SentQueue:
                         if r.start >= b:
                             break
                         # a FIN takes an offset but is never inside a SACK block
-                        if not r.sacked and board.covers(r.start, r.end - 1 if r.fin and r.end - r.start > 1 else r.end):
+                        if not r.sacked and board.covers(
+                            r.start, r.end - 1 if r.fin and r.end - r.start > 1 else r.end
+                        ):
                             n = r.end - r.start
                             r.sacked = True
                             self.sacked_out += n
@@ -321,7 +325,9 @@ class SentQueue:
                             if r.retrans:
                                 r.retrans = False
                                 self.retrans_out -= n
-                            rack.on_delivered(xmit_ts=r.xmit_ts, end=r.end, retransmitted=r.ever_retrans, now=now, min_rtt=min_rtt)
+                            rack.on_delivered(
+                                xmit_ts=r.xmit_ts, end=r.end, retransmitted=r.ever_retrans, now=now, min_rtt=min_rtt
+                            )
                             if not r.ever_retrans and r.xmit_ts > newest:
                                 newest = r.xmit_ts
                         i += 1

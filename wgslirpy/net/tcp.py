@@ -1,7 +1,8 @@
-"""One terminated TCP flow: the server half of a userspace TCP, sans I/O.
+"""One terminated TCP flow: a userspace TCP endpoint, sans I/O.
 
 The WireGuard peer is the TCP client; we are the server and relay the byte stream to an OS
-socket (slirp style). This module is the state machine: RFC 9293 (states, segment
+socket (slirp style). :meth:`TcpConnection.connect` is the active open (SYN-SENT), used by
+the link-simulator tests as the client. This module is the state machine: RFC 9293 (states, segment
 acceptance), RFC 1122 (delayed ACK, SWS avoidance), RFC 7323 (window scaling, always
 offered with the shift of the largest buffer; timestamps), RFC 2018 / RFC 2883 (we send
 SACK and D-SACK blocks, most recent first), RFC 5961 (challenge ACKs) and RFC 6298 (RTO).
@@ -11,14 +12,15 @@ The parts with a job of their own live beside it:
 * ``net/recovery.py`` + ``net/sack.py`` + ``net/rack.py`` — what is in flight, the SACK
   scoreboard (RFC 6675) and RACK-TLP loss detection (RFC 8985); ``net/prr.py`` — PRR
   (RFC 6937) sizes sending during recovery;
-* the congestion controller (``CongestionControl`` interface: NewReno, CUBIC...);
+* the congestion controller (``net/congestion/``: CUBIC, NewReno, BBR-like); when it asks
+  for pacing (``pacing_rate``) sends follow a token bucket and a pacing deadline;
 * the receive-buffer tuner (Linux-style dynamic right-sizing): the advertised window grows
   with what the host really consumes per RTT, up to ``rcv_buffer``; the send buffer
   (``send_space``) follows ``2 x cwnd`` up to ``snd_buffer``. Buffers hold only data, so
   idle flows stay small.
 
 Spurious retransmissions are undone (Eifel detection with timestamps, RFC 3522 / RFC 4015
-response; D-SACK, RFC 3708): the controller's ``undo()`` restores the window and RACK's
+response; F-RTO without them, RFC 5682; D-SACK, RFC 3708): the controller's ``undo()`` restores the window and RACK's
 reordering window widens. Per-flow ``counters`` (rto, fast_recovery, tlp,
 retransmitted_bytes, spurious_undone, dsack_received) feed the gateway's stats.
 
@@ -55,27 +57,27 @@ from __future__ import annotations
 import enum
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 from wgslirpy.constants import (
-    DEFAULT_TCP_BUFFER_SIZE,
     DEFAULT_MSS_IPV4,
     DEFAULT_MSS_IPV6,
+    DEFAULT_TCP_BUFFER_SIZE,
     IPV4_HEADER_SIZE,
     IPV6_HEADER_SIZE,
     TCP_HEADER_SIZE,
 )
 from wgslirpy.errors import ConfigError, DropCounter, DropReason, _Drop
+from wgslirpy.net.congestion import DEFAULT_CONGESTION_CONTROL, make_congestion_control
 from wgslirpy.net.prr import Prr
 from wgslirpy.net.rack import DUP_THRESH, probe_timeout
+from wgslirpy.net.rcvbuf import ReceiveBufferTuner, ReceiverRttEstimator
 from wgslirpy.net.reassembly import ReassemblyQueue
 from wgslirpy.net.recovery import Sent, SentQueue
 from wgslirpy.net.rtt import MAX_RTT_SAMPLE, RttEstimator
 from wgslirpy.net.segments import IPAddress, TcpFlags, TcpSegment
 from wgslirpy.net.seq import HALF, MASK, MOD, seq_diff, seq_ge, seq_gt, seq_lt
-from wgslirpy.net.congestion import DEFAULT_CONGESTION_CONTROL, make_congestion_control
-from wgslirpy.net.rcvbuf import ReceiveBufferTuner, ReceiverRttEstimator
 
 __all__ = [
     "State",
@@ -121,6 +123,9 @@ OOO_SLACK = 64 * 1024
 #: pacing bursts: at most this long at the pacing rate, and at least this many segments.
 PACE_BURST_TIME = 0.002
 PACE_BURST_SEGMENTS = 4
+#: a paced sender wakes up when this much is due: at least 2 segments or 1 ms of sending.
+PACE_QUANTUM_SEGMENTS = 2
+PACE_QUANTUM_TIME = 0.001
 #: a paced sender waits at least this long (the next deadline must lie in the future).
 PACE_MIN_WAIT = 1e-5
 #: the counters every connection keeps (the stats line and the benchmark read them).
@@ -159,9 +164,7 @@ class Recovery(enum.Enum):
 
 
 # States in which we may (re)transmit data or our FIN.
-_SENDING = frozenset(
-    {State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK}
-)
+_SENDING = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK})
 # States in which the host may queue data.
 _HOST_SENDING = frozenset({State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT})
 # States in which the peer may still send data / its FIN.
@@ -200,7 +203,7 @@ class Closed:
     """The flow is finished for good and can be forgotten (emitted exactly once)."""
 
 
-TcpEvent = Union[PeerFin, PeerReset, TimedOut, Closed]
+TcpEvent = PeerFin | PeerReset | TimedOut | Closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,11 +239,15 @@ class TcpConfig:
 
     def __post_init__(self) -> None:
         if self.mtu < IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS:
-            raise ConfigError(f"MTU {self.mtu} is too small for TCP (need at least {IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS})")
+            raise ConfigError(
+                f"MTU {self.mtu} is too small for TCP (need at least {IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS})"
+            )
         if self.rcv_buffer < 1 or self.snd_buffer < 1:
             raise ConfigError("TCP buffer sizes must be at least 1 byte")
         if self.rcv_buffer > (0xFFFF << 14):
-            raise ConfigError(f"TCP receive buffer {self.rcv_buffer} exceeds the largest scaled window ({0xFFFF << 14})")
+            raise ConfigError(
+                f"TCP receive buffer {self.rcv_buffer} exceeds the largest scaled window ({0xFFFF << 14})"
+            )
         if not 0 < self.min_rto <= self.initial_rto <= self.max_rto:
             raise ConfigError("TCP RTO bounds must satisfy 0 < min_rto <= initial_rto <= max_rto")
         if self.max_retransmits < 1 or self.syn_ack_retries < 0:
@@ -358,6 +365,11 @@ class TcpConnection:
         self._tlp_at: float | None = None
         self._tlp_due = False
         self._tlp_out = False  # a probe is unanswered: no second one
+        #: F-RTO (RFC 5682) stage after an RTO without timestamps: 0 off, 1 waiting for
+        #: the first ACK, 2 new segments sent, waiting for the second; and how many new
+        #: segments step 2 may send regardless of cwnd.
+        self._frto = 0
+        self._frto_new = 0
         #: RACK reordering timer (RFC 8985 §6.3).
         self._reo_at: float | None = None
         #: pacing: bucket content (bytes, may dip below 0 by one segment), its time, and
@@ -436,15 +448,24 @@ class TcpConnection:
         config: TcpConfig,
         now: float,
         rng: Callable[[int], bytes] = os.urandom,
-    ) -> "TcpConnection":
+    ) -> TcpConnection:
         """Active open (RFC 9293 §3.10.1): a connection in SYN-SENT whose SYN is due.
 
         Options are offered as the config allows and settled by the peer's SYN-ACK.
         ``key`` and :attr:`syn` describe the flow as if ``peer`` had sent a SYN.
         """
         tmpl = TcpSegment(
-            src=peer, dst=local, sport=pport, dport=lport, seq=0, ack=0, flags=TcpFlags.SYN, window=0xFFFF,
-            wscale=0, sack_permitted=True, ts_val=0,
+            src=peer,
+            dst=local,
+            sport=pport,
+            dport=lport,
+            seq=0,
+            ack=0,
+            flags=TcpFlags.SYN,
+            window=0xFFFF,
+            wscale=0,
+            sack_permitted=True,
+            ts_val=0,
         )
         conn = cls(tmpl, config, now=now, rng=rng)
         conn.state = State.SYN_SENT
@@ -464,7 +485,9 @@ class TcpConnection:
 
     def accepts(self, seg: TcpSegment) -> bool:
         """True if ``seg`` belongs to this flow (its 4-tuple matches)."""
-        return seg.src == self._peer and seg.sport == self._pport and seg.dst == self._local and seg.dport == self._lport
+        return (
+            seg.src == self._peer and seg.sport == self._pport and seg.dst == self._local and seg.dport == self._lport
+        )
 
     def can_reopen(self, syn: TcpSegment) -> bool:
         """True if ``syn`` may replace this flow at once (RFC 1122 4.2.2.13 / RFC 6191).
@@ -578,9 +601,8 @@ class TcpConnection:
         data = bytes(rx[:n])
         del rx[:n]
         self._consumed += n
-        if self.state in _RECEIVING and not self._fin_received:
-            if self._window_growth() >= self._sws_threshold():
-                self._ack_now = True  # window update: the peer may be waiting on us
+        if self.state in _RECEIVING and not self._fin_received and self._window_growth() >= self._sws_threshold():
+            self._ack_now = True  # window update: the peer may be waiting on us
         return data
 
     def close(self, *, now: float) -> None:
@@ -817,7 +839,7 @@ class TcpConnection:
             self._on_dup_ack(now)  # RFC 5681 duplicate ACK without SACK information
         seq = seg.seq
         wl1 = self._snd_wl1
-        if wl1 == seq and ((ack - self._snd_wl2) & MASK) < HALF or ((wl1 - seq) & MASK) >= HALF:
+        if (wl1 == seq and ((ack - self._snd_wl2) & MASK) < HALF) or ((wl1 - seq) & MASK) >= HALF:
             self.snd_wnd = wnd
             self._snd_wl1 = seq
             self._snd_wl2 = ack
@@ -870,6 +892,8 @@ class TcpConnection:
             # Eifel (RFC 3522): this ACK echoes a TSval older than our first retransmission,
             # so the original got through: the loss episode was spurious (RFC 4015 response).
             self._undo(now)
+        if self._frto:
+            self._frto_step(acked, q.una < self._recovery_point, now)
         rec = self.recovery
         if self._sack_ok:
             self._rack_detect(now)
@@ -907,6 +931,31 @@ class TcpConnection:
             self._cc_on_ack(res.delivered, sample, now)
         if self.recovery is Recovery.OPEN and self._sack_ok and not self._tlp_out and q.outstanding:
             self._tlp_at = now + probe_timeout(srtt=rtt.srtt, flight_segments=q.pipe // self._smss, rto=rtt.rto)
+
+    def _frto_step(self, acked: int, partial: bool, now: float) -> None:
+        """F-RTO (RFC 5682 §2/§4) after an RTO without timestamps.
+
+        Step 2: the first ACK after the retransmission advances the window (a partial ACK)
+        -> send two *new* segments instead of retransmitting more. Step 3: the next ACK
+        advances the window again -> the originals got through, the RTO was spurious:
+        undo. A duplicate ACK at either step means real loss: conventional recovery.
+        """
+        if self.recovery is not Recovery.LOSS:
+            self._frto = 0
+            return
+        advanced = acked > 0 and partial
+        if self._frto == 1:
+            unsent = len(self.tx) + (1 if self._fin_seq is not None else 0) - self._q.outstanding
+            if advanced and unsent > 0:
+                self._frto = 2
+                self._frto_new = 2
+            else:
+                self._frto = 0
+        else:
+            self._frto = 0
+            self._frto_new = 0
+            if advanced:
+                self._undo(now)
 
     def _cc_on_ack(self, delivered: int, sample: float | None, now: float) -> None:
         q = self._q
@@ -1024,7 +1073,11 @@ class TcpConnection:
             self._q.unmark_lost()
             self._prr = None
             self.recovery = Recovery.OPEN
-        self._q.rack.reordering_seen = True
+        rack = self._q.rack
+        rack.reordering_seen = True
+        # Forget RACK's reference segment: it was delivered out of order (the cause of the
+        # spurious episode) and would mark every older segment lost again at once.
+        rack.xmit_ts = None
         self._retransmits = 0
 
     def _on_data(self, seq: int, off: int, wnd: int, payload: bytes, fin: int, now: float) -> None:
@@ -1043,7 +1096,9 @@ class TcpConnection:
             if payload:
                 q = self._ooo
                 if q is None:
-                    q = self._ooo = ReassemblyQueue(max_blocks=OOO_MAX_BLOCKS, max_bytes=self.config.rcv_buffer + OOO_SLACK)
+                    q = self._ooo = ReassemblyQueue(
+                        max_blocks=OOO_MAX_BLOCKS, max_bytes=self.config.rcv_buffer + OOO_SLACK
+                    )
                 res = q.insert(self._rcv_off + off, payload)
                 if not res.accepted:
                     self.drops.add(DropReason.TCP_REASSEMBLY_FULL)
@@ -1196,6 +1251,11 @@ class TcpConnection:
         q.mark_all_lost()
         if self.recovery is not Recovery.LOSS:
             self._arm_undo()  # Eifel (RFC 3522): was this RTO spurious?
+            # without timestamps F-RTO (RFC 5682) answers that question
+            self._frto = 0 if self._ts_ok else 1
+        else:
+            self._frto = 0  # a repeated RTO: conventional recovery
+        self._frto_new = 0
         self.recovery = Recovery.LOSS
         self._prr = None
         self._recovery_point = q.snd_max
@@ -1293,7 +1353,9 @@ class TcpConnection:
             self._tuner.on_consumed(total=self._consumed, now=now)
         ts_val = ((int(now * 1000) + self._ts_offset) & MASK) if self._ts_ok else None
         q = self._ooo
-        sack = self._sack_blocks() if ((q is not None and q.blocks) or self._dsack is not None) and self._sack_ok else ()
+        sack = (
+            self._sack_blocks() if ((q is not None and q.blocks) or self._dsack is not None) and self._sack_ok else ()
+        )
         win = self._window_field()
         sent_any = False
         if st in _SENDING:
@@ -1363,7 +1425,13 @@ class TcpConnection:
                     last = q.last_unsacked()
                     if last is not None:
                         self._retransmit(out, last, view, una, base, data_end, now, ts_val, sack, win, max_pl)
-            while budget > 0:
+            frto_probe = self._frto_new > 0
+            if frto_probe:
+                # F-RTO step 2: new data probes whether the RTO was spurious
+                budget = self._frto_new * max_pl
+                self._frto_new = 0
+                force = True
+            while budget > 0 and not frto_probe:
                 r = q.next_lost()
                 if r is None:
                     break
@@ -1384,10 +1452,9 @@ class TcpConnection:
                     if room <= 0 or nxt > una:
                         break
                     n = room
-                if n > budget and not force:
-                    if budget <= 0 or q.pipe > 0:
-                        cwnd_limited = True
-                        break
+                if n > budget and not force and (budget <= 0 or q.pipe > 0):
+                    cwnd_limited = True
+                    break
                 force = False
                 fin = fin_pending and n == avail
                 if fin:
@@ -1412,8 +1479,10 @@ class TcpConnection:
                 tokens -= spent
                 self._pace_tokens = tokens
                 if window_budget > spent and (nxt < data_end or q.next_lost() is not None) and tokens < self._smss:
-                    # paced, not window-limited: come back when a segment's worth is due
-                    self._pace_at = now + (self._smss - tokens) / rate + PACE_MIN_WAIT
+                    # paced, not window-limited: come back when a quantum is due (not per
+                    # segment: every wake-up of the shell costs a loop turn)
+                    quantum = max(PACE_QUANTUM_SEGMENTS * self._smss, rate * PACE_QUANTUM_TIME)
+                    self._pace_at = now + (quantum - tokens) / rate + PACE_MIN_WAIT
                     cwnd_limited = True
             self._cwnd_limited = cwnd_limited
         if len(out) == before:
@@ -1426,7 +1495,9 @@ class TcpConnection:
             self.snd_max = self.snd_nxt = smax
         self._last_activity = now
         if self.recovery is Recovery.OPEN and self._sack_ok and not self._tlp_out:
-            self._tlp_at = now + probe_timeout(srtt=self.rtt.srtt, flight_segments=q.pipe // self._smss, rto=self.rtt.rto)
+            self._tlp_at = now + probe_timeout(
+                srtt=self.rtt.srtt, flight_segments=q.pipe // self._smss, rto=self.rtt.rto
+            )
         return True
 
     def _retransmit(
@@ -1451,7 +1522,16 @@ class TcpConnection:
         else:
             flags = _F_ACK_PSH if r.end >= data_end else _F_ACK
         # A record sent before our SACK option grew may not fit with it: leave SACK out then.
-        out.append(self._build((base + r.start) & MASK, flags, bytes(view[off : off + plen]), win, ts_val, sack if plen <= max_pl else ()))
+        out.append(
+            self._build(
+                (base + r.start) & MASK,
+                flags,
+                bytes(view[off : off + plen]),
+                win,
+                ts_val,
+                sack if plen <= max_pl else (),
+            )
+        )
         self._q.on_retransmit(r, now)
         self._rtt_seq = None  # Karn: never time a retransmission
         self.counters["retransmitted_bytes"] += plen
@@ -1579,7 +1659,14 @@ class TcpConnection:
 
     def _build_rst(self, seq: int, flags: TcpFlags, ack: int) -> TcpSegment:
         return TcpSegment(
-            src=self._local, dst=self._peer, sport=self._lport, dport=self._pport, seq=seq & MASK, ack=ack & MASK, flags=flags, window=0
+            src=self._local,
+            dst=self._peer,
+            sport=self._lport,
+            dport=self._pport,
+            seq=seq & MASK,
+            ack=ack & MASK,
+            flags=flags,
+            window=0,
         )
 
     def _rst_reply(self, seg: TcpSegment) -> TcpSegment:
