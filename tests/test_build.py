@@ -51,9 +51,21 @@ def tcp_segments(draw: Any, *, fast: bool = False, max_payload: int = 1500) -> T
         room = max(0, (40 - used - 4) // 8)
         blocks = tuple(draw(st.lists(st.tuples(u32, u32), max_size=room)))
     return TcpSegment(
-        src, dst, draw(u16), draw(u16), draw(u32), draw(u32), TcpFlags(flags), draw(u16),
-        draw(st.binary(max_size=max_payload)), mss, wscale, sack_permitted, blocks,
-        ts[0] if ts else None, ts[1] if ts else None,
+        src=src,
+        dst=dst,
+        sport=draw(u16),
+        dport=draw(u16),
+        seq=draw(u32),
+        ack=draw(u32),
+        flags=TcpFlags(flags),
+        window=draw(u16),
+        payload=draw(st.binary(max_size=max_payload)),
+        mss=mss,
+        wscale=wscale,
+        sack_permitted=sack_permitted,
+        sack_blocks=blocks,
+        ts_val=ts[0] if ts else None,
+        ts_ecr=ts[1] if ts else None,
     )
 
 

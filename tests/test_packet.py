@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 import subprocess
 import sys
@@ -142,14 +141,14 @@ def test_fast_path_agrees_with_impacket(seg: TcpSegment, trailer: bytes) -> None
     slow = impacket_decode_ip(packet)
     assert fast is not None, "the fast path must accept this shape"
     assert isinstance(slow, TcpSegment)
-    for name in TcpSegment.__slots__:
+    for name in TcpSegment._fields:
         assert getattr(fast, name) == getattr(slow, name), name
     assert fast == slow == seg
 
 
 def _assert_same_fields(fast: object, slow: object) -> None:
     assert type(fast) is type(slow)
-    for name in type(fast).__slots__:  # type: ignore[attr-defined]
+    for name in type(fast)._fields:  # type: ignore[attr-defined]
         assert getattr(fast, name) == getattr(slow, name), name
 
 

@@ -2,8 +2,7 @@
 
 Our own WireGuard core plays the client (initiator) over a loopback UDP socket; the
 gateway relays to gevent servers on 127.0.0.1 (``allow_loopback``). These are the only
-unit tests with sockets (ARCHITECTURE.md: h11's test_against_stdlib_http, aioquic's
-test_asyncio).
+unit tests with sockets (see *Testing* in docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -1053,9 +1053,12 @@ def test_time_wait_exact_rst_closes_without_peer_reset() -> None:
 
 def test_challenge_acks_rate_limited() -> None:
     conn = established()
-    for _ in range(30):
+    for i in range(30):
         send(conn, seg(flags=RST, seq=REMOTE_SEQ + 50, ack=0))
-        recv(conn)
+        # RFC 5961 §3.2: each in-window RST earns one challenge ACK, up to the limit per second.
+        challenge = [(LOCAL_SEQ + 1, REMOTE_SEQ + 1, ACK, b"")] if i < 10 else []
+        assert [(x.seq, x.ack, x.flags, x.payload) for x in recv(conn)] == challenge, i
+    assert not conn.is_closed and events(conn) == []
     sent = 0
     conn2 = established()
     for _ in range(30):
@@ -1098,9 +1101,13 @@ def test_abort_before_accept_is_refuse() -> None:
 
 
 def test_data_readable_after_close() -> None:
-    conn = close_wait()
+    # Host closes first: what the peer sent before stays readable in FIN-WAIT-1.
+    conn = established()
+    send(conn, seg(payload=b"unread"))
     conn.close(now=T0)
-    recv(conn)
+    assert [(x.seq, x.ack, x.flags) for x in recv(conn)] == [(LOCAL_SEQ + 1, REMOTE_SEQ + 7, FIN | ACK)]
+    assert state(conn) is State.FIN_WAIT_1 and conn.read() == b"unread" and not conn.peer_eof
+    # Peer closes first: still readable once the connection is closed.
     conn2 = established()
     send(conn2, seg(payload=b"unread", flags=ACK | FIN))
     conn2.close(now=T0)

@@ -517,10 +517,19 @@ def test_mutated_valid_messages_never_raise() -> None:
 
 
 def test_unexpected_response_and_unknown_index() -> None:
-    p = established()
-    resp = bytes(92)
-    p.a.receive_datagram(b"\x02\0\0\0" + resp[4:], p.b_addr, now=p.now)
+    p = WgPair()
+    p.a.initiate_handshake(now=p.now)
+    p.transfer(p.a)
+    ((resp, _),) = p.b.datagrams_to_send()
+    p.a.receive_datagram(resp, p.b_addr, now=p.now)
+    assert p.a.has_session and p.a.drops.total() == 0
+    # The same (valid, MAC1-correct) response again: no initiation of ours is outstanding.
+    p.a.receive_datagram(resp, p.b_addr, now=p.now)
+    assert_dropped(p.a, DropReason.WG_UNEXPECTED_RESPONSE)
+    # A response that fails MAC1 never gets as far as the handshake.
+    p.a.receive_datagram(b"\x02\0\0\0" + bytes(88), p.b_addr, now=p.now)
     assert_dropped(p.a, DropReason.WG_BAD_MAC1)
+    p.transfer(p.a)  # a's keepalive confirms the session at b
     p.a.send_ip(PKT, now=p.now)
     (dg, _), = p.a.datagrams_to_send()
     p.b.receive_datagram(dg[:4] + b"\xde\xad\xbe\xef" + dg[8:], p.a_addr, now=p.now)

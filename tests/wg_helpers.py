@@ -7,7 +7,7 @@ authenticated packet. Time is a FakeClock shared by both; wall clocks are fixed 
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from typing import Any, Callable
 
 from tests.conftest import FakeClock, seeded_rng
 from wgslirpy.errors import DropReason
@@ -40,21 +40,24 @@ def ipv6_packet(payload: bytes = b"hello6", src: bytes = b"\xfd" + bytes(14) + b
 class WgPair:
     """Initiator-capable ``a`` and responder ``b`` over a lossless in-memory link."""
 
-    def __init__(self, clock: FakeClock | None = None, *, a_peer: dict[str, object] | None = None,
-                 b_peer: dict[str, object] | None = None, psk: bytes | None = None,
-                 a_kwargs: dict[str, object] | None = None,
-                 b_kwargs: dict[str, object] | None = None) -> None:
+    def __init__(self, clock: FakeClock | None = None, *, a_peer: dict[str, Any] | None = None,
+                 b_peer: dict[str, Any] | None = None, psk: bytes | None = None,
+                 a_kwargs: dict[str, Any] | None = None,
+                 b_kwargs: dict[str, Any] | None = None) -> None:
+        # dict[str, Any] rather than type: ignore comments, which a formatter can move off their line.
         self.clock = clock or FakeClock()
-        wall: Callable[[], float] = lambda: self.clock.now + WALL_OFFSET
+
+        def wall() -> float:
+            return self.clock.now + WALL_OFFSET
+
         self.a_addr = A_ADDR
         self.b_addr = B_ADDR
-        self.a = WireGuardEndpoint(
-            A_PRIVATE,
-            PeerConfig(B_PUBLIC, **({"preshared_key": psk, "endpoint": B_ADDR} | (a_peer or {}))),  # type: ignore[arg-type]
-            now=self.clock.now, wall_clock=wall, rng=seeded_rng(1), **(a_kwargs or {}))  # type: ignore[arg-type]
-        self.b = WireGuardEndpoint(
-            B_PRIVATE, PeerConfig(A_PUBLIC, **({"preshared_key": psk} | (b_peer or {}))),  # type: ignore[arg-type]
-            now=self.clock.now, wall_clock=wall, rng=seeded_rng(2), **(b_kwargs or {}))  # type: ignore[arg-type]
+        a_peer_kw: dict[str, Any] = {"preshared_key": psk, "endpoint": B_ADDR} | (a_peer or {})
+        b_peer_kw: dict[str, Any] = {"preshared_key": psk} | (b_peer or {})
+        self.a = WireGuardEndpoint(A_PRIVATE, PeerConfig(B_PUBLIC, **a_peer_kw),
+                                   now=self.clock.now, wall_clock=wall, rng=seeded_rng(1), **(a_kwargs or {}))
+        self.b = WireGuardEndpoint(B_PRIVATE, PeerConfig(A_PUBLIC, **b_peer_kw),
+                                   now=self.clock.now, wall_clock=wall, rng=seeded_rng(2), **(b_kwargs or {}))
 
     @property
     def now(self) -> float:

@@ -4,7 +4,7 @@ The peer's TCP and UDP flows are terminated in userspace and relayed through OS 
 (SLiRP for WireGuard); no root, no TUN device.
 
 Usage:
-  wgslirpy (-k KEY | -f FILE) -K KEY [options] [-v...] [-P IP]... [-D ADDR]...
+  wgslirpy (-k KEY | -f FILE) -K KEY [options] [-v...] [-P IP]... [-D ADDR]... [--allow RULE]... [--deny RULE]...
   wgslirpy -h | --help
   wgslirpy --version
 
@@ -40,7 +40,24 @@ Options:
   --max-udp-bindings N             Most UDP bindings at once; the least recently used
                                    goes first [default: 4096].
   --allow-loopback                 Let the peer reach this host's loopback (127.0.0.0/8,
-                                   ::1). Refused by default.
+                                   ::1). Refused by default. (Same as --allow for those.)
+  --allow RULE                     Let flows reach RULE, written CIDR[:PORTS]: PORTS is a
+                                   port, a range a-b or a comma list (80,443,8000-8100);
+                                   an IPv6 prefix with ports goes in brackets
+                                   ([2001:db8::/32]:443). May be given more than once.
+  --deny RULE                      Refuse flows to RULE (same syntax): TCP gets a RST, UDP
+                                   an ICMP administratively prohibited. --allow and --deny
+                                   are checked in command-line order, first match wins.
+                                   Loopback, link-local (169.254.0.0/16, fe80::/10),
+                                   multicast and broadcast are denied unless allowed.
+  --max-tcp-flows N                Most TCP flows at once; a SYN beyond gets a RST
+                                   [default: 65536].
+  --max-pending-connects N         Most TCP connects in progress at once; a SYN beyond
+                                   gets a RST [default: 1024].
+  --max-reassembly-bytes N         Memory for IP fragments awaiting reassembly; the
+                                   oldest datagram goes first [default: 4194304].
+  --max-dns-lookups N              Most -D lookups in progress; more get SERVFAIL at once
+                                   [default: 256].
   --preshared-key-file FILE        Read a WireGuard preshared key from FILE.
   --endpoint-file FILE             Remember the peer's last authenticated address in
                                    FILE and, at start, begin the handshake there (as -p
@@ -105,6 +122,12 @@ def config_from_options(opts: dict[str, Any]) -> Config:
         max_udp_bindings=int(_number(opts, "--max-udp-bindings", integer=True)),
         keepalive_interval=_number(opts, "--keepalive-interval") if opts["--keepalive-interval"] else None,
         allow_loopback=bool(opts["--allow-loopback"]),
+        rules=opts.get("_rules") or [("allow", r) for r in opts.get("--allow") or []]
+        + [("deny", r) for r in opts.get("--deny") or []],
+        max_tcp_flows=int(_number(opts, "--max-tcp-flows", integer=True)),
+        max_pending_connects=int(_number(opts, "--max-pending-connects", integer=True)),
+        max_reassembly_bytes=int(_number(opts, "--max-reassembly-bytes", integer=True)),
+        max_dns_lookups=int(_number(opts, "--max-dns-lookups", integer=True)),
         preshared_key=read_key_file(preshared, "--preshared-key-file") if preshared else None,
         # Hook for a state directory: default this to <state-dir>/constants.ENDPOINT_FILE_NAME.
         endpoint_file=opts.get("--endpoint-file") or None,
@@ -119,7 +142,27 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
         opts: dict[str, Any] = docopt(__doc__, argv=list(argv))
     except DocoptExit as e:
         raise ConfigError(_explain_usage_error(argv, str(e))) from None
+    rules = _ordered_rules(argv)
+    if len(rules) == len(opts.get("--allow") or []) + len(opts.get("--deny") or []):
+        opts["_rules"] = rules  # first match wins: keep the command line's order
     return opts
+
+
+def _ordered_rules(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """``--allow``/``--deny`` values in the order given (docopt keeps one list per option)."""
+    rules: list[tuple[str, str]] = []
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        name, eq, value = arg.partition("=")
+        if name in ("--allow", "--deny"):
+            if not eq:
+                if i + 1 >= len(args):
+                    break
+                value = args[i + 1]
+            rules.append((name[2:], value))
+    return rules
 
 
 def _explain_usage_error(argv: Sequence[str], docopt_message: str) -> str:

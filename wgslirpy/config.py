@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from . import constants as C
+from . import keys
 from .errors import ConfigError
+from .net.policy import Rule, parse_rules
 from .net.segments import IPAddress
 from .redact import redacted_repr
 
@@ -29,9 +31,7 @@ def parse_key(text: str, what: str) -> bytes:
         raw = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError):
         raise ConfigError(f"{what}: not valid base64") from None
-    if len(raw) != 32:
-        raise ConfigError(f"{what}: a key must decode to 32 bytes, this one has {len(raw)}")
-    return raw
+    return keys.check_key(raw, what)
 
 
 def read_key_file(path: str, what: str) -> bytes:
@@ -90,8 +90,8 @@ def parse_socket_address(text: str, what: str, *, default_port: int | None = Non
 class Config:
     """Everything the gateway needs; validated on construction.
 
-    Invariants: keys are 32 bytes; ``mtu`` in 1280..65535 (IPv6 needs 1280);
-    ``pingable`` and ``dns`` hold at most one address per IP version each is given for.
+    Invariants: keys are 32 bytes (``keys.check_key``); ``mtu`` in ``MIN_MTU..MAX_MTU`` (constants.py);
+    ``pingable`` and ``dns`` hold each address once (any number, either IP version).
     """
 
     private_key: bytes
@@ -117,6 +117,13 @@ class Config:
     dns_ttl: int = C.DEFAULT_DNS_TTL
     #: permit flows to the host's loopback (127.0.0.0/8, ::1); off by default
     allow_loopback: bool = False
+    #: --allow/--deny destination rules in command-line order (first match wins), checked
+    #: before the built-in denials (net/policy.py)
+    destination_rules: tuple[Rule, ...] = ()
+    max_tcp_flows: int = C.DEFAULT_MAX_TCP_FLOWS
+    max_pending_connects: int = C.DEFAULT_MAX_PENDING_CONNECTS
+    max_reassembly_bytes: int = C.DEFAULT_MAX_REASSEMBLY_BYTES
+    max_dns_lookups: int = C.DEFAULT_MAX_DNS_LOOKUPS
     #: tunnel source prefixes accepted from the peer (default: any)
     allowed_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
@@ -131,12 +138,10 @@ class Config:
 
     def __post_init__(self) -> None:
         for name in ("private_key", "peer_public_key"):
-            v = getattr(self, name)
-            if not isinstance(v, bytes) or len(v) != 32:
-                raise ConfigError(f"{name}: must be 32 bytes")
-        if self.preshared_key is not None and len(self.preshared_key) != 32:
-            raise ConfigError("preshared_key: must be 32 bytes")
-        if not 1280 <= self.mtu <= 65535:
+            keys.check_key(getattr(self, name), name)
+        if self.preshared_key is not None:
+            keys.check_key(self.preshared_key, "preshared_key")
+        if not C.MIN_MTU <= self.mtu <= C.MAX_MTU:
             raise ConfigError(f"--mtu: must be between 1280 and 65535, got {self.mtu}")
         if self.tcp_buffer_size < 1024 or self.tcp_buffer_size > 1 << 30:
             raise ConfigError(f"--tcp-buffer-size: must be between 1024 and 2^30, got {self.tcp_buffer_size}")
@@ -144,6 +149,11 @@ class Config:
             raise ConfigError("--transmit-queue-capacity: must be at least 1")
         if self.max_udp_bindings < 1:
             raise ConfigError("--max-udp-bindings: must be at least 1")
+        for name in ("max_tcp_flows", "max_pending_connects", "max_dns_lookups"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be at least 1")
+        if self.max_reassembly_bytes < 65535 + 40:
+            raise ConfigError("--max-reassembly-bytes: must be at least 65575 (one largest IP packet)")
         for name in ("connect_timeout", "tcp_idle_timeout", "udp_idle_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be positive")
@@ -165,10 +175,14 @@ class Config:
         pingable: Sequence[str] = (),
         dns: Sequence[str] = (),
         preshared_key: str | bytes | None = None,
+        rules: Sequence[tuple[str, str]] = (),
         **kwargs: Any,
     ) -> "Config":
         """Build a Config from what a user writes: base64 keys (or raw 32-byte keys),
-        ``ip:port`` / ``[ipv6]:port`` addresses; other fields pass through unchanged."""
+        ``ip:port`` / ``[ipv6]:port`` addresses, destination ``rules`` as ``("allow" |
+        "deny", "CIDR[:PORTS]")`` pairs in order; other fields pass through unchanged."""
+        if rules:
+            kwargs["destination_rules"] = parse_rules(rules)
         return cls(
             private_key=_key(private_key, "--private-key"),
             peer_public_key=_key(peer_key, "--peer-key"),

@@ -4,7 +4,7 @@ Reusable by the interop tests and the benchmark. Everything runs as root in netw
 namespaces this module creates (named with a unique per-run tag) and is torn down again,
 also on failure: only processes spawned here are ever signalled, by PID.
 
-Layout (ARCHITECTURE.md §6 explains the machine facts behind the choices)::
+Layout (docs/ARCHITECTURE.md, Testing, explains the machine facts behind the choices)::
 
     ns client                     ns gw                            ns srv
     wireguard-go wgc<tag>         gateway (wgslirpy or            servers.py serve
@@ -270,7 +270,7 @@ def raised_socket_buffers(size: int = SOCKET_BUFFER_SIZE) -> Iterator[None]:
     """Raise net.core.{r,w}mem_{default,max} host-wide (never lower them); restore on exit.
 
     wireguard-go does not size its UDP sockets, and these sysctls are read-only inside a
-    namespace (ARCHITECTURE §6); without this, bulk transfers drop datagrams by the ten thousand.
+    namespace (docs/ARCHITECTURE.md, Testing); without this, bulk transfers drop datagrams by the ten thousand.
     """
     old: dict[str, str] = {}
     try:

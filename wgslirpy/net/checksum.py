@@ -24,9 +24,7 @@ field 0xFFFF). :func:`fold` implements exactly that.
 
 from __future__ import annotations
 
-from typing import Union
-
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 __all__ = ["checksum", "fold", "pseudo_header_sum", "word_sum"]
 

@@ -51,9 +51,9 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from wgslirpy.constants import DEFAULT_DNS_TTL
-from wgslirpy.errors import ConfigError, DropCounter, DropReason
-from wgslirpy.net.segments import IPAddress
+from ..constants import DEFAULT_DNS_TTL
+from ..errors import ConfigError, DropCounter, DropReason
+from .segments import IPAddress
 
 __all__ = [
     "EDNS_PAYLOAD",

@@ -33,12 +33,12 @@ from __future__ import annotations
 import bisect
 import itertools
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Union
 
-from wgslirpy.errors import ConfigError, DropCounter, DropReason
-from wgslirpy.net.checksum import checksum
-from wgslirpy.net.segments import IPV6_EXTENSION_CHAIN, IpProto
+from ..errors import ConfigError, DropCounter, DropReason
+from .checksum import checksum
+from .segments import IPV6_EXTENSION_CHAIN, IpProto
 
 __all__ = ["Reassembler", "fragment_ip"]
 
@@ -58,7 +58,7 @@ _FRAG6 = struct.Struct("!BxHI")  # next header, reserved, offset|M, identificati
 _ident_counter: Iterator[int] = itertools.count(1)
 
 # v4: (src, dst, id, proto); v6: (src, dst, id) -- address lengths tell them apart.
-_Key = Union[tuple[bytes, bytes, int, int], tuple[bytes, bytes, int]]
+_Key = tuple[bytes, bytes, int, int] | tuple[bytes, bytes, int]
 
 
 @dataclass(slots=True)
@@ -204,7 +204,7 @@ class Reassembler:
     def pending(self) -> int:
         return len(self._pending)
 
-    def receive(self, packet: bytes, *, now: float) -> bytes | None | DropReason:
+    def receive(self, packet: bytes, *, now: float) -> bytes | DropReason | None:
         """Feed one packet from the tunnel.
 
         Returns ``packet`` itself when it is not a fragment, the reassembled packet
@@ -230,7 +230,7 @@ class Reassembler:
             return packet
         return self._add(frag, now)
 
-    def _add(self, frag: _Fragment, now: float) -> bytes | None | DropReason:
+    def _add(self, frag: _Fragment, now: float) -> bytes | DropReason | None:
         self.handle_timer(now=now)
         off, data = frag.offset, frag.data
         end = off + len(data)
@@ -255,7 +255,8 @@ class Reassembler:
         # Neighbours are the only fragments that can overlap (the list is disjoint).
         if i < len(frags) and frags[i][0] == off and frags[i][1] == end:
             if frags[i][2] == data:
-                return None  # an exact duplicate: harmless
+                self.drops.add(DropReason.FRAGMENT_DUPLICATE)  # harmless, but a drop all the same
+                return None
             return self._discard(frag.key, DropReason.FRAGMENT_OVERLAP)
         if (i < len(frags) and frags[i][0] < end) or (i > 0 and frags[i - 1][1] > off):
             return self._discard(frag.key, DropReason.FRAGMENT_OVERLAP)

@@ -5,7 +5,7 @@ Contract: :func:`decode_ip` takes the bytes of one reassembled IPv4 or IPv6 pack
 value, or a :class:`~wgslirpy.errors.DropReason` for input it will not handle. It
 never raises, whatever the bytes. Bytes beyond the IP total length are ignored.
 
-Two paths (ARCHITECTURE.md §4, §5):
+Two paths (see *Decoding: impacket and the fast paths* in docs/ARCHITECTURE.md):
 
 1. Pure ``struct`` decoders, picked by :func:`decode_ip` from the version and protocol
    byte. They handle IPv4 without options or fragmentation, or IPv6 whose next header
@@ -60,13 +60,13 @@ runs before either path is picked, so both paths answer to exactly the same chec
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv4Address, IPv6Address
 from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any, NamedTuple
 
-from wgslirpy.errors import DropReason
-from wgslirpy.net.checksum import checksum
-from wgslirpy.net.segments import (
+from ..errors import DropReason
+from .checksum import checksum
+from .segments import (
     IPV6_EXTENSION_CHAIN,
     Decoded,
     IcmpEcho,
@@ -197,10 +197,10 @@ def fast_decode_tcp(buf: bytes) -> TcpSegment | None:
             return None
     else:
         return None
-    return TcpSegment(
-        src, dst, sport, dport, seq, ack, _FLAGS[flags], win, buf[start:end],
-        None, None, False, (), ts_val, ts_ecr,
-    )
+    # The header fields positionally (their order is pinned by tests/test_segments.py), the
+    # options by name: absent options keep the record's defaults.
+    payload = buf[start:end]
+    return TcpSegment(src, dst, sport, dport, seq, ack, _FLAGS[flags], win, payload, ts_val=ts_val, ts_ecr=ts_ecr)
 
 
 def fast_decode_udp_or_echo(buf: bytes) -> UdpDatagram | IcmpEcho | None:
@@ -354,7 +354,7 @@ def _layout(buf: bytes) -> _Layout | DropReason:
 # ----------------------------------------------------------------------- TCP options
 
 
-class _TcpOptions(NamedTuple):
+class _TcpOptions(NamedTuple):  # TcpSegment's option fields and defaults (pinned by tests/test_segments.py)
     mss: int | None = None
     wscale: int | None = None
     sack_permitted: bool = False
@@ -487,10 +487,21 @@ def _decode_tcp(lay: _Layout) -> Decoded | DropReason:
     if t.get_th_off() * 4 != hlen:
         return _MALFORMED
     return TcpSegment(
-        _addr(lay.src), _addr(lay.dst),
-        t.get_th_sport(), t.get_th_dport(), t.get_th_seq(), t.get_th_ack(),
-        _FLAGS[t.get_th_flags() & 0xFF], t.get_th_win(), l4[hlen:],
-        opts.mss, opts.wscale, opts.sack_permitted, opts.sack_blocks, opts.ts_val, opts.ts_ecr,
+        src=_addr(lay.src),
+        dst=_addr(lay.dst),
+        sport=t.get_th_sport(),
+        dport=t.get_th_dport(),
+        seq=t.get_th_seq(),
+        ack=t.get_th_ack(),
+        flags=_FLAGS[t.get_th_flags() & 0xFF],
+        window=t.get_th_win(),
+        payload=l4[hlen:],
+        mss=opts.mss,
+        wscale=opts.wscale,
+        sack_permitted=opts.sack_permitted,
+        sack_blocks=opts.sack_blocks,
+        ts_val=opts.ts_val,
+        ts_ecr=opts.ts_ecr,
     )
 
 

@@ -11,7 +11,7 @@ The only module that imports nacl. Everything else in ``wg/`` calls these functi
   block); ``KDF1..3``: HKDF (RFC 5869) built from that HMAC.
 * ``TAI64N``: 12-byte big-endian external TAI64N label of a wall-clock time.
 
-Transport encryption/decryption are the hot path (ARCHITECTURE.md §5). ``aead_encrypt``,
+Transport encryption/decryption are the hot path (docs/ARCHITECTURE.md). ``aead_encrypt``,
 ``aead_decrypt`` and ``aead_encrypt_with_header`` call libsodium through PyNaCl's cffi objects
 (``nacl._sodium.lib``) directly: PyNaCl's public wrappers spend more time on argument checks,
 ``ffi.new`` per call and an extra ``ffi.buffer`` than ChaCha20-Poly1305 itself needs for a

@@ -1,6 +1,6 @@
 """WireGuardEndpoint: a sans-IO WireGuard peer with exactly one remote peer (whitepaper §5-§6).
 
-The facade the gevent shell drives (ARCHITECTURE.md §2.2): ``receive_datagram`` takes an outer
+The facade the gevent shell drives (docs/ARCHITECTURE.md): ``receive_datagram`` takes an outer
 UDP datagram and returns the decrypted inner IP packet (or None); ``send_ip`` encrypts an inner
 packet; ``datagrams_to_send`` drains the outbox; ``next_event``/``next_deadline``/``handle_timer``
 complete the loop. Nothing here does I/O or reads a clock: ``now`` (monotonic) is passed in and

@@ -1,0 +1,58 @@
+"""config.py and keys.py: the rules a configuration must satisfy, each stated once."""
+
+from __future__ import annotations
+
+import base64
+from ipaddress import ip_address
+
+import pytest
+
+from wgslirpy import constants as C
+from wgslirpy.config import Config, parse_key
+from wgslirpy.errors import ConfigError
+from wgslirpy.keys import KEY_SIZE, check_key
+
+KEY_A = bytes(range(32))
+KEY_B = bytes(range(1, 33))
+
+
+def test_check_key_accepts_exactly_32_raw_bytes() -> None:
+    assert KEY_SIZE == 32
+    assert check_key(KEY_A, "k") is KEY_A
+    for bad, why in ((bytes(31), "this one has 31"), (bytes(33), "this one has 33"), ("x" * 32, "not str")):
+        with pytest.raises(ConfigError, match=rf"^k: a key must be 32 bytes, {why}$"):
+            check_key(bad, "k")
+
+
+def test_every_key_goes_through_the_one_check() -> None:
+    with pytest.raises(ConfigError, match=r"^--peer-key: a key must be 32 bytes, this one has 5$"):
+        parse_key(base64.b64encode(b"short").decode(), "--peer-key")
+    for field in ("private_key", "peer_public_key", "preshared_key"):
+        keys = {"private_key": KEY_A, "peer_public_key": KEY_B, field: bytes(16)}
+        with pytest.raises(ConfigError, match=rf"^{field}: a key must be 32 bytes, this one has 16$"):
+            Config(**keys)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "mtu, ok", [(C.MIN_MTU - 1, False), (C.MIN_MTU, True), (C.MAX_MTU, True), (C.MAX_MTU + 1, False)]
+)
+def test_mtu_bounds_are_the_constants(mtu: int, ok: bool) -> None:
+    assert (C.MIN_MTU, C.MAX_MTU) == (1280, 65535)  # IPv6's minimum link MTU (RFC 8200 §5)
+    if ok:
+        assert Config(private_key=KEY_A, peer_public_key=KEY_B, mtu=mtu).mtu == mtu
+    else:
+        with pytest.raises(ConfigError, match=r"^--mtu: must be between 1280 and 65535"):
+            Config(private_key=KEY_A, peer_public_key=KEY_B, mtu=mtu)
+
+
+def test_pingable_and_dns_take_any_number_of_addresses_of_either_family() -> None:
+    # -P/-D are repeatable without a per-family limit (the stack answers at every one);
+    # repeats of one address are folded, order is kept.
+    c = Config.create(
+        private_key=KEY_A,
+        peer_key=KEY_B,
+        pingable=["10.0.2.1", "10.0.2.2", "fd00::1", "10.0.2.1"],
+        dns=["10.0.2.53", "10.0.2.3:5353", "[fd00::53]", "10.0.2.53:53"],
+    )
+    assert c.pingable == (ip_address("10.0.2.1"), ip_address("10.0.2.2"), ip_address("fd00::1"))
+    assert c.dns == ((ip_address("10.0.2.53"), 53), (ip_address("10.0.2.3"), 5353), (ip_address("fd00::53"), 53))
