@@ -18,7 +18,7 @@ parallel loops until the time is up:
 Every ``--sample`` seconds it records the gateway's RSS and open fds (/proc) and its greenlets,
 TCP flows and UDP bindings (the SIGUSR1 stats line). After the warm-up fraction, the samples
 are split in thirds; a series grows if the last third's mean exceeds the first third's by more
-than its tolerance, and the least-squares slope agrees. After the load stops, fds, greenlets
+than its tolerance and the least-squares slope exceeds its limit (RSS: 2 MiB/min). After the load stops, fds, greenlets
 and flows must fall back to within a small margin of the idle values at the start.
 Prints every sample and a verdict; exit status 0 = no growth, 1 = growth, 2 = set-up failure.
 
@@ -154,12 +154,15 @@ class Sample:
 @dataclass
 class Series:
     name: str
-    rel_tol: float  # allowed growth of the last third's mean over the first third's
-    abs_tol: float
+    rel_tol: float  # allowed growth of the last third's mean over the first third's ...
+    abs_tol: float  # ... plus this much
+    max_slope: float  # and the least-squares slope after the warm-up must exceed this (per minute)
 
 
-SERIES = (Series("rss", 0.10, 4 << 20), Series("fds", 0.25, 8), Series("greenlets", 0.25, 8),
-          Series("stack_flows", 0.25, 50))
+#: RSS: a flat gateway still settles by ~1 MiB/min in its second minute (allocator pools); a
+#: leak of closed TCP connections measured here grew 6-12 MiB/min.
+SERIES = (Series("rss", 0.05, 2 << 20, 2 << 20), Series("fds", 0.25, 8, 0.0), Series("greenlets", 0.25, 8, 0.0),
+          Series("stack_flows", 0.25, 50, 0.0))
 #: after the load stops: at most this far above the idle values at the start
 SETTLE_MARGIN = {"fds": 4, "greenlets": 4, "tcp_flows": 2, "udp_bindings": 2}
 SETTLE_WAIT = 30.0
@@ -200,7 +203,7 @@ def judge(result: Result, warmup: float) -> None:
         first, last = statistics.fmean(ys[:third]), statistics.fmean(ys[-third:])
         per_min = slope(xs, ys) * 60
         limit = first * (1 + series.rel_tol) + series.abs_tol
-        grew = last > limit and per_min > 0
+        grew = last > limit and per_min > series.max_slope
         result.growth |= grew
         result.verdicts[series.name] = (f"{'GROWTH' if grew else 'ok'}: first third {first:.0f}, "
                                         f"last third {last:.0f} (limit {limit:.0f}), slope {per_min:+.1f}/min")
