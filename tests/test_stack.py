@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import dns.message
 import dns.rdatatype
@@ -11,7 +12,7 @@ import pytest
 from wgslirpy.errors import DropReason
 from wgslirpy.net.build import build_icmp_echo, build_tcp, build_udp
 from wgslirpy.net.packet import decode_ip
-from wgslirpy.net.segments import IcmpEcho, IcmpError, TcpFlags, TcpSegment, UdpDatagram, Unreachable
+from wgslirpy.net.segments import IcmpEcho, IcmpError, IPAddress, TcpFlags, TcpSegment, UdpDatagram, Unreachable
 from wgslirpy.net.stack import (
     DnsLookup,
     DnsTcpRequested,
@@ -21,8 +22,8 @@ from wgslirpy.net.stack import (
     TcpConnectRequested,
     UdpSend,
 )
+from wgslirpy.net.tcp import State, TcpConnection
 from wgslirpy.net.udp_nat import BindingClosed, BindingOpened
-from wgslirpy.net.tcp import State
 
 from .conftest import seeded_rng
 
@@ -52,14 +53,14 @@ def syn(dst: ipaddress.IPv4Address | ipaddress.IPv6Address = SERVER, dport: int 
                       sack_permitted=True, ts_val=1, ts_ecr=0)
 
 
-def events(stack: Stack) -> list[object]:
-    out = []
+def events(stack: Stack) -> list[Any]:
+    out: list[Any] = []
     while (ev := stack.next_event()) is not None:
         out.append(ev)
     return out
 
 
-def sent(stack: Stack, now: float = NOW) -> list[object]:
+def sent(stack: Stack, now: float = NOW) -> list[Any]:
     return [decode_ip(p) for p in stack.packets_to_send(now=now)]
 
 
@@ -67,7 +68,7 @@ def sent(stack: Stack, now: float = NOW) -> list[object]:
 
 
 @pytest.mark.parametrize("src, dst", [(CLIENT, PING), (CLIENT6, PING6)])
-def test_echo_at_pingable_address_is_answered(src, dst) -> None:
+def test_echo_at_pingable_address_is_answered(src: IPAddress, dst: IPAddress) -> None:
     s = make_stack()
     s.receive_ip(build_icmp_echo(IcmpEcho(src, dst, True, 7, 3, b"x" * 1000)), now=NOW)
     (reply,) = sent(s)
@@ -245,7 +246,7 @@ def test_udp_binding_full_cone_and_expiry() -> None:
 def test_big_udp_reply_is_fragmented_to_the_mtu() -> None:
     s = make_stack()
     s.receive_ip(build_udp(UdpDatagram(CLIENT, SERVER, 5000, 9, b"x")), now=NOW)
-    send = [e for e in events(s) if isinstance(e, UdpSend)][0]
+    send = next(e for e in events(s) if isinstance(e, UdpSend))
     s.udp_reply(send.binding.id, SERVER, 9, bytes(range(256)) * 125, now=NOW)
     packets = s.packets_to_send(now=NOW)
     assert len(packets) > 1 and all(len(p) <= 1420 for p in packets)
@@ -258,18 +259,97 @@ def test_big_udp_reply_is_fragmented_to_the_mtu() -> None:
     assert decode_ip(done[0]) == UdpDatagram(SERVER, CLIENT, 9, 5000, bytes(range(256)) * 125)
 
 
-def test_udp_to_loopback_gets_port_unreachable() -> None:
+@pytest.mark.parametrize("src, dst, type_code", [
+    (CLIENT, "127.0.0.1", (3, 13)),
+    (CLIENT, "169.254.169.254", (3, 13)),
+    (CLIENT6, "::1", (1, 1)),
+    (CLIENT6, "fe80::1", (1, 1)),
+])
+def test_denied_udp_gets_administratively_prohibited(src: IPAddress, dst: str, type_code: tuple[int, int]) -> None:
     s = make_stack()
-    s.receive_ip(build_udp(UdpDatagram(CLIENT, ipaddress.ip_address("127.0.0.1"), 5000, 53, b"q")), now=NOW)
-    assert [e for e in events(s) if isinstance(e, UdpSend)] == []
+    s.receive_ip(build_udp(UdpDatagram(src, ipaddress.ip_address(dst), 5000, 53, b"q")), now=NOW)
+    evs = events(s)
+    assert [e for e in evs if isinstance(e, UdpSend)] == []
+    (refused,) = [e for e in evs if isinstance(e, FlowRefused)]
+    assert refused.proto == "UDP" and "--allow" in refused.why
     (err,) = sent(s)
-    assert isinstance(err, IcmpError) and (err.type, err.code) == (3, 3)
+    assert isinstance(err, IcmpError) and (err.type, err.code) == type_code
+    assert s.nat.get(1) is None  # no binding was made
+
+
+@pytest.mark.parametrize("dst", ["224.0.0.251", "255.255.255.255", "ff02::fb"])
+def test_denied_multicast_and_broadcast_udp_get_no_icmp(dst: str) -> None:
+    s = make_stack()
+    src = CLIENT6 if ":" in dst else CLIENT
+    s.receive_ip(build_udp(UdpDatagram(src, ipaddress.ip_address(dst), 5353, 5353, b"q")), now=NOW)
+    assert sent(s) == []
+    assert s.drops[DropReason.UDP_DENIED] == 1
+    assert events(s) == []  # clients send these in normal use: counted, not logged
+
+
+@pytest.mark.parametrize("dst", ["169.254.169.254", "fe80::1", "224.0.0.1", "255.255.255.255"])
+def test_denied_tcp_gets_rst(dst: str) -> None:
+    s = make_stack()
+    src = CLIENT6 if ":" in dst else CLIENT
+    s.receive_ip(build_tcp(syn(dst=ipaddress.ip_address(dst), src=src)), now=NOW)
+    evs = events(s)
+    assert not any(isinstance(e, TcpConnectRequested) for e in evs)
+    assert any(isinstance(e, FlowRefused) and e.reason is DropReason.TCP_DENIED for e in evs)
+    (rst,) = sent(s)
+    assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST
+    assert s.open_flow_count() == 0
+
+
+def test_allow_and_deny_rules_reach_the_stack() -> None:
+    from wgslirpy.net.policy import parse_rules
+
+    s = make_stack(rules=parse_rules([("allow", "169.254.169.254:80"), ("deny", "192.0.2.0/24:25")]))
+    s.receive_ip(build_tcp(syn(dst=ipaddress.ip_address("169.254.169.254"))), now=NOW)
+    assert any(isinstance(e, TcpConnectRequested) for e in events(s))
+    s.receive_ip(build_tcp(syn(dport=25, sport=40001)), now=NOW)
+    (ev,) = events(s)
+    assert isinstance(ev, FlowRefused) and ev.why == "denied by --deny 192.0.2.0/24:25"
+    s.receive_ip(build_udp(UdpDatagram(CLIENT, SERVER, 5000, 25, b"q")), now=NOW)
+    assert s.drops[DropReason.UDP_DENIED] == 1
+
+
+def test_pending_connect_limit_gets_rst_and_frees_up() -> None:
+    s = make_stack(max_pending_connects=2)
+    conns = []
+    for sport in (40000, 40001):
+        s.receive_ip(build_tcp(syn(sport=sport)), now=NOW)
+        (ev,) = events(s)
+        conns.append(ev.conn)
+    assert s.pending_connect_count() == 2
+    s.receive_ip(build_tcp(syn(sport=40002)), now=NOW)
+    (ev,) = events(s)
+    assert isinstance(ev, FlowRefused) and ev.reason is DropReason.TCP_CONNECT_LIMIT
+    assert "--max-pending-connects" in ev.why
+    (rst,) = sent(s)
+    assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST
+    conns[0].accept(now=NOW)  # one dial finished: room for a new one
+    s.mark(conns[0])
+    s.tcp_unreachable(conns[1], Unreachable.HOST)  # the other failed
+    sent(s)
+    assert s.pending_connect_count() == 0
+    s.receive_ip(build_tcp(syn(sport=40003)), now=NOW)
+    assert isinstance(events(s)[0], TcpConnectRequested)
+
+
+def test_tcp_flow_limit_gets_rst() -> None:
+    s = make_stack(max_tcp_flows=1)
+    s.receive_ip(build_tcp(syn(sport=40000)), now=NOW)
+    events(s)
+    s.receive_ip(build_tcp(syn(sport=40001)), now=NOW)
+    (ev,) = events(s)
+    assert isinstance(ev, FlowRefused) and ev.reason is DropReason.TCP_FLOW_LIMIT
+    assert s.all_drops()[DropReason.TCP_FLOW_LIMIT] == 1
 
 
 def test_udp_port_unreachable_from_host_reaches_client() -> None:
     s = make_stack()
     s.receive_ip(build_udp(UdpDatagram(CLIENT6, SERVER6, 5000, 9, b"x")), now=NOW)
-    send = [e for e in events(s) if isinstance(e, UdpSend)][0]
+    send = next(e for e in events(s) if isinstance(e, UdpSend))
     s.udp_port_unreachable(send.binding.id, SERVER6, 9, 1, now=NOW)
     (err,) = sent(s)
     assert isinstance(err, IcmpError) and (err.type, err.code) == (1, 4)
@@ -302,3 +382,146 @@ def test_dns_localhost_is_answered_at_once() -> None:
     (reply,) = sent(s)
     assert isinstance(reply, UdpDatagram)
     assert dns.message.from_wire(reply.payload).answer[0][0].address == "::1"
+
+
+# --- TIME-WAIT reuse, the deadline heap, TCP drop folding --------------------------------
+
+
+def _time_wait_flow(s: Stack, *, ts: bool = True) -> tuple[TcpConnection, int, int]:
+    """Drive one flow through a close we start into TIME-WAIT; returns (conn, peer seq, peer ts)."""
+    first = syn()
+    if not ts:
+        first = first._replace(ts_val=None, ts_ecr=None)
+    s.receive_ip(build_tcp(first), now=NOW)
+    (ev,) = events(s)
+    conn = ev.conn
+    conn.accept(now=NOW)
+    s.mark(conn)
+    (synack,) = sent(s)
+    assert isinstance(synack, TcpSegment)
+    our = (synack.seq + 1) & 0xFFFFFFFF
+    peer = 1001
+
+    def seg(flags: TcpFlags, seq: int, ack: int, tsv: int) -> TcpSegment:
+        return TcpSegment(CLIENT, SERVER, 40000, 80, seq, ack, flags, 64240,
+                          ts_val=tsv if ts else None, ts_ecr=synack.ts_val if ts else None)
+
+    s.receive_ip(build_tcp(seg(TcpFlags.ACK, peer, our, 2)), now=NOW)
+    conn.close(now=NOW)  # the host closed first: we send FIN
+    s.mark(conn)
+    sent(s)
+    s.receive_ip(build_tcp(seg(TcpFlags.ACK, peer, our + 1, 3)), now=NOW)
+    s.receive_ip(build_tcp(seg(TcpFlags.FIN | TcpFlags.ACK, peer, our + 1, 4)), now=NOW)
+    sent(s)
+    assert conn.state is State.TIME_WAIT
+    return conn, peer + 1, 4
+
+
+@pytest.mark.parametrize("ts", [True, False])
+def test_acceptable_syn_in_time_wait_reopens_at_once(ts: bool) -> None:
+    s = make_stack()
+    old, next_seq, last_ts = _time_wait_flow(s, ts=ts)
+    new_syn = syn(seq=next_seq + 100000)._replace(ts_val=last_ts + 10 if ts else None, ts_ecr=0 if ts else None)
+    s.receive_ip(build_tcp(new_syn), now=NOW + 1)
+    (ev,) = events(s)
+    assert isinstance(ev, TcpConnectRequested) and ev.conn is not old
+    assert s.flows[ev.conn.key] is ev.conn
+    assert sent(s, NOW + 1) == []  # no challenge ACK: the shell dials the new flow
+    assert s.stats["tcp_time_wait_reopened"] == 1
+
+
+def test_old_syn_in_time_wait_still_gets_a_challenge_ack() -> None:
+    s = make_stack()
+    old, next_seq, last_ts = _time_wait_flow(s)
+    stale = syn(seq=next_seq - 10)._replace(ts_val=last_ts - 1, ts_ecr=0)
+    s.receive_ip(build_tcp(stale), now=NOW + 1)
+    assert events(s) == []
+    assert s.flows[old.key] is old  # type: ignore[attr-defined]
+    (ack,) = sent(s, NOW + 1)
+    assert isinstance(ack, TcpSegment) and ack.flags == TcpFlags.ACK
+
+
+def _established(s: Stack, sport: int = 40000) -> TcpConnection:
+    s.receive_ip(build_tcp(syn(sport=sport)), now=NOW)
+    (ev,) = events(s)
+    ev.conn.accept(now=NOW)
+    s.mark(ev.conn)
+    sent(s)
+    conn: TcpConnection = ev.conn
+    return conn
+
+
+def test_deadline_heap_stays_bounded_when_deadlines_move_later() -> None:
+    s = make_stack()
+    conn = _established(s)
+    for i in range(5000):
+        # Every turn pushes the flow's deadline later (as each ACK restarts the RTO).
+        conn._timer_at = NOW + 10 + i  # type: ignore[attr-defined]
+        s.mark(conn)
+        s.packets_to_send(now=NOW)
+    assert s.timer_entries() <= 2
+    assert s.next_deadline() == NOW + 10 + 4999
+
+
+def test_deadline_heap_stays_bounded_when_deadlines_move_earlier() -> None:
+    s = make_stack()
+    conns = [_established(s, sport=41000 + i) for i in range(4)]
+    for i in range(5000):
+        conn = conns[i % 4]
+        conn._timer_at = NOW + 10000 - i  # type: ignore[attr-defined]
+        s.mark(conn)
+        s.packets_to_send(now=NOW)
+    assert s.timer_entries() <= 2 * 4 + 64
+    assert s.next_deadline() == NOW + 10000 - 4999
+
+
+def test_moved_deadline_fires_at_its_new_time_only() -> None:
+    s = make_stack()
+    conn = _established(s)
+    conn._timer_at = NOW + 1  # type: ignore[attr-defined]
+    s.mark(conn)
+    s.packets_to_send(now=NOW)
+    conn._timer_at = NOW + 3  # type: ignore[attr-defined]
+    s.mark(conn)
+    s.packets_to_send(now=NOW)
+    fired: list[float] = []
+    conn.handle_timer = lambda *, now: fired.append(now)  # type: ignore[method-assign]
+    s.handle_timer(now=NOW + 1)
+    assert fired == [] and s.next_deadline() == NOW + 3
+    s.handle_timer(now=NOW + 3)
+    assert fired == [NOW + 3]
+
+
+def test_tcp_drops_and_counters_survive_their_flow() -> None:
+    s = make_stack()
+    conn = _established(s)
+    conn.drops.add(DropReason.TCP_OUT_OF_WINDOW, 3)  # type: ignore[attr-defined]
+    conn.counters = {"rto": 2, "tlp": 1}  # type: ignore[attr-defined]
+    assert s.all_drops()[DropReason.TCP_OUT_OF_WINDOW] == 3  # live flows count
+    assert s.tcp_counters() == {"rto": 2, "tlp": 1}
+    conn.abort()  # type: ignore[attr-defined]
+    s.mark(conn)  # type: ignore[arg-type]
+    sent(s)
+    assert s.open_flow_count() == 0
+    assert s.all_drops()[DropReason.TCP_OUT_OF_WINDOW] == 3
+    assert s.tcp_counters() == {"rto": 2, "tlp": 1}
+    s.forget(conn)  # type: ignore[arg-type]  # forgetting twice folds once
+    assert s.all_drops()[DropReason.TCP_OUT_OF_WINDOW] == 3
+
+
+def test_host_icmp_error_for_an_ipv6_client_of_an_ipv4_remote_is_translated() -> None:
+    from wgslirpy.net.stack import HostIcmpError
+
+    s = make_stack()
+    s.receive_ip(build_udp(UdpDatagram(CLIENT6, ipaddress.ip_address(f"::ffff:{SERVER}"), 5000, 9, b"hi")), now=NOW)
+    binding = next(ev.binding for ev in events(s) if isinstance(ev, UdpSend))
+    sent(s)
+    router = ipaddress.ip_address("198.51.100.1")
+    s.udp_icmp_error(binding.id, SERVER, 9, 2, HostIcmpError(False, 3, 13), offender=router, now=NOW)
+    (err,) = sent(s)
+    mapped = ipaddress.ip_address(f"::ffff:{SERVER}")
+    # administratively prohibited -> ICMPv6 type 1 code 1; the IPv4 router cannot be an
+    # IPv6 source other than mapped, so the error comes from it as ::ffff:198.51.100.1
+    assert isinstance(err, IcmpError) and (err.type, err.code) == (1, 1) and err.dst == CLIENT6
+    assert err.src == ipaddress.ip_address("::ffff:198.51.100.1")
+    assert err.quoted[24:40] == mapped.packed  # the quoted datagram is the client's own

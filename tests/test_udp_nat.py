@@ -94,11 +94,22 @@ def test_ipv6_binding_and_reply(clock: FakeClock) -> None:
     assert reply == UdpDatagram(IPv6Address("2001:db8::99"), CLIENT6, 443, 6000, b"x")
 
 
-def test_reply_family_mismatch_is_a_shell_bug(clock: FakeClock) -> None:
+def test_ipv4_reply_on_an_ipv6_binding_comes_from_the_mapped_address(clock: FakeClock) -> None:
+    # A dual-stack socket receives from IPv4 remotes (the shell unmaps ::ffff:a.b.c.d).
     t = UdpNatTable()
     b = t.outbound(dgram(src=CLIENT6, dst=SERVER6), now=clock.now)
-    with pytest.raises(ConfigError):
-        t.inbound(b.id, SERVER, 53, b"x", now=clock.now)
+    d = t.inbound(b.id, SERVER, 53, b"x", now=clock.now)
+    assert d is not None and d.src == ip_address(f"::ffff:{SERVER}") and d.dst == CLIENT6
+    assert b.rx_datagrams == 1
+
+
+def test_ipv6_reply_on_an_ipv4_binding_is_dropped_and_counted(clock: FakeClock) -> None:
+    t = UdpNatTable()
+    b = t.outbound(dgram(), now=clock.now)
+    assert t.inbound(b.id, SERVER6, 53, b"x", now=clock.now) is None
+    assert t.drops[DropReason.UDP_FAMILY_MISMATCH] == 1
+    mapped = t.inbound(b.id, ip_address(f"::ffff:{SERVER}"), 53, b"x", now=clock.now)
+    assert mapped is not None and mapped.src == SERVER
 
 
 def test_reply_for_unknown_binding_is_counted(clock: FakeClock) -> None:

@@ -5,6 +5,7 @@ The peer's TCP and UDP flows are terminated in userspace and relayed through OS 
 
 Usage:
   wgslirpy [options] [--state-dir DIR] [--interface NAME] [-v...] [-P IP]... [-D ADDR]...
+           [--allow RULE]... [--deny RULE]...
   wgslirpy client-config [--qr] [--state-dir DIR]
   wgslirpy show [--state-dir DIR] [--interface NAME]
   wgslirpy genkey
@@ -58,7 +59,24 @@ Options:
   --max-udp-bindings N             Most UDP bindings at once; the least recently used
                                    goes first. Default: {max_udp_bindings}.
   --allow-loopback                 Let the peer reach this host's loopback (127.0.0.0/8,
-                                   ::1). Refused by default.
+                                   ::1). Refused by default. (Same as --allow for those.)
+  --allow RULE                     Let flows reach RULE, written CIDR[:PORTS]: PORTS is a
+                                   port, a range a-b or a comma list (80,443,8000-8100);
+                                   an IPv6 prefix with ports goes in brackets
+                                   ([2001:db8::/32]:443). May be given more than once.
+  --deny RULE                      Refuse flows to RULE (same syntax): TCP gets a RST, UDP
+                                   an ICMP administratively prohibited. --allow and --deny
+                                   are checked in command-line order, first match wins.
+                                   Loopback, link-local (169.254.0.0/16, fe80::/10),
+                                   multicast and broadcast are denied unless allowed.
+  --max-tcp-flows N                Most TCP flows at once; a SYN beyond gets a RST
+                                   [default: 65536].
+  --max-pending-connects N         Most TCP connects in progress at once; a SYN beyond
+                                   gets a RST [default: 1024].
+  --max-reassembly-bytes N         Memory for IP fragments awaiting reassembly; the
+                                   oldest datagram goes first [default: 4194304].
+  --max-dns-lookups N              Most -D lookups in progress; more get SERVFAIL at once
+                                   [default: 256].
   --preshared-key-file FILE        Read a WireGuard preshared key from FILE.
   --state-dir DIR                  Where zero-config keys, client.conf and the control
                                    socket live. Default: $XDG_STATE_HOME/wgslirpy, else
@@ -241,6 +259,12 @@ def setup_from_options(opts: dict[str, Any]) -> Setup:
         max_udp_bindings=int(_number(opts, "--max-udp-bindings", integer=True)),
         keepalive_interval=_number(opts, "--keepalive-interval") if opts.get("--keepalive-interval") else None,
         allow_loopback=bool(opts.get("--allow-loopback")),
+        rules=opts.get("_rules")
+        or [("allow", r) for r in opts.get("--allow") or []] + [("deny", r) for r in opts.get("--deny") or []],
+        max_tcp_flows=int(_number(opts, "--max-tcp-flows", integer=True)),
+        max_pending_connects=int(_number(opts, "--max-pending-connects", integer=True)),
+        max_reassembly_bytes=int(_number(opts, "--max-reassembly-bytes", integer=True)),
+        max_dns_lookups=int(_number(opts, "--max-dns-lookups", integer=True)),
         preshared_key=(read_key_file(preshared, "--preshared-key-file") if preshared else opts.get("preshared_key")),
         **extra,
     )
@@ -259,7 +283,27 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
         opts: dict[str, Any] = docopt(__doc__, argv=list(argv))
     except DocoptExit as e:
         raise ConfigError(_explain_usage_error(argv, str(e))) from None
+    rules = _ordered_rules(argv)
+    if len(rules) == len(opts.get("--allow") or []) + len(opts.get("--deny") or []):
+        opts["_rules"] = rules  # first match wins: keep the command line's order
     return opts
+
+
+def _ordered_rules(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """``--allow``/``--deny`` values in the order given (docopt keeps one list per option)."""
+    rules: list[tuple[str, str]] = []
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        name, eq, value = arg.partition("=")
+        if name in ("--allow", "--deny"):
+            if not eq:
+                if i + 1 >= len(args):
+                    break
+                value = args[i + 1]
+            rules.append((name[2:], value))
+    return rules
 
 
 def _explain_usage_error(argv: Sequence[str], docopt_message: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from . import constants as C
 from . import keys
 from .errors import ConfigError
+from .net.policy import Rule, parse_rules
 from .net.segments import IPAddress
 
 
@@ -115,6 +116,13 @@ class Config:
     dns_ttl: int = C.DEFAULT_DNS_TTL
     #: permit flows to the host's loopback (127.0.0.0/8, ::1); off by default
     allow_loopback: bool = False
+    #: --allow/--deny destination rules in command-line order (first match wins), checked
+    #: before the built-in denials (net/policy.py)
+    destination_rules: tuple[Rule, ...] = ()
+    max_tcp_flows: int = C.DEFAULT_MAX_TCP_FLOWS
+    max_pending_connects: int = C.DEFAULT_MAX_PENDING_CONNECTS
+    max_reassembly_bytes: int = C.DEFAULT_MAX_REASSEMBLY_BYTES
+    max_dns_lookups: int = C.DEFAULT_MAX_DNS_LOOKUPS
     #: tunnel source prefixes accepted from the peer (default: any)
     allowed_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
@@ -133,6 +141,11 @@ class Config:
             raise ConfigError("--transmit-queue-capacity: must be at least 1")
         if self.max_udp_bindings < 1:
             raise ConfigError("--max-udp-bindings: must be at least 1")
+        for name in ("max_tcp_flows", "max_pending_connects", "max_dns_lookups"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be at least 1")
+        if self.max_reassembly_bytes < 65535 + 40:
+            raise ConfigError("--max-reassembly-bytes: must be at least 65575 (one largest IP packet)")
         for name in ("connect_timeout", "tcp_idle_timeout", "udp_idle_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be positive")
@@ -154,10 +167,14 @@ class Config:
         pingable: Sequence[str] = (),
         dns: Sequence[str] = (),
         preshared_key: str | bytes | None = None,
+        rules: Sequence[tuple[str, str]] = (),
         **kwargs: Any,
     ) -> "Config":
         """Build a Config from what a user writes: base64 keys (or raw 32-byte keys),
-        ``ip:port`` / ``[ipv6]:port`` addresses; other fields pass through unchanged."""
+        ``ip:port`` / ``[ipv6]:port`` addresses, destination ``rules`` as ``("allow" |
+        "deny", "CIDR[:PORTS]")`` pairs in order; other fields pass through unchanged."""
+        if rules:
+            kwargs["destination_rules"] = parse_rules(rules)
         return cls(
             private_key=_key(private_key, "--private-key"),
             peer_public_key=_key(peer_key, "--peer-key"),

@@ -48,6 +48,12 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_TCP_IDLE_TIMEOUT: Final = 7200.0
 DEFAULT_MAX_UDP_BINDINGS: Final = 4096
 DEFAULT_WG_PORT: Final = 51820
+# Limits (issue: hardening). A SYN past either TCP limit gets a RST; fragments past the
+# reassembly budget evict the oldest datagram under reassembly.
+DEFAULT_MAX_TCP_FLOWS: Final = 65536
+DEFAULT_MAX_PENDING_CONNECTS: Final = 1024
+DEFAULT_MAX_REASSEMBLY_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_MAX_DNS_LOOKUPS: Final = 256
 
 # --- IP -----------------------------------------------------------------------------
 IPV4_HEADER_SIZE: Final = 20

@@ -80,6 +80,15 @@ class DropReason(enum.Enum):
     # --- Outgoing queue ---
     TRANSMIT_QUEUE_FULL = "transmit_queue_full"
 
+    # --- Destination policy, limits and host-side faults (net/policy.py, net/stack.py, io/) ---
+    TCP_DENIED = "tcp_denied"  # --deny or a default-denied destination (answered with RST)
+    UDP_DENIED = "udp_denied"  # ... (answered with ICMP administratively prohibited)
+    TCP_CONNECT_LIMIT = "tcp_connect_limit"  # too many dials pending (RST)
+    UDP_FAMILY_MISMATCH = "udp_family_mismatch"  # a reply the client's address family cannot carry
+    UDP_HOST_SEND_FULL = "udp_host_send_full"  # the host UDP socket's buffer was full
+    UDP_HOST_SEND_FAILED = "udp_host_send_failed"  # the host refused the send (e.g. EMSGSIZE)
+    FRAGMENT_DUPLICATE = "fragment_duplicate"  # an exact copy of a fragment already held
+
 
 class _Drop(Exception):
     """Internal: raised inside a core to drop the current input; never escapes a core."""

@@ -138,8 +138,13 @@ class Gateway:
                 udp_idle_timeout=config.udp_idle_timeout,
                 max_udp_bindings=config.max_udp_bindings,
                 dns_ttl=config.dns_ttl,
+                max_tcp_flows=config.max_tcp_flows,
+                max_pending_connects=config.max_pending_connects,
+                max_reassembly_bytes=config.max_reassembly_bytes,
+                rules=config.destination_rules,
             )
         )
+        self.max_dns_lookups = config.max_dns_lookups
 
     # --- BaseServer-shaped surface -----------------------------------------------------
 
@@ -396,8 +401,7 @@ class Gateway:
         if now < self._next_refusal_log:
             return
         self._next_refusal_log = now + 1.0
-        why = "loopback destinations are refused (--allow-loopback permits them)"
-        log.warning("refused %s %s:%d -> %s:%d: %s", ev.proto, ev.src[0], ev.src[1], ev.dst[0], ev.dst[1], why)
+        log.warning("refused %s %s:%d -> %s:%d: %s", ev.proto, ev.src[0], ev.src[1], ev.dst[0], ev.dst[1], ev.why)
 
     def _dns_lookup(self, ev: DnsLookup) -> None:
         try:
@@ -426,6 +430,7 @@ class Gateway:
             "peer_endpoint": self.endpoint.endpoint,
             "stack": dict(self.stack.stats),
             "drops": drops,
+            "tcp": self.stack.tcp_counters(),
             "flows": [flow.describe() for flow in list(self.tcp_flows.values())[: self.stats_flow_detail]],
         }
 

@@ -86,8 +86,14 @@ class TcpFlow:
     def wake(self) -> None:
         self._rx_event.set()
         self._tx_event.set()
-        if self._pumping and self._writer is None and not self._writer_finished.is_set():
-            self._writer = gevent.spawn(self._peer_to_host)
+        if self._pumping and self._writer is None:
+            if not self._writer_finished.is_set():
+                self._writer = gevent.spawn(self._peer_to_host)
+            else:
+                # No writer will read the connection's events any more (the peer's FIN was
+                # delivered), and the host -> peer pump may sit in recv(): a reset or a
+                # give-up must close the host socket (abortively) from here.
+                self._handle_events()
 
     def abort(self) -> None:
         """Reset the peer side and close the host socket at once; the caller flushes

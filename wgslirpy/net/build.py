@@ -42,7 +42,7 @@ from ..errors import ConfigError
 from .checksum import fold, word_sum
 from .segments import IcmpEcho, IPAddress, IpProto, TcpSegment, UdpDatagram, Unreachable
 
-__all__ = ["build_icmp_echo", "build_icmp_unreachable", "build_tcp", "build_udp"]
+__all__ = ["build_icmp_echo", "build_icmp_error", "build_icmp_unreachable", "build_tcp", "build_udp"]
 
 # IPv4 header (RFC 791): ver/ihl, tos, total length, id, flags/frag offset, ttl, proto,
 # checksum, src, dst (addresses packed from their integer form), followed by the
@@ -256,6 +256,20 @@ def build_icmp_echo(e: IcmpEcho, *, ttl: int = DEFAULT_TTL) -> bytes:
         return _icmp(e.src, e.dst, type_, 0, e.ident, e.seq, e.payload, ttl)
     except (struct.error, OverflowError) as exc:
         raise ConfigError(f"cannot encode ICMP echo {e!r}: {exc}") from None
+
+
+def build_icmp_error(
+    src: IPAddress, dst: IPAddress, type_: int, code: int, rest: int, original: bytes, *, ttl: int = DEFAULT_TTL
+) -> bytes:
+    """Any ICMP/ICMPv6 error (type and code as given, ``rest`` the 32-bit word after the
+    checksum: MTU, pointer or zero) quoting as much of ``original`` as RFC 1812 §4.3.2.3 /
+    RFC 4443 §2.4 allow. The family is ``src``'s; used to relay errors the host received."""
+    _check_family(src, dst)
+    room = (_ICMP4_ERROR_MAX - _IP4_HEADER_LEN if type(src) is IPv4Address else _ICMP6_ERROR_MAX - _IP6_HEADER_LEN) - 8
+    try:
+        return _icmp(src, dst, type_, code, (rest >> 16) & 0xFFFF, rest & 0xFFFF, original[:room], ttl)
+    except (struct.error, OverflowError) as exc:
+        raise ConfigError(f"cannot encode ICMP error to {dst}: {exc}") from None
 
 
 def build_icmp_unreachable(

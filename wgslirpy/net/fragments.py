@@ -255,7 +255,8 @@ class Reassembler:
         # Neighbours are the only fragments that can overlap (the list is disjoint).
         if i < len(frags) and frags[i][0] == off and frags[i][1] == end:
             if frags[i][2] == data:
-                return None  # an exact duplicate: harmless
+                self.drops.add(DropReason.FRAGMENT_DUPLICATE)  # harmless, but a drop all the same
+                return None
             return self._discard(frag.key, DropReason.FRAGMENT_OVERLAP)
         if (i < len(frags) and frags[i][0] < end) or (i > 0 and frags[i - 1][1] > off):
             return self._discard(frag.key, DropReason.FRAGMENT_OVERLAP)

@@ -18,10 +18,16 @@ Contract (the vocabulary of *The sans-IO contract* in docs/ARCHITECTURE.md):
 * Shell callbacks: ``udp_reply``, ``udp_port_unreachable``, ``dns_udp_reply``,
   ``tcp_unreachable`` and ``mark`` (call after driving a connection from a flow greenlet).
 
-Policy decided here, not in the shell: flows towards the host's loopback are refused
-unless ``allow_loopback``; only bare SYNs create flows (any other segment for an unknown
-flow is answered with RST, as RFC 9293 §3.10.7.1 says); the ``-P`` and ``-D`` addresses
-are served by us and never forwarded.
+Policy decided here, not in the shell: each new TCP flow and each UDP datagram is judged
+by the destination :class:`~wgslirpy.net.policy.Policy` (``--allow``/``--deny``; loopback,
+link-local, multicast and broadcast denied by default): a denied TCP SYN gets a RST, a
+denied UDP datagram an ICMP administratively prohibited (multicast and broadcast ones are
+only counted: no ICMP error, RFC 1122 §3.2.2, and no log line, as clients send them in
+normal use). Limits: past ``max_tcp_flows`` open flows or
+``max_pending_connects`` dials in progress a SYN gets a RST. Every refusal is counted
+and queued as :class:`FlowRefused` (the shell logs it, rate-limited). Only bare SYNs create
+flows (any other segment for an unknown flow is answered with RST, as RFC 9293 §3.10.7.1
+says); the ``-P`` and ``-D`` addresses are served by us and never forwarded.
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ from typing import Callable, Union
 
 from .. import constants as C
 from ..errors import DropCounter, DropReason
-from .build import build_icmp_echo, build_icmp_unreachable, build_tcp, build_udp
+from .build import build_icmp_echo, build_icmp_error, build_icmp_unreachable, build_tcp, build_udp
 from .dns import DnsQuestion, DnsResponder
 from .fragments import Reassembler, fragment_ip
 from .packet import decode_ip
+from .policy import Policy, Rule
 from .segments import (
     IcmpEcho,
     IcmpError,
@@ -50,8 +57,8 @@ from .segments import (
     UdpDatagram,
     Unreachable,
 )
-from .tcp import TcpConfig, TcpConnection
-from .udp_nat import BindingClosed, BindingOpened, UdpBinding, UdpNatTable
+from .tcp import State, TcpConfig, TcpConnection
+from .udp_nat import BindingClosed, BindingOpened, UdpBinding, UdpNatTable, reply_source
 
 FlowKey = tuple[IPAddress, int, IPAddress, int]
 
@@ -69,7 +76,13 @@ class StackConfig:
     max_udp_bindings: int = C.DEFAULT_MAX_UDP_BINDINGS
     dns_ttl: int = C.DEFAULT_DNS_TTL
     #: new TCP flows past this many open ones are refused with RST
-    max_tcp_flows: int = 65536
+    max_tcp_flows: int = C.DEFAULT_MAX_TCP_FLOWS
+    #: new TCP flows while this many dials are in progress are refused with RST
+    max_pending_connects: int = C.DEFAULT_MAX_PENDING_CONNECTS
+    #: bytes of fragments held for reassembly at most
+    max_reassembly_bytes: int = C.DEFAULT_MAX_REASSEMBLY_BYTES
+    #: the user's destination rules (--allow/--deny, first match wins), before the defaults
+    rules: tuple[Rule, ...] = ()
 
 
 # --- events for the shell -------------------------------------------------------------
@@ -116,6 +129,8 @@ class FlowRefused:
     src: tuple[IPAddress, int]
     dst: tuple[IPAddress, int]
     reason: DropReason
+    #: why, for the log line (names the option that changes it)
+    why: str = ""
 
 
 #: BindingOpened/BindingClosed come straight from the NAT table (net/udp_nat.py).
@@ -124,17 +139,68 @@ StackEvent = Union[
 ]
 
 
-def is_loopback(addr: IPAddress) -> bool:
-    """Addresses that reach the gateway host itself (incl. ::ffff:127.0.0.1 and 0.0.0.0)."""
-    if addr.is_loopback or addr.is_unspecified:
-        return True
-    mapped = getattr(addr, "ipv4_mapped", None)
-    return mapped is not None and (mapped.is_loopback or mapped.is_unspecified)
+@dataclass(frozen=True, slots=True)
+class HostIcmpError:
+    """An ICMP error the host received about one of a binding's datagrams (as the kernel
+    reports it: ``sock_extended_err`` ee_origin ICMP/ICMP6, ee_type, ee_code, ee_info)."""
+
+    icmp6: bool
+    type: int
+    code: int
+    #: IPv4 frag needed / ICMPv6 packet too big: the MTU; parameter problem: the pointer
+    info: int = 0
+
+
+#: RFC 7915 §4.2: ICMPv4 destination-unreachable codes as ICMPv6 (type, code)
+_UNREACH_4TO6 = {
+    0: (1, 0), 1: (1, 0), 2: (4, 1), 3: (1, 4), 5: (1, 0), 6: (1, 0), 7: (1, 0), 8: (1, 0),
+    9: (1, 1), 10: (1, 1), 11: (1, 0), 12: (1, 0), 13: (1, 1), 15: (1, 1),
+}
+
+
+def relay_icmp_error(err: HostIcmpError, client_v6: bool) -> tuple[int, int, int] | None:
+    """(type, code, rest-of-header word) of the error to send a client of that family, or
+    None for a message that is not a relayable error. Same family: unreachable, time
+    exceeded, parameter problem and packet too big pass through as they are; an ICMPv4
+    error for an IPv6 client (an IPv4-mapped remote) is translated per RFC 7915 §4.2."""
+    t, c, info = err.type, err.code, err.info & 0xFFFFFFFF
+    if err.icmp6:
+        if not client_v6:
+            return None
+        if t == 1 or t == 3:
+            return (t, c, 0)
+        if t == 2:
+            return (2, 0, max(info, 1280))
+        if t == 4:
+            return (4, c, info)
+        return None
+    if not client_v6:
+        if t == 3:
+            return (3, c, info & 0xFFFF if c == 4 else 0)
+        if t == 11:
+            return (11, c, 0)
+        if t == 12:
+            return (12, c, (info & 0xFF) << 24)
+        return None
+    if t == 3:
+        if c == 4:
+            return (2, 0, max(info + 20, 1280))
+        mapped = _UNREACH_4TO6.get(c)
+        if mapped is None:
+            return None
+        return (*mapped, 6 if mapped[0] == 4 else 0)
+    if t == 11:
+        return (3, c, 0)
+    if t == 12:
+        return (4, 0, 0)
+    return None
 
 
 def _unforwardable(addr: IPAddress) -> bool:
-    """Destinations no flow may target: multicast, broadcast."""
-    return addr.is_multicast or (addr.version == 4 and int(addr) == 0xFFFFFFFF)
+    """Multicast and broadcast destinations (IPv4-mapped included): denied by default, and
+    never answered with an ICMP error (RFC 1122 §3.2.2)."""
+    mapped = getattr(addr, "ipv4_mapped", None) or addr
+    return mapped.is_multicast or (mapped.version == 4 and int(mapped) == 0xFFFFFFFF)
 
 
 def _other_ip_reason(d: OtherIp) -> DropReason:
@@ -153,7 +219,8 @@ class Stack:
         self.config = config
         self._rng = rng
         self.drops = DropCounter()
-        self.reassembler = Reassembler()
+        self.reassembler = Reassembler(max_bytes=config.max_reassembly_bytes)
+        self.policy = Policy(config.rules, allow_loopback=config.allow_loopback)
         self.nat = UdpNatTable(idle_timeout=config.udp_idle_timeout, max_bindings=config.max_udp_bindings)
         self.dns = DnsResponder(ttl=config.dns_ttl)
         #: tunnel addresses we answer for ourselves (-P, -D): never forwarded to the host
@@ -167,16 +234,31 @@ class Stack:
         #: flows to poll for segments / wake in the shell; insertion-ordered set
         self._dirty: dict[TcpConnection, None] = {}
         self._touched: dict[TcpConnection, None] = {}
-        #: lazy heap of (deadline, tiebreak, flow); stale entries are skipped on pop
+        #: lazy heap of (time, tiebreak, flow). A flow's live entry is the one whose time is
+        #: ``_queued[flow]``; every other entry of it is stale and skipped on pop. An entry is
+        #: pushed only when a deadline moves *earlier* than the live entry (a later deadline
+        #: is noticed when the live entry pops and is re-pushed then), and the heap is rebuilt
+        #: when stale entries outnumber live ones, so len(_timers) <= 2 * len(_queued) + 64.
         self._timers: list[tuple[float, int, TcpConnection]] = []
         self._tiebreak = itertools.count()
+        #: each flow's current deadline (absent: none); always >= ``_queued[flow]``
         self._armed: dict[TcpConnection, float] = {}
+        #: flows handed to the shell to dial and not yet accepted, refused or closed
+        self._dialing: dict[TcpConnection, None] = {}
+        #: time of each flow's live heap entry; a flow in ``_armed`` is always in here
+        self._queued: dict[TcpConnection, float] = {}
+        #: drop reasons and counters of the TCP flows already forgotten (live ones are
+        #: added when asked: ``all_drops``, ``tcp_counters``)
+        self._retired_tcp_drops = DropCounter()
+        self._retired_tcp_counters: dict[str, int] = {}
         self.stats: dict[str, int] = {
             "rx_packets": 0,
             "tx_packets": 0,
             "tcp_flows_opened": 0,
             "icmp_echo_replies": 0,
             "dns_queries": 0,
+            "tcp_time_wait_reopened": 0,
+            "udp_icmp_errors_relayed": 0,
         }
 
     # --- input from the tunnel ---------------------------------------------------------
@@ -209,6 +291,13 @@ class Stack:
         key = (seg.src, seg.sport, seg.dst, seg.dport)
         conn = self.flows.get(key)
         if conn is not None:
+            if seg.flags & TcpFlags.SYN and conn.state is State.TIME_WAIT and conn.can_reopen(seg):
+                # RFC 6191 / RFC 1122 4.2.2.13: a SYN beyond the old incarnation (by
+                # timestamp, else by sequence number) reopens at once, no challenge ACK.
+                self.forget(conn)
+                self.stats["tcp_time_wait_reopened"] += 1
+                self._open_flow(seg, key, now)
+                return
             conn.handle_segment(seg, now=now)
             self.mark(conn)
             if not conn.is_closed:
@@ -216,7 +305,8 @@ class Stack:
             # A closed flow (e.g. after TIME-WAIT or an abort) gives way to a new SYN.
             if not (seg.flags & TcpFlags.SYN and not seg.flags & TcpFlags.ACK):
                 return
-            self.flows.pop(key, None)
+            self.forget(conn)
+            self._dirty[conn] = None  # still drain what it answered
         flags = seg.flags
         if not flags & TcpFlags.SYN or flags & (TcpFlags.ACK | TcpFlags.RST | TcpFlags.FIN):
             self.drops.add(DropReason.TCP_NO_FLOW)
@@ -230,19 +320,29 @@ class Stack:
         if (dst, syn.dport) in self.config.dns:
             self._events.append(DnsTcpRequested(self._new_flow(syn, key, now)))
             return
-        if dst in self._served or _unforwardable(dst):
+        if dst in self._served:
             self.drops.add(DropReason.NOT_FOR_US)
             self._reset_for(syn)
             return
-        if not self.config.allow_loopback and is_loopback(dst):
-            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, DropReason.TCP_LOOPBACK_REFUSED)
+        decision = self.policy.decide(dst, syn.dport)
+        if not decision.allowed:
+            reason = DropReason.TCP_LOOPBACK_REFUSED if decision.category == "loopback" else DropReason.TCP_DENIED
+            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, reason, decision.explain())
             self._reset_for(syn)
             return
         if len(self.flows) >= self.config.max_tcp_flows:
-            self.drops.add(DropReason.TCP_FLOW_LIMIT)
+            why = f"{self.config.max_tcp_flows} TCP flows are open (--max-tcp-flows)"
+            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, DropReason.TCP_FLOW_LIMIT, why)
             self._reset_for(syn)
             return
-        self._events.append(TcpConnectRequested(self._new_flow(syn, key, now)))
+        if len(self._dialing) >= self.config.max_pending_connects:
+            why = f"{self.config.max_pending_connects} connects are in progress (--max-pending-connects)"
+            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, DropReason.TCP_CONNECT_LIMIT, why)
+            self._reset_for(syn)
+            return
+        conn = self._new_flow(syn, key, now)
+        self._dialing[conn] = None
+        self._events.append(TcpConnectRequested(conn))
 
     def _new_flow(self, syn: TcpSegment, key: FlowKey, now: float) -> TcpConnection:
         conn = TcpConnection(syn, self.config.tcp, now=now, rng=self._rng)
@@ -250,9 +350,11 @@ class Stack:
         self.stats["tcp_flows_opened"] += 1
         return conn
 
-    def _refuse(self, proto: str, src: IPAddress, sport: int, dst: IPAddress, dport: int, reason: DropReason) -> None:
+    def _refuse(
+        self, proto: str, src: IPAddress, sport: int, dst: IPAddress, dport: int, reason: DropReason, why: str
+    ) -> None:
         self.drops.add(reason)
-        self._events.append(FlowRefused(proto, (src, sport), (dst, dport), reason))
+        self._events.append(FlowRefused(proto, (src, sport), (dst, dport), reason, why))
 
     def _reset_for(self, seg: TcpSegment) -> None:
         """RST answering ``seg`` (RFC 9293 §3.10.7.1: seq from its ACK, else ACK its span)."""
@@ -272,12 +374,19 @@ class Stack:
             self._out.append(build_icmp_unreachable(d.dst, d.src, Unreachable.PORT, raw))
             self.drops.add(DropReason.NOT_FOR_US)
             return
-        if _unforwardable(dst) or d.dport == 0:
-            self.drops.add(DropReason.MULTICAST if _unforwardable(dst) else DropReason.NOT_FOR_US)
+        if d.dport == 0:
+            self.drops.add(DropReason.NOT_FOR_US)
             return
-        if not self.config.allow_loopback and is_loopback(dst):
-            self._refuse("UDP", d.src, d.sport, dst, d.dport, DropReason.UDP_LOOPBACK_REFUSED)
-            self._out.append(build_icmp_unreachable(d.dst, d.src, Unreachable.PORT, raw))
+        decision = self.policy.decide(dst, d.dport)
+        if not decision.allowed:
+            if _unforwardable(dst):
+                # mDNS, SSDP, router solicitations: what clients send in normal use; counted,
+                # not logged, and never answered with an ICMP error
+                self.drops.add(DropReason.UDP_DENIED)
+                return
+            reason = DropReason.UDP_LOOPBACK_REFUSED if decision.category == "loopback" else DropReason.UDP_DENIED
+            self._refuse("UDP", d.src, d.sport, dst, d.dport, reason, decision.explain())
+            self._out.append(build_icmp_unreachable(d.dst, d.src, Unreachable.ADMIN, raw))
             return
         binding = self.nat.outbound(d, now=now)
         self._pull_nat_events()
@@ -320,16 +429,44 @@ class Stack:
     def udp_port_unreachable(
         self, binding_id: int, remote: IPAddress, remote_port: int, payload_len: int = 0, *, now: float
     ) -> None:
-        """The host's network refused a datagram from ``binding`` to ``remote``: tell the client.
+        """The host's network refused a datagram from ``binding`` to ``remote``: tell the client."""
+        icmp6 = remote.version == 6
+        port_unreachable = HostIcmpError(icmp6, 1, 4) if icmp6 else HostIcmpError(False, 3, 3)
+        self.udp_icmp_error(binding_id, remote, remote_port, payload_len, port_unreachable, now=now)
+
+    def udp_icmp_error(
+        self,
+        binding_id: int,
+        remote: IPAddress,
+        remote_port: int,
+        payload_len: int,
+        error: "HostIcmpError",
+        *,
+        offender: IPAddress | None = None,
+        now: float,
+    ) -> None:
+        """The host's socket for ``binding`` got ``error`` about a datagram to ``remote``:
+        relay the same ICMP type and code to the client (translated to its family per
+        RFC 7915 §4.2 when needed). The binding stays.
 
         The quoted packet is rebuilt from the binding (addresses, ports, length); a client
-        matches the error to its socket by exactly those fields.
+        matches the error to its socket by exactly those fields. The error comes from
+        ``offender`` (the router that sent it) when the client's family can carry it.
         """
         b = self.nat.get(binding_id)
         if b is None:
             return
-        original = build_udp(UdpDatagram(b.client_addr, remote, b.client_port, remote_port, bytes(min(payload_len, 8))))
-        self._emit(build_icmp_unreachable(remote, b.client_addr, Unreachable.PORT, original))
+        dst = reply_source(b, remote)
+        relayed = relay_icmp_error(error, b.client_addr.version == 6)
+        if dst is None or relayed is None:
+            self.drops.add(DropReason.UDP_FAMILY_MISMATCH if dst is None else DropReason.UNSUPPORTED_PROTOCOL)
+            return
+        src = reply_source(b, offender) if offender is not None else None
+        if src is None or src.version != dst.version:
+            src = dst
+        original = build_udp(UdpDatagram(b.client_addr, dst, b.client_port, remote_port, bytes(min(payload_len, 8))))
+        self.stats["udp_icmp_errors_relayed"] += 1
+        self._emit(build_icmp_error(src, b.client_addr, *relayed, original))
 
     def udp_binding_failed(self, binding_id: int) -> None:
         """The shell could not keep the binding's socket: forget the binding."""
@@ -346,11 +483,17 @@ class Stack:
         self.forget(conn)
 
     def forget(self, conn: TcpConnection) -> None:
-        """Drop ``conn`` from the tables without sending anything."""
+        """Drop ``conn`` from the tables without sending anything; its drop reasons and
+        counters are folded into the stack's totals (once)."""
         if self.flows.get(conn.key) is conn:
             del self.flows[conn.key]
+            for reason, n in conn.drops.counts.items():
+                self._retired_tcp_drops.add(reason, n)
+            _add_counts(self._retired_tcp_counters, _tcp_counters(conn))
         self._dirty.pop(conn, None)
         self._armed.pop(conn, None)
+        self._queued.pop(conn, None)
+        self._dialing.pop(conn, None)
 
     # --- output ------------------------------------------------------------------------
 
@@ -365,12 +508,16 @@ class Stack:
             dirty = self._dirty
             self._dirty = {}
             out = self._out
+            dialing = self._dialing
             for conn in dirty:
+                if dialing and conn in dialing and (conn.accepted or conn.is_closed):
+                    del dialing[conn]
                 for seg in conn.segments_to_send(now=now):
                     out.append(build_tcp(seg))
-                self._arm(conn)
-                if conn.is_closed:
-                    self.forget(conn)
+                if conn.is_closed or self.flows.get(conn.key) is not conn:
+                    self.forget(conn)  # closed, or already forgotten: no timers
+                else:
+                    self._arm(conn)
         out, self._out = self._out, []
         self.stats["tx_packets"] += len(out)
         return out
@@ -380,10 +527,24 @@ class Stack:
         if deadline is None:
             self._armed.pop(conn, None)
             return
-        if self._armed.get(conn) == deadline:
-            return
         self._armed[conn] = deadline
-        heapq.heappush(self._timers, (deadline, next(self._tiebreak), conn))
+        queued = self._queued.get(conn)
+        if queued is not None and queued <= deadline:
+            return  # the live entry pops first and re-pushes the later deadline
+        self._push(conn, deadline)
+
+    def _push(self, conn: TcpConnection, deadline: float) -> None:
+        self._queued[conn] = deadline
+        timers = self._timers
+        heapq.heappush(timers, (deadline, next(self._tiebreak), conn))
+        if len(timers) > 2 * len(self._queued) + 64:
+            queued = self._queued
+            self._timers = [e for e in timers if queued.get(e[2]) == e[0]]
+            heapq.heapify(self._timers)
+
+    def timer_entries(self) -> int:
+        """Entries in the deadline heap, stale ones included (bounded; for tests and stats)."""
+        return len(self._timers)
 
     def next_event(self) -> StackEvent | None:
         return self._events.popleft() if self._events else None
@@ -399,10 +560,20 @@ class Stack:
         if self._dirty:
             return float("-inf")  # output pending: flush now
         timers = self._timers
+        queued, armed = self._queued, self._armed
         while timers:
-            deadline, _, conn = timers[0]
-            if self._armed.get(conn) == deadline:
-                break
+            t, _, conn = timers[0]
+            if queued.get(conn) == t:
+                deadline = armed.get(conn)
+                if deadline == t:
+                    break
+                # The deadline moved later (or went away): move the live entry along.
+                heapq.heappop(timers)
+                del queued[conn]
+                if deadline is not None:
+                    self._push(conn, deadline)
+                timers = self._timers
+                continue
             heapq.heappop(timers)  # stale entry
         candidates = [d for d in (self.reassembler.next_deadline(), self.nat.next_deadline()) if d is not None]
         if timers:
@@ -413,18 +584,54 @@ class Stack:
         self.reassembler.handle_timer(now=now)
         self.nat.handle_timer(now=now)
         self._pull_nat_events()
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            deadline, _, conn = heapq.heappop(timers)
-            if self._armed.get(conn) != deadline:
+        queued, armed = self._queued, self._armed
+        while self._timers and self._timers[0][0] <= now:
+            t, _, conn = heapq.heappop(self._timers)
+            if queued.get(conn) != t:
+                continue  # stale entry
+            del queued[conn]
+            deadline = armed.get(conn)
+            if deadline is None:
                 continue
-            del self._armed[conn]
+            if deadline > now:
+                self._push(conn, deadline)  # moved later since this entry was pushed
+                continue
+            del armed[conn]
             conn.handle_timer(now=now)
             self.mark(conn)
 
     def open_flow_count(self) -> int:
         return len(self.flows)
 
+    def pending_connect_count(self) -> int:
+        """Dials handed to the shell and not yet answered (bounded by max_pending_connects)."""
+        return len(self._dialing)
+
     def all_drops(self) -> DropCounter:
-        """Drops counted here and in the sub-cores (reassembly, NAT, DNS), merged."""
-        return DropCounter.combined(self.drops, self.reassembler.drops, self.nat.drops, self.dns.drops)
+        """Drops counted here and in the sub-cores (reassembly, NAT, DNS, every TCP flow,
+        live or forgotten), merged."""
+        return DropCounter.combined(
+            self.drops,
+            self.reassembler.drops,
+            self.nat.drops,
+            self.dns.drops,
+            self._retired_tcp_drops,
+            *(conn.drops for conn in self.flows.values()),
+        )
+
+    def tcp_counters(self) -> dict[str, int]:
+        """Sums of the TCP flows' event counters (RTOs, recoveries, ...), live or forgotten."""
+        total = dict(self._retired_tcp_counters)
+        for conn in self.flows.values():
+            _add_counts(total, _tcp_counters(conn))
+        return total
+
+
+def _tcp_counters(conn: TcpConnection) -> dict[str, int]:
+    counters: dict[str, int] = getattr(conn, "counters", None) or {}
+    return counters
+
+
+def _add_counts(total: dict[str, int], counts: dict[str, int]) -> None:
+    for name, n in counts.items():
+        total[name] = total.get(name, 0) + n

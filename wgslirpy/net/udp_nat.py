@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from ipaddress import IPv6Address
 from typing import Literal
 
 from wgslirpy.constants import DEFAULT_MAX_UDP_BINDINGS, DEFAULT_UDP_IDLE_TIMEOUT
@@ -38,6 +39,7 @@ __all__ = [
     "CloseReason",
     "UdpBinding",
     "UdpNatTable",
+    "reply_source",
 ]
 
 CloseReason = Literal["idle", "evicted", "closed"]
@@ -79,6 +81,20 @@ class BindingClosed:
 
 
 NatEvent = BindingOpened | BindingClosed
+
+
+def reply_source(binding: UdpBinding, remote: IPAddress) -> IPAddress | None:
+    """``remote`` as a source address in the client's family, or None if it has none.
+
+    A dual-stack IPv6 socket receives from IPv4 remotes (the shell sees them unmapped):
+    an IPv6 client gets them as ``::ffff:a.b.c.d`` (RFC 4291 §2.5.5.2), which is what its
+    own socket would show. An IPv4 client can only take IPv6 remotes that are IPv4-mapped.
+    """
+    if remote.version == binding.client_addr.version:
+        return remote
+    if remote.version == 4:
+        return IPv6Address(b"\0" * 10 + b"\xff\xff" + remote.packed)
+    return getattr(remote, "ipv4_mapped", None)
 
 
 class UdpNatTable:
@@ -161,17 +177,15 @@ class UdpNatTable:
         if binding is None:
             self.drops.add(DropReason.UDP_NO_BINDING)
             return None
-        if remote_addr.version != binding.client_addr.version:
-            # The binding's socket has the client's family, so this is a shell bug.
-            raise ConfigError(
-                f"reply from IPv{remote_addr.version} address {remote_addr} on the "
-                f"IPv{binding.client_addr.version} UDP binding {binding_id}"
-            )
+        source = reply_source(binding, remote_addr)
+        if source is None:
+            self.drops.add(DropReason.UDP_FAMILY_MISMATCH)
+            return None
         self._touch(binding, now)
         binding.rx_datagrams += 1
         binding.rx_bytes += len(payload)
         return UdpDatagram(
-            src=remote_addr,
+            src=source,
             dst=binding.client_addr,
             sport=remote_port,
             dport=binding.client_port,
