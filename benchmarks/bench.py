@@ -2,11 +2,15 @@
 
 Usage (as root, with the project's Python, e.g. /tmp/venv/bin/python)::
 
-    python benchmarks/bench.py [--repeat N] [--quick] [--only FIGURES] [--profile]
+    python benchmarks/bench.py [--repeat N] [--quick] [--only FIGURES] [--links] [--profile]
+                               [--no-mitmproxy]
 
 Builds the three-namespace bed of tests/interop/topology.py (client ns: wireguard-go and
 kernel TCP; gw ns: the gateway; srv ns: servers) once per gateway per repeat, in the order
-baseline, wgslirpy, baseline, wgslirpy, ... and measures the figures below through it.
+baseline, wgslirpy, mitmproxy, baseline, ... and measures the figures below through it.
+mitmproxy's WireGuard mode is the third gateway where it installs (benchmarks/mitm.py).
+The figure ``links`` (alone: ``--only links`` or ``--links``) is the link section of
+benchmarks/links.py: TCP through the impairment relay, with a table of its own.
 It prints one table: the median of each figure for both gateways and the median of the
 per-repeat ratios, every ratio oriented so that HIGHER IS BETTER for wgslirpy
 (rates: wgslirpy/baseline; times, CPU and memory: baseline/wgslirpy), beside the targets
@@ -32,6 +36,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -46,6 +51,8 @@ if str(REPO_ROOT) not in sys.path:
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import links  # noqa: E402
+import mitm  # noqa: E402
 import procstat  # noqa: E402
 import profiling  # noqa: E402
 from tests.interop import topology as topo_mod  # noqa: E402
@@ -56,8 +63,8 @@ from tests.interop.topology import (  # noqa: E402
 PROGRAMS_PY = HERE / "programs.py"
 OUT_DIR = HERE / "out"
 IPERF_PORT = 5201
-KINDS = ("kernel", "wgslirpy")  # baseline first in every repeat
-NAMES = {"kernel": "baseline", "wgslirpy": "wgslirpy"}
+KINDS = ("kernel", "wgslirpy", "mitmproxy")  # baseline first in every repeat
+NAMES = {"kernel": "baseline", "wgslirpy": "wgslirpy", "mitmproxy": "mitmproxy"}
 # Everything we ever address lives in the namespaces (tunnel and server prefixes).
 INSIDE = [ip_network(n) for n in ("10.202.0.0/24", "10.203.0.0/24", "fd00:202::/64", "fd00:203::/64")]
 
@@ -150,6 +157,7 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "ping": ("ping",),
     "idle-small": ("idle_small_rss", "idle_small_ok"),
     "idle-large": ("idle_large_rss", "idle_large_ok"),
+    "links": (),  # the link section (benchmarks/links.py): a table of its own
 }
 ALWAYS_ROWS = ("rss_start", "peak_rss")
 
@@ -351,7 +359,7 @@ class Run:
         open_limit = max(60.0, n / 50)  # fails below 50 connects/s
         self.time_left(open_limit / 2)
         pid = self.pid
-        if self.topo.gateway.is_wgslirpy:
+        if self.topo.gateway.kind != "kernel":
             self.ensure_nofile(pid, n)
         proc = self.topo.client.spawn(
             [PYTHON, str(PROGRAMS_PY), "hold", inside(SRV_V4), "--conns", str(n),
@@ -404,13 +412,24 @@ def read_json_line(proc: subprocess.Popen[bytes], timeout: float, what: str) -> 
 
 
 def measure(kind: str, sizes: Sizes, figures: list[str], deadline: float,
-            gateway_args: list[str]) -> dict[str, Any]:
-    """Build a topology with one gateway, run the figures, tear it down; never raises."""
+            gateway_args: list[str], mitmdump: Path | str | None = None) -> dict[str, Any]:
+    """Build a topology with one gateway, run the figures, tear it down; never raises.
+
+    ``mitmdump``: the mitmproxy gateway's program, or why there is none (kind "mitmproxy").
+    """
     values: dict[str, Value] = {}
     wanted = [r for f in figures for r in FIGURES[f]] + list(ALWAYS_ROWS)
     t0 = time.monotonic()
+    if kind == "mitmproxy" and not isinstance(mitmdump, Path):
+        return {"values": {k: f"skipped: mitmproxy {mitmdump}" for k in wanted}, "notes": [], "extra": {},
+                "seconds": 0.0}
     try:
-        topo = Topology(kind, gateway_args=gateway_args if kind == "wgslirpy" else ())
+        if kind == "mitmproxy":
+            assert isinstance(mitmdump, Path)
+            prog = mitmdump
+            topo = Topology("wgslirpy", gateway_factory=lambda t, key: mitm.MitmproxyGateway(t, key, prog))
+        else:
+            topo = Topology(kind, gateway_args=gateway_args if kind == "wgslirpy" else ())
         topo.up()
     except Exception as e:  # a gateway that cannot start yet: every figure says why
         reason = f"failed: topology: {short(e)}"
@@ -486,7 +505,7 @@ def machine_header(args: argparse.Namespace, sizes: Sizes) -> list[str]:
         f"load average at start: {Path('/proc/loadavg').read_text().split()[0]}",
         f"software: python {platform.python_version()}, {version(['wireguard-go', '--version'])}, "
         f"{version(['iperf3', '--version'])}, wgslirpy git {git}",
-        f"run: {args.repeat} repeat(s), interleaved baseline/wgslirpy; "
+        f"run: {args.repeat} repeat(s), interleaved {'/'.join(NAMES[k] for k in args.kinds)}; "
         f"{'quick sizes' if args.quick else 'full sizes'}"
         + (f"; wgslirpy args: {args.wgslirpy_args}" if args.wgslirpy_args else ""),
     ]
@@ -537,15 +556,20 @@ def render(rows: list[Row], runs: dict[str, list[dict[str, Any]]], sizes: Sizes)
             text = f"{text} {mark}".strip()
         return text
 
+    peer = bool(runs.get("mitmproxy"))
     header = ["figure", "unit", "baseline (wg-go + kernel)", "wgslirpy", "ratio (higher=better)",
-              "target", ""]
+              "target", ""] + (["mitmproxy", "ratio"] if peer else [])
     table: list[list[str]] = []
+
+    def ratios_of(row: Row, kind: str) -> list[float]:
+        pairs = zip(runs.get("kernel", []), runs.get(kind, []))
+        rs = [ratio(row, rb["values"].get(row.key, ""), rw["values"].get(row.key, "")) for rb, rw in pairs]
+        return [r for r in rs if r is not None]
+
     for row in rows:
         b = cell(row, "kernel") if runs.get("kernel") else "-"
         w = cell(row, "wgslirpy") if runs.get("wgslirpy") else "-"
-        ratios = [ratio(row, rb["values"].get(row.key, ""), rw["values"].get(row.key, ""))
-                  for rb, rw in zip(runs.get("kernel", []), runs.get("wgslirpy", []))]
-        good = [r for r in ratios if r is not None]
+        good = ratios_of(row, "wgslirpy")
         rtext = f"{statistics.median(good):.2f}x" if good else "-"
         verdict = ""
         if row.target_ratio is not None and good:
@@ -556,7 +580,11 @@ def render(rows: list[Row], runs: dict[str, list[dict[str, Any]]], sizes: Sizes)
         if (row.target_ratio is not None or row.target_abs is not None) and not verdict \
                 and runs.get("wgslirpy"):
             verdict = "n/a"
-        table.append([row.label, row.unit, b, w, rtext, row.target_text, verdict])
+        extra: list[str] = []
+        if peer:
+            mgood = ratios_of(row, "mitmproxy")
+            extra = [cell(row, "mitmproxy"), f"{statistics.median(mgood):.2f}x" if mgood else "-"]
+        table.append([row.label, row.unit, b, w, rtext, row.target_text, verdict] + extra)
     widths = [max(len(r[i]) for r in table + [header]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
              "  ".join("-" * w for w in widths)]
@@ -565,17 +593,33 @@ def render(rows: list[Row], runs: dict[str, list[dict[str, Any]]], sizes: Sizes)
     return "\n".join(lines), footnotes
 
 
-def explain() -> list[str]:
+def targets_text(rows: list[Row]) -> str:
+    """Every target of the table in words: what "ok"/"MISS" was checked against."""
+    parts = []
+    for row in rows:
+        if row.target_ratio is not None:
+            what = "RTT <= 2x the baseline's" if row.key == "ping" else \
+                f"ratio {row.target_text.replace('x', '')}x the baseline"
+            parts.append(f"{row.label.strip()}: {what}")
+        elif row.target_abs is not None:
+            parts.append(f"{row.label.strip()}: {row.target_text}")
+    return "; ".join(parts)
+
+
+def explain(rows: list[Row]) -> list[str]:
+    targets = targets_text(rows)
     return [
         "Cells: median over repeats [min-max]. Ratio: median of the per-repeat ratios, oriented so",
         "that higher is better for wgslirpy (rates: wgslirpy/baseline; times, CPU seconds and",
-        "memory: baseline/wgslirpy). Targets from the issue: ping RTT <= 2x baseline means ratio >= 0.5.",
+        "memory: baseline/wgslirpy); the mitmproxy ratio is the same against the baseline.",
+        *(textwrap.wrap(f"Targets: {targets}.", 100) if targets else []),
         "Gateway CPU = utime+stime of the gateway process tree (wireguard-go, or python for",
         "wgslirpy) from /proc/PID/stat. The baseline's kernel forwarding runs in softirq and is",
         "not counted: the baseline's CPU is understated, so CPU ratios understate wgslirpy.",
         "RSS = VmRSS of the gateway process tree. The idle-connection figures run on a freshly",
         "restarted gateway. The baseline keeps no per-connection state in its process (forwarding",
         "is stateless), so only wgslirpy's idle-connection RSS has a target.",
+        "mitmproxy: its WireGuard mode (mitmdump --mode wireguard --ignore-hosts '.*'), a plain relay.",
     ]
 
 
@@ -624,19 +668,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=None, help="runs per gateway (default 3; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke test")
     p.add_argument("--only", default="", help=f"comma-separated figures out of: {','.join(FIGURES)}")
-    p.add_argument("--gateways", default="kernel,wgslirpy",
-                   help="which gateways to run (kernel = the baseline)")
+    p.add_argument("--links", action="store_true", help="only the link section (same as --only links)")
+    p.add_argument("--gateways", default="kernel,wgslirpy,mitmproxy",
+                   help="which gateways to run (kernel = the baseline; mitmproxy when installable)")
+    p.add_argument("--no-mitmproxy", action="store_true", help="leave out the mitmproxy column")
     p.add_argument("--profile", action="store_true",
                    help="also profile wgslirpy with py-spy during download and upload")
     p.add_argument("--wgslirpy-args", default="", help="extra wgslirpy arguments (shell-split)")
     p.add_argument("--budget-minutes", type=float, default=None,
-                   help="skip remaining figures after this long (default 20; 6 with --quick)")
+                   help="skip remaining clean-link figures after this long (default 20; 6 with --quick); "
+                   "the link section has its own 8 minutes per repeat")
     args = p.parse_args(argv)
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
     if not 1 <= args.repeat <= 20:
         p.error("--repeat must be 1..20")
     chosen = {f.strip() for f in args.only.split(",") if f.strip()} or set(FIGURES)
+    if args.links:
+        chosen = {"links"}
     bad = sorted(chosen - set(FIGURES))
     if bad:
         p.error(f"unknown figure(s) {bad}; choose from {list(FIGURES)}")
@@ -645,7 +694,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.kinds = [k.strip() for k in args.gateways.split(",") if k.strip()]
     if not args.kinds or any(k not in KINDS for k in args.kinds):
         p.error(f"--gateways takes a comma-separated subset of {KINDS}")
-    if args.budget_minutes is None:
+    if args.no_mitmproxy:
+        args.kinds = [k for k in args.kinds if k != "mitmproxy"]
+    if args.budget_minutes is None:  # the link section has its own: 8 min per repeat
         args.budget_minutes = 6.0 if args.quick else 20.0
     return args
 
@@ -661,8 +712,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.py needs {missing} on PATH", file=sys.stderr)
         return 2
     sizes = QUICK if args.quick else Sizes()
+    clean = [f for f in args.figures if f != "links"]
     rows = [r for r in rows_for(sizes)
-            if r.key in ALWAYS_ROWS or any(r.key in FIGURES[f] for f in args.figures)]
+            if clean and (r.key in ALWAYS_ROWS or any(r.key in FIGURES[f] for f in clean))]
     header = machine_header(args, sizes)
     warning = busy_warning()
     print("\n".join(header), flush=True)
@@ -672,48 +724,67 @@ def main(argv: list[str] | None = None) -> int:
     (OUT_DIR / ".gitignore").write_text("*\n")  # results are per machine, never committed
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     gateway_args = shlex.split(args.wgslirpy_args)
+    mitmdump: Path | str | None = None
+    if "mitmproxy" in args.kinds:
+        print("mitmproxy: ", end="", flush=True)
+        mitmdump = mitm.ensure_mitmdump(OUT_DIR / "mitmproxy-install.log")
+        line = f"mitmproxy: {mitm.mitmdump_version(mitmdump) if isinstance(mitmdump, Path) else mitmdump}"
+        print(line.split(": ", 1)[1], flush=True)
+        header.append(line)
     deadline = time.monotonic() + args.budget_minutes * 60
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in args.kinds}
     profile_lines: list[str] = []
+    link_result: dict[str, Any] | None = None
     with raised_socket_buffers():
-        for rep in range(args.repeat):
+        for rep in range(args.repeat if clean else 0):
             for kind in KINDS:
                 if kind not in args.kinds:
                     continue
                 print(f"[{rep + 1}/{args.repeat}] {NAMES[kind]} ...", end=" ", flush=True)
-                result = measure(kind, sizes, args.figures, deadline, gateway_args)
+                result = measure(kind, sizes, clean, deadline, gateway_args, mitmdump)
                 runs[kind].append(result)
                 fails = sum(isinstance(v, str) for v in result["values"].values())
                 print(f"{result['seconds']:.0f}s" + (f", {fails} failed/skipped" if fails else ""),
                       flush=True)
+        if "links" in args.figures:
+            link_sizes = links.LINKS_QUICK if args.quick else links.LinkSizes()
+            link_result = links.run_links(
+                args.kinds, args.repeat, link_sizes, gateway_args,
+                time.monotonic() + 8 * 60 * args.repeat, mitmdump,
+                lambda text: print(text, end="", flush=True))
         if args.profile:
             OUT_DIR.mkdir(exist_ok=True)
             profile_lines = profile_pass(sizes, stamp, gateway_args)
-    table, footnotes = render(rows, runs, sizes)
     end_load = Path("/proc/loadavg").read_text().split()[0]
     print()
-    print("\n".join(header))
-    if warning:
-        print(warning)
     print(f"load average at end: {end_load}")
-    print()
-    print(table)
-    print()
-    print("\n".join(explain()))
-    notes = [f"{NAMES[k]} run {i + 1}: {n}" for k in args.kinds for i, r in enumerate(runs[k])
-             for n in r["notes"]]
-    if footnotes or notes:
-        print("\nNotes:")
-        for i, f in enumerate(footnotes, 1):
-            print(f"  note {i}: {f}")
-        for n in notes:
-            print(f"  {n}")
+    table, footnotes = render(rows, runs, sizes) if clean else ("", [])
+    if clean:
+        print()
+        print(table)
+        print()
+        print("\n".join(explain(rows)))
+        notes = [f"{NAMES[k]} run {i + 1}: {n}" for k in args.kinds for i, r in enumerate(runs[k])
+                 for n in r["notes"]]
+        if footnotes or notes:
+            print("\nNotes:")
+            for i, f in enumerate(footnotes, 1):
+                print(f"  note {i}: {f}")
+            for n in notes:
+                print(f"  {n}")
+    link_lines: list[str] = []
+    if link_result is not None:
+        link_lines = links.render_links(link_result)
+        print()
+        print("\n".join(link_lines))
+        print("\n".join(textwrap.wrap(f"Targets: {links.TARGETS_TEXT}.", 100)))
     if profile_lines:
         print()
         print("\n".join(profile_lines))
     out = OUT_DIR / f"bench-{stamp}.json"
     out.write_text(json.dumps({"header": header, "warning": warning, "sizes": dataclasses.asdict(sizes),
-                               "runs": runs, "table": table, "footnotes": footnotes},
+                               "runs": runs, "table": table, "footnotes": footnotes,
+                               "links": link_result, "links_table": link_lines},
                               indent=1, default=str))
     print(f"\nraw results: {out.relative_to(REPO_ROOT)}")
     return 0

@@ -6,10 +6,16 @@
               (servers.py's generator tops out near 170 MB/s: it would be the bottleneck)
     9180 tcp  holder: keeps every connection open (thousands, one selector thread) and
               echoes whatever arrives, so a held connection can be proven still working
+    9181 tcp  link sink: reads the pattern (checking it), times the arrivals and, at EOF or
+              when ``cap`` seconds (from the first line ``cap <seconds>``) have passed,
+              answers one JSON line: bytes, seconds, the longest gap between arrivals
 
 Probes (ns client) print JSON lines:
 
     http-get    one HTTP download, sha256 of the body checked against the pattern
+    link-get    one HTTP download of at most ``--size`` bytes within ``--cap`` seconds:
+                rate, the longest gap between arrivals (a stall), sha256 of what arrived
+    link-put    one upload to the link sink, the same figures measured by the sink
     hold        open N connections and hold them; print ``{"held": ...}``, wait for
                 SIGUSR1 (the benchmark reads the gateway's memory meanwhile), then send
                 8 bytes on every connection, check every echo, print the result, close
@@ -22,6 +28,7 @@ Every program bounds its run time; each raises its own open-file limit to the ha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import hashlib
 import json
@@ -38,6 +45,8 @@ from typing import Any, Callable
 
 HTTP_PORT = 8180
 HOLD_PORT = 9180
+LINK_SINK_PORT = 9181
+STALL_S = 1.0  # a gap between arrivals longer than this is a stall
 PATTERN_LEN = 1_000_003
 PATTERN_SEED = 7
 CHUNK = 1 << 18
@@ -170,10 +179,101 @@ def serve_hold(lst: socket.socket) -> None:
             conn.close()
 
 
+class Arrivals:
+    """Times of data arrivals on one transfer: total, last arrival, longest gap, stalls."""
+
+    def __init__(self, start: float) -> None:
+        self.start = self.last = start
+        self.bytes = 0
+        self.max_gap = 0.0
+        self.stalls = 0  # gaps longer than STALL_S
+
+    def add(self, n: int, now: float) -> None:
+        self.gap(now)
+        self.bytes += n
+        self.last = now
+
+    def gap(self, now: float) -> None:
+        """Account the silence since the last arrival (also called at the end)."""
+        g = now - self.last
+        if g > self.max_gap:
+            if g > STALL_S and self.max_gap <= STALL_S:
+                self.stalls += 1
+            self.max_gap = g
+
+    def result(self) -> dict[str, Any]:
+        secs = max(self.last - self.start, 1e-6)
+        return {"bytes": self.bytes, "seconds": secs, "mbps": self.bytes / secs / 1e6,
+                "max_gap": round(self.max_gap, 3), "stalls": self.stalls}
+
+
+def prefix_ok(h: hashlib._Hash, size: int) -> bool:
+    return h.hexdigest() == pattern_sha256(size)
+
+
+def link_sink_one(conn: socket.socket) -> None:
+    """Read ``cap <s>\n`` then pattern bytes until EOF or the cap; answer one JSON line."""
+    conn.settimeout(30)
+    head = b""
+    while b"\n" not in head and len(head) < 64:
+        data = conn.recv(64 - len(head))
+        if not data:
+            return
+        head += data
+    line, _, rest = head.partition(b"\n")
+    cap = min(float(line.split()[1]), 120.0) if line.startswith(b"cap ") else 15.0
+    t0 = time.monotonic()
+    arr = Arrivals(t0)
+    h = hashlib.sha256(rest)
+    arr.add(len(rest), t0)
+    buf = bytearray(1 << 18)
+    view = memoryview(buf)
+    eof = False
+    while True:
+        now = time.monotonic()
+        if now - t0 >= cap:
+            break
+        conn.settimeout(max(0.01, min(0.25, cap - (now - t0))))
+        try:
+            n = conn.recv_into(buf)
+        except TimeoutError:
+            continue
+        if not n:
+            eof = True
+            break
+        h.update(view[:n])
+        arr.add(n, time.monotonic())
+    arr.gap(time.monotonic() if not eof else arr.last)
+    res = {**arr.result(), "eof": eof, "sha_ok": prefix_ok(h, arr.bytes)}
+    conn.sendall((json.dumps(res) + "\n").encode())
+    conn.shutdown(socket.SHUT_WR)
+    # Drain until the client closes (bounded), so our reply is not lost to a reset.
+    conn.settimeout(1.0)
+    end = time.monotonic() + 20
+    with contextlib.suppress(OSError):
+        while time.monotonic() < end and conn.recv_into(buf):
+            pass
+
+
+def serve_link_sink(lst: socket.socket) -> None:
+    def one(conn: socket.socket) -> None:
+        try:
+            link_sink_one(conn)
+        except (OSError, ValueError) as e:
+            log("link sink:", errname(e))
+        finally:
+            conn.close()
+
+    while True:
+        conn, _ = lst.accept()
+        threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     raise_nofile()
     threads = [threading.Thread(target=serve_http, args=(listener(HTTP_PORT),), daemon=True),
-               threading.Thread(target=serve_hold, args=(listener(HOLD_PORT),), daemon=True)]
+               threading.Thread(target=serve_hold, args=(listener(HOLD_PORT),), daemon=True),
+               threading.Thread(target=serve_link_sink, args=(listener(LINK_SINK_PORT),), daemon=True)]
     for t in threads:
         t.start()
     print("ready", flush=True)
@@ -223,6 +323,99 @@ def cmd_http_get(args: argparse.Namespace) -> int:
                            else f"got {got} of {args.size} bytes, sha256 {'ok' if h.hexdigest() == expected else 'wrong'}")
     return emit({"ok": ok, "error": err, "received": got, "elapsed": elapsed,
                  "mbps": got / elapsed / 1e6})
+
+
+def cmd_link_get(args: argparse.Namespace) -> int:
+    """GET /blob/<size>, stopping at ``cap`` seconds: rate from the request to the last byte."""
+    h = hashlib.sha256()
+    t0 = time.monotonic()
+    arr = Arrivals(t0)
+    error = None
+    try:
+        s = socket.create_connection((args.host, args.port), timeout=10)
+        t0 = time.monotonic()
+        arr = Arrivals(t0)
+        s.sendall(f"GET /blob/{args.size} HTTP/1.0\r\nHost: bench\r\n\r\n".encode())
+        head = b""
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        body_started = False
+        while arr.bytes < args.size:
+            now = time.monotonic()
+            if now - t0 >= args.cap:
+                break
+            s.settimeout(max(0.01, min(0.25, args.cap - (now - t0))))
+            try:
+                n = s.recv_into(buf)
+            except TimeoutError:
+                continue
+            if not n:
+                error = f"EOF after {arr.bytes} bytes"
+                break
+            now = time.monotonic()
+            if not body_started:
+                head += bytes(view[:n])
+                if b"\r\n\r\n" not in head:
+                    continue
+                head, _, body = head.partition(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.0 200"):
+                    error = head.split(b"\r\n", 1)[0].decode(errors="replace")
+                    break
+                body_started = True
+                h.update(body)
+                arr.add(len(body), now)
+            else:
+                h.update(view[:n])
+                arr.add(n, now)
+        arr.gap(time.monotonic() if arr.bytes < args.size else arr.last)
+        s.close()
+    except OSError as e:
+        error = errname(e)
+    sha_ok = prefix_ok(h, arr.bytes)
+    return emit({**arr.result(), "ok": error is None and sha_ok, "error": error, "sha_ok": sha_ok,
+                 "complete": arr.bytes >= args.size})
+
+
+def cmd_link_put(args: argparse.Namespace) -> int:
+    """Send up to ``size`` pattern bytes to the link sink; print the sink's figures."""
+    doubled = memoryview(pattern() * 2)
+    t0 = time.monotonic()
+    deadline = t0 + args.cap + 30  # the sink answers at the cap; this bounds a dead path
+    sent = 0
+    reply = b""
+    try:
+        s = socket.create_connection((args.host, args.port), timeout=10)
+        s.setblocking(False)
+        out = f"cap {args.cap}\n".encode()
+        sel = selectors.DefaultSelector()
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        shut = False
+        while b"\n" not in reply and time.monotonic() < deadline:
+            for _key, ev in sel.select(0.5):
+                if ev & selectors.EVENT_READ:
+                    data = s.recv(4096)
+                    if not data:
+                        raise ConnectionError("EOF before the sink's answer")
+                    reply += data
+                if ev & selectors.EVENT_WRITE and not shut:
+                    if out:
+                        out = out[s.send(out):]
+                    elif sent < args.size:
+                        start = sent % PATTERN_LEN
+                        n = min(CHUNK, args.size - sent)
+                        sent += s.send(doubled[start:start + n])
+                    else:
+                        s.shutdown(socket.SHUT_WR)
+                        shut = True
+                        sel.modify(s, selectors.EVENT_READ)
+        s.close()
+    except OSError as e:
+        return emit({"ok": False, "error": errname(e), "sent": sent})
+    if b"\n" not in reply:
+        return emit({"ok": False, "error": "no answer from the sink", "sent": sent})
+    res: dict[str, Any] = json.loads(reply.split(b"\n", 1)[0])
+    return emit({**res, "ok": bool(res.get("sha_ok")), "error": None if res.get("sha_ok") else "sha256",
+                 "sent": sent, "complete": res.get("bytes", 0) >= args.size})
 
 
 class Held:
@@ -344,6 +537,16 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--port", type=int, default=HTTP_PORT)
     sp.add_argument("--size", type=int, required=True)
     sp.add_argument("--timeout", type=float, default=60.0)
+    sp = add("link-get", cmd_link_get)
+    sp.add_argument("host")
+    sp.add_argument("--port", type=int, default=HTTP_PORT)
+    sp.add_argument("--size", type=int, required=True)
+    sp.add_argument("--cap", type=float, default=15.0, help="stop after this many seconds")
+    sp = add("link-put", cmd_link_put)
+    sp.add_argument("host")
+    sp.add_argument("--port", type=int, default=LINK_SINK_PORT)
+    sp.add_argument("--size", type=int, required=True)
+    sp.add_argument("--cap", type=float, default=15.0, help="the sink stops after this many seconds")
     sp = add("hold", cmd_hold)
     sp.add_argument("host")
     sp.add_argument("--port", type=int, default=HOLD_PORT)

@@ -40,7 +40,7 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -589,7 +589,10 @@ class Topology:
         client_keepalive: int | None = None,
         start_servers: bool = True,
         keep_workdir: bool = False,
+        gateway_factory: "Callable[[Topology, str], Gateway] | None" = None,
     ) -> None:
+        """``gateway_factory(topology, private_key)``, if given, builds another userspace
+        gateway (the benchmark's third peer) in place of wgslirpy; ns gw is set up as for wgslirpy."""
         if gateway_kind not in GATEWAY_KINDS:
             raise ValueError(f"gateway kind must be one of {GATEWAY_KINDS}, not {gateway_kind!r}")
         self.gateway_kind = gateway_kind
@@ -607,7 +610,9 @@ class Topology:
         self.client_wg = WgInterface(self.client, f"wgc{self.tag}", genkey()[0], self.workdir)
         gw_priv = genkey()[0]
         self.gateway: Gateway
-        if gateway_kind == "kernel":
+        if gateway_factory is not None and gateway_kind != "kernel":
+            self.gateway = gateway_factory(self, gw_priv)
+        elif gateway_kind == "kernel":
             self.gateway = KernelGateway(self, gw_priv)
         else:
             self.gateway = WgSlirpyGateway(self, gw_priv, self.gateway_args)
@@ -767,11 +772,25 @@ class Topology:
         return result
 
     def start_relay(self, *, seed: int = 1, loss: float = 0.0, dup: float = 0.0, reorder: float = 0.0,
-                    delay_ms: float = 0.0, record: Path | None = None) -> "RelayProcess":
-        """A relay in ns gw at 10.201.0.2:51900 in front of the gateway (point the client at it)."""
+                    delay_ms: float = 0.0, record: Path | None = None, jitter_ms: float = 0.0,
+                    reorder_ms: float = 5.0, rate_mbit: float = 0.0, queue_kb: float = 0.0,
+                    up: Mapping[str, float] | None = None, down: Mapping[str, float] | None = None,
+                    engine: str | None = None) -> "RelayProcess":
+        """A relay in ns gw at 10.201.0.2:51900 in front of the gateway (point the client at it).
+
+        The keyword impairments apply to both directions; ``up`` (client -> gateway) and
+        ``down`` (gateway -> client) override single fields (relay.py's ``LinkSpec`` names).
+        ``engine``: relay.py's ``--engine``; default ``$WGSLIRPY_RELAY_ENGINE`` or ``auto``.
+        """
+        engine = engine or os.environ.get("WGSLIRPY_RELAY_ENGINE", "auto")
         args = [PYTHON, str(RELAY_PY), "relay", "--listen", f"{GW_UNDERLAY_V4}:{RELAY_PORT}",
                 "--upstream", self.gateway.endpoint, "--seed", str(seed), "--loss", str(loss),
-                "--dup", str(dup), "--reorder", str(reorder), "--delay-ms", str(delay_ms)]
+                "--dup", str(dup), "--reorder", str(reorder), "--delay-ms", str(delay_ms),
+                "--jitter-ms", str(jitter_ms), "--reorder-ms", str(reorder_ms),
+                "--rate-mbit", str(rate_mbit), "--queue-kb", str(queue_kb), "--engine", engine]
+        for name, spec in (("--up", up), ("--down", down)):
+            if spec:
+                args += [name, ",".join(f"{k}={v}" for k, v in spec.items())]
         if record is not None:
             args += ["--record", str(record)]
         proc = self.gw.spawn(args, log_path=self.workdir / "relay.log", stdout_pipe=True)
@@ -804,12 +823,34 @@ class Topology:
 
 
 class RelayProcess:
-    """A running ``relay.py relay``; :meth:`stop` returns its counters."""
+    """A running ``relay.py relay``; :meth:`counters` reads its counters, :meth:`stop` the final ones."""
 
     def __init__(self, topo: Topology, proc: subprocess.Popen[bytes], address: str) -> None:
         self.topo = topo
         self.proc = proc
         self.address = address
+
+    def counters(self, *, timeout: float = 5.0) -> dict[str, Any]:
+        """The relay's counters now (SIGUSR1; it prints a JSON line and keeps relaying)."""
+        assert self.proc.stdout is not None
+        if self.proc.poll() is not None:
+            raise TopologyError(f"relay exited with {self.proc.returncode}")
+        import selectors
+
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if not sel.select(max(0.0, deadline - time.monotonic())):
+                    break
+                line = self.proc.stdout.readline().decode(errors="replace")
+                if not line:
+                    break
+                if line.startswith("{"):
+                    result: dict[str, Any] = json.loads(line)
+                    return result
+        raise TopologyError(f"no counters from the relay within {timeout}s")
 
     def stop(self) -> dict[str, Any]:
         if self.proc.poll() is None:
