@@ -2,11 +2,15 @@
 
 Usage (as root, with the project's Python, e.g. /tmp/venv/bin/python)::
 
-    python benchmarks/bench.py [--repeat N] [--quick] [--only FIGURES] [--profile]
+    python benchmarks/bench.py [--repeat N] [--quick] [--only FIGURES] [--links] [--profile]
+                               [--no-mitmproxy]
 
 Builds the three-namespace bed of tests/interop/topology.py (client ns: wireguard-go and
 kernel TCP; gw ns: the gateway; srv ns: servers) once per gateway per repeat, in the order
-baseline, wgslirpy, baseline, wgslirpy, ... and measures the figures below through it.
+baseline, wgslirpy, mitmproxy, baseline, ... and measures the figures below through it.
+mitmproxy's WireGuard mode is the third gateway where it installs (benchmarks/mitm.py).
+The figure ``links`` (alone: ``--only links`` or ``--links``) is the link section of
+benchmarks/links.py: TCP through the impairment relay, with a table of its own.
 It prints one table: the median of each figure for both gateways and the median of the
 per-repeat ratios, every ratio oriented so that HIGHER IS BETTER for wgslirpy
 (rates: wgslirpy/baseline; times, CPU and memory: baseline/wgslirpy), beside the targets
@@ -672,7 +676,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also profile wgslirpy with py-spy during download and upload")
     p.add_argument("--wgslirpy-args", default="", help="extra wgslirpy arguments (shell-split)")
     p.add_argument("--budget-minutes", type=float, default=None,
-                   help="skip remaining figures after this long (default 20; 6 with --quick)")
+                   help="skip remaining clean-link figures after this long (default 20; 6 with --quick); "
+                   "the link section has its own 8 minutes per repeat")
     args = p.parse_args(argv)
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3

@@ -421,12 +421,12 @@ def test_router_solicitation_and_mld_are_multicast_drops() -> None:
     assert _drops(mld) == {"multicast": 1}
 
 
-def test_mdns_is_a_multicast_drop_and_other_icmp_is_named() -> None:
+def test_mdns_is_denied_and_other_icmp_is_named() -> None:
     from wgslirpy.net.build import build_udp
     from wgslirpy.net.segments import UdpDatagram
 
     mdns = build_udp(UdpDatagram(ipaddress.ip_address("fd00::15"), ipaddress.ip_address("ff02::fb"), 5353, 5353, b"q"))
-    assert _drops(mdns) == {"multicast": 1}
+    assert _drops(mdns) == {"udp_denied": 1}  # the destination policy refuses UDP to multicast
     # A unicast ICMPv6 neighbour solicitation (type 135) to the gateway.
     ns = _ipv6("fd00::15", "fd00::1", 58, bytes([135, 0, 0, 0, 0, 0, 0, 0]) + bytes(16))
     assert _drops(ns) == {"icmp_other_type": 1}

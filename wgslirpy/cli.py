@@ -4,7 +4,8 @@ The peer's TCP and UDP flows are terminated in userspace and relayed through OS 
 (SLiRP for WireGuard); no root, no TUN device.
 
 Usage:
-  wgslirpy [options] [--state-dir DIR] [--interface NAME] [-v...] [-P IP]... [-D ADDR]... [--allow RULE]... [--deny RULE]...
+  wgslirpy [options] [--state-dir DIR] [--interface NAME] [-v...] [-P IP]... [-D ADDR]...
+           [--allow RULE]... [--deny RULE]...
   wgslirpy client-config [--qr] [--state-dir DIR]
   wgslirpy show [--state-dir DIR] [--interface NAME]
   wgslirpy genkey
@@ -266,8 +267,8 @@ def setup_from_options(opts: dict[str, Any]) -> Setup:
         max_udp_bindings=int(_number(opts, "--max-udp-bindings", integer=True)),
         keepalive_interval=_number(opts, "--keepalive-interval") if opts.get("--keepalive-interval") else None,
         allow_loopback=bool(opts.get("--allow-loopback")),
-        rules=opts.get("_rules") or [("allow", r) for r in opts.get("--allow") or []]
-        + [("deny", r) for r in opts.get("--deny") or []],
+        rules=opts.get("_rules")
+        or [("allow", r) for r in opts.get("--allow") or []] + [("deny", r) for r in opts.get("--deny") or []],
         max_tcp_flows=int(_number(opts, "--max-tcp-flows", integer=True)),
         max_pending_connects=int(_number(opts, "--max-pending-connects", integer=True)),
         max_reassembly_bytes=int(_number(opts, "--max-reassembly-bytes", integer=True)),
