@@ -45,6 +45,7 @@ Options:
                                    Zero-config default: {dns}.
   -P IP, --pingable IP             Answer ICMP echo at this tunnel address. May be given
                                    more than once (e.g. one IPv4 and one IPv6).
+                                   Zero-config default: {pingable}.
   --mtu N                          Tunnel MTU. Default: {mtu}.
   --tcp-buffer-size N              Most bytes buffered per TCP connection in each
                                    direction; buffers start at 64 KiB and grow with

@@ -382,7 +382,7 @@ class Stack:
             if _unforwardable(dst):
                 # mDNS, SSDP, router solicitations: what clients send in normal use; counted,
                 # not logged, and never answered with an ICMP error
-                self.drops.add(DropReason.MULTICAST)
+                self.drops.add(DropReason.UDP_DENIED)
                 return
             reason = DropReason.UDP_LOOPBACK_REFUSED if decision.category == "loopback" else DropReason.UDP_DENIED
             self._refuse("UDP", d.src, d.sport, dst, d.dport, reason, decision.explain())
