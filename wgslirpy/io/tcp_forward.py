@@ -205,9 +205,13 @@ class TcpFlow:
         try:
             (handler or forward_tcp)(tcp, tcp.getpeername(), tcp.getsockname())
             tcp._finish()
-        except Exception:
-            what = "internal error" if handler is None or handler is forward_tcp else "handler raised"
-            log.exception("%s: %s; resetting the flow", self.label, what)
+        except Exception as e:
+            if isinstance(e, OSError) and (self._aborted or self.conn.is_closed):
+                # the flow was reset under the handler (peer RST, stop()): its own business
+                log.debug("%s: handler ended by %r", self.label, e)
+            else:
+                what = "internal error" if handler is None or handler is forward_tcp else "handler raised"
+                log.exception("%s: %s; resetting the flow", self.label, what)
             self.abort()
             self.gw.flush()
         finally:
