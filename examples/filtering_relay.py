@@ -50,7 +50,7 @@ def denied(dst: tuple[str, int]) -> bool:
     return any(ip in net and (port is None or port == dst[1]) for net, port in DENY)
 
 
-def _copy(read: "socket.socket | TcpConn", write: "socket.socket | TcpConn", counter: list[int]) -> None:
+def _copy(read: socket.socket | TcpConn, write: socket.socket | TcpConn, counter: list[int]) -> None:
     try:
         while data := read.recv(65536):
             write.sendall(data)

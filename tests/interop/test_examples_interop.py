@@ -9,18 +9,17 @@ routes into the tunnel.
 from __future__ import annotations
 
 import os
-from typing import Generator, Sequence
+from collections.abc import Generator, Sequence
 
 import pytest
 
 from .conftest import gateway_kind
+from .servers import HTTP_PORT, UDP_ECHO_PORT
 from .topology import (
     GW_PING_V4,
-    HTTP_PORT,
     PYTHON,
     REPO_ROOT,
     SRV_V4,
-    UDP_ECHO_PORT,
     Topology,
     WgSlirpyGateway,
     wait_until,
@@ -105,7 +104,7 @@ def test_filtering_relay_logs_and_refuses(topo: Topology) -> None:
                timeout=10, what="the relay's log lines")
     log = gw.log_tail(20000)
     assert f"-> {SRV_V4}:{HTTP_PORT}: closed," in log and f"{SRV_V4}:9002: denied" in log
-    line = next(l for l in log.splitlines() if f"-> {SRV_V4}:{HTTP_PORT}: closed" in l)
+    line = next(x for x in log.splitlines() if f"-> {SRV_V4}:{HTTP_PORT}: closed" in x)
     down = int(line.split("bytes up, ")[1].split()[0])
     assert down > size  # the blob plus the HTTP headers
     assert gw.stop() == 0

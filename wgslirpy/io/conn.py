@@ -73,7 +73,7 @@ def _wait(event: gevent.event.Event, deadline: float | None) -> None:
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
     left = deadline - time.monotonic()
     if left <= 0 or not event.wait(left):
-        raise _stdsocket.timeout("timed out")
+        raise TimeoutError("timed out")
 
 
 class TcpConn:
@@ -87,7 +87,7 @@ class TcpConn:
     type: int = _stdsocket.SOCK_STREAM
     proto: int = _stdsocket.IPPROTO_TCP
 
-    def __init__(self, flow: "TcpFlow", src: Address, dst: Address) -> None:
+    def __init__(self, flow: TcpFlow, src: Address, dst: Address) -> None:
         self._flow = flow
         self._src = src
         self._dst = dst
@@ -306,7 +306,7 @@ class TcpConn:
                 flow.gw.flush()
                 return
 
-    def __enter__(self) -> "TcpConn":
+    def __enter__(self) -> TcpConn:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -403,7 +403,7 @@ class UdpEndpoint:
     #: datagrams from the peer held for the handler at most
     max_queue: int = 256
 
-    def __init__(self, gateway: "Gateway", binding: UdpBinding, src: Address, dst: Address) -> None:
+    def __init__(self, gateway: Gateway, binding: UdpBinding, src: Address, dst: Address) -> None:
         self._gw = gateway
         self._binding = binding
         self._id = binding.id
@@ -486,7 +486,7 @@ class UdpEndpoint:
         self._queue.clear()
         self._event.set()
 
-    def __enter__(self) -> "UdpEndpoint":
+    def __enter__(self) -> UdpEndpoint:
         return self
 
     def __exit__(self, *exc: object) -> None:

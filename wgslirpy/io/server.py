@@ -53,9 +53,9 @@ from ..net.tcp import TcpConfig, TcpConnection
 from ..net.udp_nat import BindingClosed, BindingOpened
 from ..wg.endpoint import EndpointChanged, HandshakeCompleted, PeerConfig, PeerKeysZeroed, WireGuardEndpoint
 from ..wg.intake import HandshakeIntake, is_handshake
+from .conn import TcpHandler, UdpEndpoint, UdpHandler
 from .dns_server import serve_dns_tcp, serve_dns_udp_lookup
 from .endpoint_file import EndpointFile
-from .conn import TcpHandler, UdpEndpoint, UdpHandler
 from .tcp_forward import TcpFlow, forward_tcp
 from .udp_forward import UdpBindingRelay, forward_udp
 

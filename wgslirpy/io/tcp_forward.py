@@ -195,7 +195,7 @@ class TcpFlow:
 
     # --- the flow's greenlet -----------------------------------------------------------
 
-    def run(self, handler: "TcpHandler | None" = None) -> None:
+    def run(self, handler: TcpHandler | None = None) -> None:
         """The flow's greenlet: ``handler(conn, src, dst)`` (default :func:`forward_tcp`).
 
         The handler returning closes the connection gracefully; an exception resets it and
@@ -347,7 +347,7 @@ class TcpFlow:
             pass
 
 
-def forward_tcp(conn: TcpConn, src: "Address", dst: "Address") -> None:
+def forward_tcp(conn: TcpConn, src: Address, dst: Address) -> None:
     """The default ``handle_tcp``: dial ``dst`` from this host, then relay both ways.
 
     The SYN is answered only once the dial succeeded: a refused dial becomes a RST to the

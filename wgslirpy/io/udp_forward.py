@@ -281,7 +281,7 @@ class UdpBindingRelay:
                 pass
 
 
-def forward_udp(endpoint: "UdpEndpoint", src: "Address", dst: "Address") -> None:
+def forward_udp(endpoint: UdpEndpoint, src: Address, dst: Address) -> None:
     """The default ``handle_udp``: relay the binding through an OS UDP socket (full cone).
 
     A handler may call it to hand a binding it does not serve over to forwarding (queued
