@@ -39,9 +39,10 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
@@ -66,7 +67,7 @@ def _serve_stall(lst: socket.socket) -> None:
             conn, _ = lst.accept()
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
             held.append((time.monotonic() + STALL_HOLD, conn))
-        except socket.timeout:
+        except TimeoutError:
             pass
         except OSError:
             time.sleep(0.1)
@@ -161,8 +162,12 @@ class Series:
 
 #: RSS: a flat gateway still settles by ~1 MiB/min in its second minute (allocator pools); a
 #: leak of closed TCP connections measured here grew 6-12 MiB/min.
-SERIES = (Series("rss", 0.05, 2 << 20, 2 << 20), Series("fds", 0.25, 8, 0.0), Series("greenlets", 0.25, 8, 0.0),
-          Series("stack_flows", 0.25, 50, 0.0))
+SERIES = (
+    Series("rss", 0.05, 2 << 20, 2 << 20),
+    Series("fds", 0.25, 8, 0.0),
+    Series("greenlets", 0.25, 8, 0.0),
+    Series("stack_flows", 0.25, 50, 0.0),
+)
 #: after the load stops: at most this far above the idle values at the start
 SETTLE_MARGIN = {"fds": 4, "greenlets": 4, "tcp_flows": 2, "udp_bindings": 2}
 SETTLE_WAIT = 30.0
@@ -205,8 +210,10 @@ def judge(result: Result, warmup: float) -> None:
         limit = first * (1 + series.rel_tol) + series.abs_tol
         grew = last > limit and per_min > series.max_slope
         result.growth |= grew
-        result.verdicts[series.name] = (f"{'GROWTH' if grew else 'ok'}: first third {first:.0f}, "
-                                        f"last third {last:.0f} (limit {limit:.0f}), slope {per_min:+.1f}/min")
+        result.verdicts[series.name] = (
+            f"{'GROWTH' if grew else 'ok'}: first third {first:.0f}, "
+            f"last third {last:.0f} (limit {limit:.0f}), slope {per_min:+.1f}/min"
+        )
     start, end = result.idle_start, result.idle_end
     for name, margin in SETTLE_MARGIN.items():
         a, b = getattr(start, name), getattr(end, name)
@@ -218,11 +225,18 @@ def judge(result: Result, warmup: float) -> None:
 class Workloads:
     """The load loops; each runs one bounded command per iteration until ``stop`` is set."""
 
-    def __init__(self, topo: Any, servers_py: Path, intensity: float = 1.0,
-                 only: Sequence[str] = ()) -> None:
+    def __init__(self, topo: Any, servers_py: Path, intensity: float = 1.0, only: Sequence[str] = ()) -> None:
         from tests.interop.topology import (
-            ECHO_PORT, GW_DNS_V4, GW_PING_V4, HOSTS_NAME, PYTHON, SINK_PORT, SRV_V4, UDP_ECHO_PORT,
+            ECHO_PORT,
+            GW_DNS_V4,
+            GW_PING_V4,
+            HOSTS_NAME,
+            PYTHON,
+            SINK_PORT,
+            SRV_V4,
+            UDP_ECHO_PORT,
         )
+
         self.topo = topo
         self.stop = threading.Event()
         self.counts: dict[str, dict[str, int]] = {}
@@ -231,18 +245,59 @@ class Workloads:
         mb = 1 << 20
         rnd = random.Random(5)
         self.loops: dict[str, tuple[Callable[[], list[str]], float]] = {
-            "talker (bulk both ways)": (lambda: [py, sv, "talker", SRV_V4, "--recv-size", str(2 * mb),
-                                                 "--send-size", str(2 * mb), "--seed", str(rnd.randrange(1 << 30))], 1.0),
-            "upload (bulk up)": (lambda: [py, sv, "upload", SRV_V4, str(SINK_PORT), "--size", str(4 * mb),
-                                          "--seed", str(rnd.randrange(1 << 30))], 1.0),
+            "talker (bulk both ways)": (
+                lambda: [
+                    py,
+                    sv,
+                    "talker",
+                    SRV_V4,
+                    "--recv-size",
+                    str(2 * mb),
+                    "--send-size",
+                    str(2 * mb),
+                    "--seed",
+                    str(rnd.randrange(1 << 30)),
+                ],
+                1.0,
+            ),
+            "upload (bulk up)": (
+                lambda: [
+                    py,
+                    sv,
+                    "upload",
+                    SRV_V4,
+                    str(SINK_PORT),
+                    "--size",
+                    str(4 * mb),
+                    "--seed",
+                    str(rnd.randrange(1 << 30)),
+                ],
+                1.0,
+            ),
             "short connections": (lambda: [py, sv, "short-conns", SRV_V4, str(ECHO_PORT), "--count", "40"], 0.5),
-            "udp echo": (lambda: [py, sv, "udp-echo", SRV_V4, str(UDP_ECHO_PORT), "--count", "200",
-                                  "--max", "1200"], 0.5),
+            "udp echo": (
+                lambda: [py, sv, "udp-echo", SRV_V4, str(UDP_ECHO_PORT), "--count", "200", "--max", "1200"],
+                0.5,
+            ),
             "dns udp": (lambda: ["dig", "+short", "+time=2", "+tries=1", f"@{GW_DNS_V4}", HOSTS_NAME], 0.5),
             "dns tcp": (lambda: ["dig", "+short", "+tcp", "+time=2", "+tries=1", f"@{GW_DNS_V4}", HOSTS_NAME], 1.0),
             "ping": (lambda: ["ping", "-n", "-q", "-c", "5", "-i", "0.2", "-W", "2", GW_PING_V4], 0.5),
-            "client killed mid-upload": (lambda: ["timeout", "-s", "KILL", "1", py, sv, "upload", SRV_V4,
-                                                  str(SINK_PORT), "--size", str(200 * mb)], 2.0),
+            "client killed mid-upload": (
+                lambda: [
+                    "timeout",
+                    "-s",
+                    "KILL",
+                    "1",
+                    py,
+                    sv,
+                    "upload",
+                    SRV_V4,
+                    str(SINK_PORT),
+                    "--size",
+                    str(200 * mb),
+                ],
+                2.0,
+            ),
             "server resets mid-transfer": (lambda: [py, me, "reset", SRV_V4], 1.0),
             "server stops reading": (lambda: [py, me, "stall", SRV_V4], 2.0),
         }
@@ -266,8 +321,9 @@ class Workloads:
             self.stop.wait(pause * self.pause_scale)
 
     def start(self) -> list[threading.Thread]:
-        threads = [threading.Thread(target=self._loop, args=(n, m, p), daemon=True, name=n)
-                   for n, (m, p) in self.loops.items()]
+        threads = [
+            threading.Thread(target=self._loop, args=(n, m, p), daemon=True, name=n) for n, (m, p) in self.loops.items()
+        ]
         for t in threads:
             t.start()
         return threads
@@ -281,10 +337,15 @@ def take_sample(topo: Any, t0: float) -> Sample:
     if pid is None:
         raise RuntimeError("the gateway is not running")
     stats = gw.stats() or {}
-    return Sample(t=round(time.monotonic() - t0, 1), rss=procstat.rss_bytes(pid), fds=gw.fd_count() or 0,
-                  greenlets=int(stats.get("greenlets", 0)), tcp_flows=int(stats.get("tcp_flows", 0)),
-                  udp_bindings=int(stats.get("udp_bindings", 0)),
-                  stack_flows=int(stats.get("tcp_flows_in_stack", 0)))
+    return Sample(
+        t=round(time.monotonic() - t0, 1),
+        rss=procstat.rss_bytes(pid),
+        fds=gw.fd_count() or 0,
+        greenlets=int(stats.get("greenlets", 0)),
+        tcp_flows=int(stats.get("tcp_flows", 0)),
+        udp_bindings=int(stats.get("udp_bindings", 0)),
+        stack_flows=int(stats.get("tcp_flows_in_stack", 0)),
+    )
 
 
 def _settled(topo: Any, t0: float, idle: Sample) -> Sample:
@@ -292,15 +353,21 @@ def _settled(topo: Any, t0: float, idle: Sample) -> Sample:
     deadline = time.monotonic() + SETTLE_WAIT
     while True:
         s = take_sample(topo, t0)
-        if all(getattr(s, k) <= getattr(idle, k) + m for k, m in SETTLE_MARGIN.items()) \
-                or time.monotonic() > deadline:
+        if all(getattr(s, k) <= getattr(idle, k) + m for k, m in SETTLE_MARGIN.items()) or time.monotonic() > deadline:
             return s
         time.sleep(1.0)
 
 
-def run_soak(minutes: float, *, sample_every: float = 10.0, warmup: float = 0.25,
-             intensity: float = 1.0, log: Callable[[str], None] = print,
-             gateway_args: Sequence[str] = (), only: Sequence[str] = ()) -> Result:
+def run_soak(
+    minutes: float,
+    *,
+    sample_every: float = 10.0,
+    warmup: float = 0.25,
+    intensity: float = 1.0,
+    log: Callable[[str], None] = print,
+    gateway_args: Sequence[str] = (),
+    only: Sequence[str] = (),
+) -> Result:
     """Build the topology, run the load for ``minutes``, return the samples and the verdict."""
     from tests.interop.topology import PYTHON, SERVERS_PY, Topology, _wait_ready, raised_socket_buffers
 
@@ -309,8 +376,9 @@ def run_soak(minutes: float, *, sample_every: float = 10.0, warmup: float = 0.25
         # the settle time, so the idle comparison at the end is meaningful.
         topo = Topology("wgslirpy", gateway_args=["--udp-idle-timeout", "5", *gateway_args])
         with topo:
-            srv = topo.srv.spawn([PYTHON, str(Path(__file__).resolve()), "srv"],
-                                 log_path=topo.workdir / "soak-srv.log", stdout_pipe=True)
+            srv = topo.srv.spawn(
+                [PYTHON, str(Path(__file__).resolve()), "srv"], log_path=topo.workdir / "soak-srv.log", stdout_pipe=True
+            )
             _wait_ready(srv, "soak srv")
             from tests.interop.topology import GW_PING_V4
 
@@ -328,9 +396,11 @@ def run_soak(minutes: float, *, sample_every: float = 10.0, warmup: float = 0.25
                     time.sleep(min(sample_every, max(0.0, end - time.monotonic())))
                     s = take_sample(topo, t0)
                     samples.append(s)
-                    log(f"t={s.t:7.1f}s rss={s.rss / 2**20:6.1f} MiB fds={s.fds:4d} greenlets={s.greenlets:4d} "
+                    log(
+                        f"t={s.t:7.1f}s rss={s.rss / 2**20:6.1f} MiB fds={s.fds:4d} greenlets={s.greenlets:4d} "
                         f"tcp_flows={s.tcp_flows:3d} udp_bindings={s.udp_bindings:3d} "
-                        f"stack_flows={s.stack_flows:4d}")
+                        f"stack_flows={s.stack_flows:4d}"
+                    )
             finally:
                 load.stop.set()
                 for t in threads:
@@ -362,8 +432,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=0.25, help="fraction of the run ignored at the start")
     ap.add_argument("--intensity", type=float, default=1.0, help="load multiplier (shorter pauses)")
     ap.add_argument("--json", type=Path, help="also write the samples and verdicts here")
-    ap.add_argument("--only", action="append", default=[], metavar="TEXT",
-                    help="run only the workloads whose name contains TEXT (repeatable)")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the workloads whose name contains TEXT (repeatable)",
+    )
     args = ap.parse_args(argv)
     if args.cmd == "srv":
         return cmd_srv(args)
@@ -375,16 +450,26 @@ def main(argv: list[str] | None = None) -> int:
         print("soak: needs root (network namespaces)", file=sys.stderr)
         return 2
     try:
-        result = run_soak(args.minutes, sample_every=args.sample, warmup=args.warmup,
-                          intensity=args.intensity, only=args.only)
+        result = run_soak(
+            args.minutes, sample_every=args.sample, warmup=args.warmup, intensity=args.intensity, only=args.only
+        )
     except Exception as e:  # set-up failure: say what, exit 2
         print(f"soak: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     if args.json:
-        args.json.write_text(json.dumps({
-            "samples": [s.__dict__ for s in result.samples], "idle_start": result.idle_start.__dict__,
-            "idle_end": result.idle_end.__dict__, "workloads": result.workloads,
-            "verdicts": result.verdicts, "growth": result.growth}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "samples": [s.__dict__ for s in result.samples],
+                    "idle_start": result.idle_start.__dict__,
+                    "idle_end": result.idle_end.__dict__,
+                    "workloads": result.workloads,
+                    "verdicts": result.verdicts,
+                    "growth": result.growth,
+                },
+                indent=1,
+            )
+        )
     return 1 if result.growth else 0
 
 

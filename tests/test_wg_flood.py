@@ -19,14 +19,15 @@ from wgslirpy.constants import (
 from wgslirpy.errors import ConfigError, DropReason
 from wgslirpy.wg import cookie as cookie_mod
 from wgslirpy.wg import crypto
-from wgslirpy.wg.intake import HandshakeIntake, is_handshake
 from wgslirpy.wg.endpoint import PeerConfig, WireGuardEndpoint
+from wgslirpy.wg.intake import HandshakeIntake, is_handshake
 from wgslirpy.wg.ratelimit import RateLimiter, TokenBucket, source_key
 
 NOW = 1000.0
 
 
 # --- token buckets -------------------------------------------------------------------------------
+
 
 def test_token_bucket_burst_then_rate() -> None:
     b = TokenBucket(20.0, 5, now=NOW)
@@ -67,6 +68,7 @@ def test_rate_limiter_forgets_idle_sources_and_is_bounded() -> None:
 
 # --- the intake queue ----------------------------------------------------------------------------
 
+
 def test_classification_by_type_byte() -> None:
     assert [is_handshake(bytes([t]) + bytes(3)) for t in range(6)] == [False, True, True, True, False, False]
     assert not is_handshake(b"")
@@ -100,20 +102,26 @@ def test_intake_under_load_follows_depth_with_hysteresis() -> None:
 
 # --- the endpoint's admission checks ---------------------------------------------------------------
 
+
 def _stranger(p: WgPair) -> WireGuardEndpoint:
     """A sender with a key b does not know: its initiations pass mac1 and fail in the DH."""
-    return WireGuardEndpoint(crypto.clamp(bytes(range(50, 82))), PeerConfig(B_PUBLIC, endpoint=B_ADDR),
-                             now=p.now, wall_clock=lambda: 1.7e9, rng=seeded_rng(9))
+    return WireGuardEndpoint(
+        crypto.clamp(bytes(range(50, 82))),
+        PeerConfig(B_PUBLIC, endpoint=B_ADDR),
+        now=p.now,
+        wall_clock=lambda: 1.7e9,
+        rng=seeded_rng(9),
+    )
 
 
 def _initiations(p: WgPair, n: int, src: WireGuardEndpoint | None = None) -> list[bytes]:
     """``n`` initiations to b with a valid mac1, from ``src`` (default: a fresh stranger)."""
     src = src or _stranger(p)
     out = []
-    for i in range(n):
+    for _ in range(n):
         src.timers.last_sent_handshake = None  # lift the sender's one-per-REKEY_TIMEOUT limit
         src.initiate_handshake(now=p.now)
-        (init, _), = src.datagrams_to_send()
+        ((init, _),) = src.datagrams_to_send()
         out.append(init)
     return out
 
@@ -126,6 +134,7 @@ def dh_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     def counting(priv: bytes, pub: bytes) -> bytes:
         calls.append(1)
         return real(priv, pub)
+
     monkeypatch.setattr(crypto, "dh", counting)
     return calls
 
@@ -149,7 +158,7 @@ def test_rate_limit_also_applies_after_a_valid_mac2() -> None:
     c = _stranger(p)
     (init,) = _initiations(p, 1, c)
     p.b.receive_datagram(init, stranger, now=p.now)
-    (reply, _), = p.b.datagrams_to_send()
+    ((reply, _),) = p.b.datagrams_to_send()
     c.receive_datagram(reply, p.b_addr, now=p.now)
     assert c.stats["cookie_replies_received"] == 1  # c's next initiations carry a valid mac2
     for init in _initiations(p, 10, c):
@@ -208,6 +217,7 @@ def test_a_sources_cookie_is_computed_once_per_secret_rotation(monkeypatch: pyte
     def counting(addr: tuple[str, int]) -> bytes:
         computed.append(addr)
         return real(addr)
+
     monkeypatch.setattr(cookie_mod, "address_bytes", counting)
     p = WgPair()
     p.b.under_load = True
@@ -220,14 +230,16 @@ def test_a_sources_cookie_is_computed_once_per_secret_rotation(monkeypatch: pyte
     assert len(computed) == 2
 
 
-def test_rejections_raise_nothing_and_log_nothing(monkeypatch: pytest.MonkeyPatch,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_rejections_raise_nothing_and_log_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     made: list[object] = []
     real_init = errors._Drop.__init__
 
     def counting(self: errors._Drop, *a: object) -> None:
         made.append(a)
         real_init(self, *a)  # type: ignore[arg-type]
+
     monkeypatch.setattr(errors._Drop, "__init__", counting)
     caplog.set_level(logging.DEBUG, logger="wgslirpy")
     p = WgPair()
@@ -254,7 +266,7 @@ def test_forged_and_replayed_transport_is_rejected_without_raising(monkeypatch: 
     p = WgPair()
     p.handshake()
     p.a.send_ip(ipv4_packet(), now=p.now)
-    (data, _), = p.a.datagrams_to_send()
+    ((data, _),) = p.a.datagrams_to_send()
     assert p.b.receive_datagram(data, p.a_addr, now=p.now) is not None
     made: list[object] = []
     real_init = errors._Drop.__init__
@@ -262,6 +274,7 @@ def test_forged_and_replayed_transport_is_rejected_without_raising(monkeypatch: 
     def counting(self: errors._Drop, *a: object) -> None:
         made.append(a)
         real_init(self, *a)  # type: ignore[arg-type]
+
     monkeypatch.setattr(errors._Drop, "__init__", counting)
     forged = bytes([4, 0, 0, 0]) + b"\xee" * 4 + bytes(8) + bytes(32)
     for _ in range(100):

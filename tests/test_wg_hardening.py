@@ -5,13 +5,15 @@ endpoint file, and no key material in any repr, str or log line."""
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import logging
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import gevent
 import pytest
@@ -21,7 +23,6 @@ from tests.wg_helpers import WgPair
 from wgslirpy import Config, Gateway
 from wgslirpy.cli import config_from_options, parse_args
 from wgslirpy.constants import MESSAGE_INITIATION_SIZE
-from wgslirpy.errors import DropReason
 from wgslirpy.io import server as server_mod
 from wgslirpy.io.endpoint_file import EndpointFile, format_endpoint, read_endpoint_file
 from wgslirpy.net.build import build_icmp_echo
@@ -43,12 +44,22 @@ def flood_initiations(gateway_public: bytes, n: int, seed: int = 1) -> list[byte
     return out
 
 
+def _is_echo_reply(x: object, *, seq: int) -> bool:
+    return isinstance(x, IcmpEcho) and x.seq == seq
+
+
 # --- the flood, in process -------------------------------------------------------------------------
+
 
 def test_handshake_flood_is_queued_bounded_and_the_tunnel_keeps_working(monkeypatch: pytest.MonkeyPatch) -> None:
     dh_calls: list[int] = []
     real_dh = crypto.dh
-    monkeypatch.setattr(crypto, "dh", lambda a, b: (dh_calls.append(1), real_dh(a, b))[1])
+
+    def counting_dh(a: bytes, b: bytes) -> bytes:
+        dh_calls.append(1)
+        return real_dh(a, b)
+
+    monkeypatch.setattr(crypto, "dh", counting_dh)
     gw = Gateway(make_config())
     gw.start()
     client = TunnelClient(gw.address)
@@ -64,14 +75,19 @@ def test_handshake_flood_is_queued_bounded_and_the_tunnel_keeps_working(monkeypa
             gevent.sleep(0)
         for seq in range(1, 4):
             client.send(build_icmp_echo(IcmpEcho(ME, PING, True, 7, seq, b"x")))
-            client.expect(lambda x: isinstance(x, IcmpEcho) and x.seq == seq)
+            client.expect(functools.partial(_is_echo_reply, seq=seq))
         gevent.sleep(0.2)
         drops = gw.stats()["drops"]
         # Per-source token bucket: the burst reached the DH, nothing else did.
         assert drops.get("wg_handshake_failed", 0) <= 10, drops
         assert len(dh_calls) <= 10
-        assert drops.get("wg_rate_limited", 0) + drops.get("wg_handshake_queue_full", 0) \
-            + drops.get("wg_under_load", 0) + drops.get("wg_cookie_budget", 0) >= 2900, drops
+        assert (
+            drops.get("wg_rate_limited", 0)
+            + drops.get("wg_handshake_queue_full", 0)
+            + drops.get("wg_under_load", 0)
+            + drops.get("wg_cookie_budget", 0)
+            >= 2900
+        ), drops
     finally:
         flooder.close()
         client.close()
@@ -79,6 +95,14 @@ def test_handshake_flood_is_queued_bounded_and_the_tunnel_keeps_working(monkeypa
 
 
 # --- a full WireGuard socket -----------------------------------------------------------------------
+
+
+class _FakeGsocket:
+    """Stands in for the server module's ``gevent.socket`` with one replaced ``wait_write``."""
+
+    def __init__(self, wait_write: Any) -> None:
+        self.wait_write = wait_write
+
 
 class _FullSocket:
     """A socket whose send buffer never drains."""
@@ -102,7 +126,8 @@ def test_a_full_wireguard_socket_costs_one_bounded_wait_per_batch(monkeypatch: p
     def fake_wait_write(fd: int, timeout: float, timeout_exc: type[BaseException]) -> None:
         waits.append(timeout)
         raise timeout_exc()
-    monkeypatch.setattr(server_mod.gsocket, "wait_write", fake_wait_write)
+
+    monkeypatch.setattr(server_mod, "gsocket", _FakeGsocket(fake_wait_write))
     gw = Gateway(make_config())
     gw.socket = _FullSocket()  # type: ignore[assignment]
     gw.endpoint._outbox = [(b"d%d" % i, ("127.0.0.1", 9)) for i in range(50)]
@@ -123,6 +148,7 @@ def test_granted_socket_buffers_are_logged(caplog: pytest.LogCaptureFixture) -> 
 
 
 # --- the endpoint file ---------------------------------------------------------------------------
+
 
 def test_endpoint_file_round_trip_formats_and_garbage(tmp_path: Path) -> None:
     path = str(tmp_path / "peer-endpoint")
@@ -184,12 +210,21 @@ def test_gateway_writes_the_authenticated_endpoint_and_recovers_after_restart(tm
 
 
 def test_endpoint_file_option() -> None:
-    opts = parse_args(["-k", base64.b64encode(bytes(range(32))).decode(), "-K",
-                       base64.b64encode(bytes(range(1, 33))).decode(), "--endpoint-file", "/tmp/x"])
+    opts = parse_args(
+        [
+            "-k",
+            base64.b64encode(bytes(range(32))).decode(),
+            "-K",
+            base64.b64encode(bytes(range(1, 33))).decode(),
+            "--endpoint-file",
+            "/tmp/x",
+        ]
+    )
     assert config_from_options(opts).endpoint_file == "/tmp/x"
 
 
 # --- secrets ---------------------------------------------------------------------------------------
+
 
 def _secret_forms(key: bytes) -> list[str]:
     return [base64.b64encode(key).decode(), key.hex(), repr(key)[2:-1][:24], str(list(key[:8]))[1:-1]]
@@ -205,7 +240,7 @@ def _assert_no_secret(text: str, *keys: bytes) -> None:
 def test_config_repr_and_str_redact_keys() -> None:
     psk = bytes(range(200, 232))
     cfg = Config.create(private_key=bytes(range(32)), peer_key=bytes(range(1, 33)), preshared_key=psk)
-    for text in (repr(cfg), str(cfg), f"{cfg}", "%s %r" % (cfg, cfg)):
+    for text in (repr(cfg), str(cfg), f"{cfg}", f"{cfg!s} {cfg!r}"):
         _assert_no_secret(text, cfg.private_key, psk)
         assert "private_key=<redacted>" in text and "mtu=1420" in text
     assert "preshared_key=None" in repr(make_config())
@@ -216,10 +251,23 @@ def test_key_objects_repr_redact_keys() -> None:
     p.handshake()
     kp = p.a.keypairs.current
     assert kp is not None
-    secrets = [kp.send_key, kp.recv_key, bytes(range(200, 232)), p.a._handshake.local_private,
-               p.a._handshake.precomputed_static_static]
-    objs: list[object] = [p.a, p.a.peer, kp, p.a.keypairs, p.a._handshake, p.a._checker,
-                          p.a._generator, CookieChecker(b"k" * 32, os.urandom)]
+    secrets = [
+        kp.send_key,
+        kp.recv_key,
+        bytes(range(200, 232)),
+        p.a._handshake.local_private,
+        p.a._handshake.precomputed_static_static,
+    ]
+    objs: list[object] = [
+        p.a,
+        p.a.peer,
+        kp,
+        p.a.keypairs,
+        p.a._handshake,
+        p.a._checker,
+        p.a._generator,
+        CookieChecker(b"k" * 32, os.urandom),
+    ]
     for obj in objs:
         _assert_no_secret(repr(obj) + str(obj), *secrets)
     assert "preshared_key=<redacted>" in repr(p.a.peer)

@@ -7,7 +7,8 @@ fields at all. Keys are printed only where a user asks for them (``genkey``-styl
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 REDACTED = "<redacted>"
 

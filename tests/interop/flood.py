@@ -21,7 +21,6 @@ import base64
 import hashlib
 import json
 import multiprocessing
-import os
 import shutil
 import socket
 import struct
@@ -89,8 +88,14 @@ def build_initiations(public_key: bytes, n: int = N_MESSAGES, seed: int = 1) -> 
     return out
 
 
-def _python_sender(host: str, port: int, seconds: float, msgs: list[bytes], bind: str | None,
-                   result: "multiprocessing.Queue[tuple[int, float]]") -> None:
+def _python_sender(
+    host: str,
+    port: int,
+    seconds: float,
+    msgs: list[bytes],
+    bind: str | None,
+    result: multiprocessing.Queue[tuple[int, float]],
+) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     if bind:
@@ -150,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
             sender = "c"
         else:
             q: multiprocessing.Queue[tuple[int, float]] = multiprocessing.Queue()
-            workers = [multiprocessing.Process(target=_python_sender,
-                                               args=(host, port, seconds, msgs, args.bind, q))
-                       for _ in range(args.procs)]
+            workers = [
+                multiprocessing.Process(target=_python_sender, args=(host, port, seconds, msgs, args.bind, q))
+                for _ in range(args.procs)
+            ]
             for w in workers:
                 w.start()
             results = [q.get(timeout=seconds + 30) for _ in workers]
@@ -161,8 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             sender = "python"
     sent = sum(r[0] for r in results)
     secs = max(r[1] for r in results)
-    print(json.dumps({"sent": sent, "seconds": round(secs, 3), "rate": round(sent / secs),
-                      "procs": args.procs, "sender": sender}), flush=True)
+    print(
+        json.dumps(
+            {"sent": sent, "seconds": round(secs, 3), "rate": round(sent / secs), "procs": args.procs, "sender": sender}
+        ),
+        flush=True,
+    )
     return 0
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
-    f = text[text.rindex(")") + 2:].split()
+    f = text[text.rindex(")") + 2 :].split()
     return (int(f[11]) + int(f[12])) / CLK_TCK
 
 
@@ -57,16 +58,25 @@ def flood_topo(socket_buffers: None) -> Iterator[Topology]:
         t.down()
 
 
-def test_real_peer_keeps_flowing_during_a_handshake_flood(flood_topo: Topology,
-                                                          measure: Callable[[str], None]) -> None:
+def test_real_peer_keeps_flowing_during_a_handshake_flood(flood_topo: Topology, measure: Callable[[str], None]) -> None:
     topo = flood_topo
     assert topo.wait_for_ping(GW_PING_V4, timeout=10) is not None
     pid = topo.gateway.pid
     assert pid is not None
     procs = int(os.environ.get("WGSLIRPY_FLOOD_PROCS", "1"))
     seconds = 22.0
-    args = [PYTHON, str(FLOOD_PY), "--to", topo.gateway.endpoint, "--peer-key", topo.gateway.public_key,
-            "--seconds", str(seconds), "--procs", str(procs)]
+    args = [
+        PYTHON,
+        str(FLOOD_PY),
+        "--to",
+        topo.gateway.endpoint,
+        "--peer-key",
+        topo.gateway.public_key,
+        "--seconds",
+        str(seconds),
+        "--procs",
+        str(procs),
+    ]
     if os.environ.get("WGSLIRPY_FLOOD_C") == "1":
         args.append("--c")
     kdrops0 = kernel_udp_drops(topo, GATEWAY_PORT)
@@ -93,15 +103,17 @@ def test_real_peer_keeps_flowing_during_a_handshake_flood(flood_topo: Topology,
             text = flood.stdout.read().decode(errors="replace") if flood.wait(seconds + 60) == 0 else ""
         finally:
             topo.tracker.stop(flood)
-        lines = [l for l in text.splitlines() if l.startswith("{")]
+        lines = [line for line in text.splitlines() if line.startswith("{")]
         if lines:
             result = json.loads(lines[-1])
     kdrops = kernel_udp_drops(topo, GATEWAY_PORT) - kdrops0
     cpu_share = (cpu1 - cpu0) / (t1 - t0)
     drops = {k: v for k, v in (stats or {}).get("drops", {}).items() if k.startswith("wg_")}
-    measure(f"flood {result.get('rate', '?')}/s ({result.get('procs')} {result.get('sender')} sender), "
-            f"gateway CPU {100 * cpu_share:.0f} %, pings {rx}/{tx}, fresh handshake {handshake_s:.1f} s, "
-            f"kernel socket drops {kdrops}, drops {json.dumps(drops, sort_keys=True)}")
+    measure(
+        f"flood {result.get('rate', '?')}/s ({result.get('procs')} {result.get('sender')} sender), "
+        f"gateway CPU {100 * cpu_share:.0f} %, pings {rx}/{tx}, fresh handshake {handshake_s:.1f} s, "
+        f"kernel socket drops {kdrops}, drops {json.dumps(drops, sort_keys=True)}"
+    )
     assert (tx, rx) == (50, 50), out
     assert took is not None and after > before, f"no fresh handshake within {2 * REKEY_TIMEOUT} s"
     assert handshake_s <= 2 * REKEY_TIMEOUT

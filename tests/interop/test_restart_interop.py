@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import signal
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -34,8 +34,11 @@ def first_reply_after(topo: Topology, seconds: float) -> float | None:
     """Ping every PING_INTERVAL for ``seconds``; when the first reply's request was sent
     plus its round trip (seconds from the start), or None."""
     count = int(seconds / PING_INTERVAL)
-    out = topo.client.run(["ping", "-n", "-c", str(count), "-i", str(PING_INTERVAL), "-W", "2",
-                           GW_PING_V4], check=False, timeout=seconds + 15).stdout
+    out = topo.client.run(
+        ["ping", "-n", "-c", str(count), "-i", str(PING_INTERVAL), "-W", "2", GW_PING_V4],
+        check=False,
+        timeout=seconds + 15,
+    ).stdout
     for line in out.splitlines():
         m = re.search(r"icmp_seq=(\d+) .*time=([\d.]+) ms", line)
         if m:
@@ -43,8 +46,9 @@ def first_reply_after(topo: Topology, seconds: float) -> float | None:
     return None
 
 
-def test_client_recovers_after_sigkill_and_restart_without_p(restart_topo: Topology,
-                                                             measure: Callable[[str], None]) -> None:
+def test_client_recovers_after_sigkill_and_restart_without_p(
+    restart_topo: Topology, measure: Callable[[str], None]
+) -> None:
     topo = restart_topo
     gw = topo.gateway
     assert isinstance(gw, WgSlirpyGateway) and gw.proc is not None
@@ -59,8 +63,7 @@ def test_client_recovers_after_sigkill_and_restart_without_p(restart_topo: Topol
     gw.proc = None
     gw.start()  # no initiate_to: nothing but the endpoint file tells it where the client is
     took = first_reply_after(topo, 4.0)
-    measure(f"back {took if took is None else round(took, 2)} s after the restarted gateway listened "
-            "(SIGKILL, no -p)")
+    measure(f"back {took if took is None else round(took, 2)} s after the restarted gateway listened (SIGKILL, no -p)")
     assert took is not None, "no reply within 4 s of the restart (stock behaviour: ~15 s)"
     assert took < 2.0
     assert topo.client_wg.latest_handshake(gw.public_key) > before, "no new handshake"

@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -39,9 +40,11 @@ def test_soak_nothing_grows(socket_buffers: None, measure: Callable[[str], None]
     # Half the short run is warm-up: TIME-WAIT (30 s) and the allocator's pools fill first.
     result = soak.run_soak(minutes, warmup=0.5, log=lines.append)
     first, last = result.samples[0], result.samples[-1]
-    measure(f"{minutes:g} min: RSS {first.rss / 2**20:.1f} -> {last.rss / 2**20:.1f} MiB, "
-            f"fds {result.idle_start.fds} -> {result.idle_end.fds}, "
-            f"greenlets {result.idle_start.greenlets} -> {result.idle_end.greenlets} (idle before/after)")
+    measure(
+        f"{minutes:g} min: RSS {first.rss / 2**20:.1f} -> {last.rss / 2**20:.1f} MiB, "
+        f"fds {result.idle_start.fds} -> {result.idle_end.fds}, "
+        f"greenlets {result.idle_start.greenlets} -> {result.idle_end.greenlets} (idle before/after)"
+    )
     failed = {n: c for n, c in result.workloads.items() if c["ok"] == 0}
     assert not failed, f"workloads that never succeeded: {failed}\n" + "\n".join(lines)
     assert not result.growth, "\n".join(lines)

@@ -44,8 +44,7 @@ def read_endpoint_file(path: str) -> Address | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        log.warning("--endpoint-file: cannot read %r: %s; not initiating to a remembered peer",
-                    path, e.strerror or e)
+        log.warning("--endpoint-file: cannot read %r: %s; not initiating to a remembered peer", path, e.strerror or e)
         return None
     try:
         host, port = parse_socket_address(text, "--endpoint-file")

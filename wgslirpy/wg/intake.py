@@ -45,15 +45,18 @@ def is_handshake(data: bytes) -> bool:
 class HandshakeIntake:
     """Bounded FIFO of handshake datagrams with a peer lane; see the module docstring."""
 
-    __slots__ = ("capacity", "peer_capacity", "budget", "load_mark", "drops", "_queue",
-                 "_peer", "_loaded_until")
+    __slots__ = ("capacity", "peer_capacity", "budget", "load_mark", "drops", "_queue", "_peer", "_loaded_until")
 
-    def __init__(self, *, capacity: int = HANDSHAKE_QUEUE_SIZE,
-                 peer_capacity: int = HANDSHAKE_PEER_QUEUE_SIZE,
-                 budget: int = HANDSHAKE_TURN_BUDGET, load_mark: int = HANDSHAKE_LOAD_MARK) -> None:
+    def __init__(
+        self,
+        *,
+        capacity: int = HANDSHAKE_QUEUE_SIZE,
+        peer_capacity: int = HANDSHAKE_PEER_QUEUE_SIZE,
+        budget: int = HANDSHAKE_TURN_BUDGET,
+        load_mark: int = HANDSHAKE_LOAD_MARK,
+    ) -> None:
         if capacity < 1 or peer_capacity < 1 or budget < 1 or not 1 <= load_mark <= capacity:
-            raise ConfigError("handshake queue: sizes and budget must be positive, "
-                              "the load mark within the capacity")
+            raise ConfigError("handshake queue: sizes and budget must be positive, the load mark within the capacity")
         self.capacity = capacity
         self.peer_capacity = peer_capacity
         self.budget = budget

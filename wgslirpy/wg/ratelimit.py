@@ -74,10 +74,15 @@ class RateLimiter:
 
     __slots__ = ("rate", "burst", "idle_time", "max_sources", "_buckets", "_next_sweep")
 
-    def __init__(self, *, now: float, rate: float = HANDSHAKE_RATE_PER_SOURCE,
-                 burst: int = HANDSHAKE_BURST_PER_SOURCE,
-                 idle_time: float = RATE_LIMITER_IDLE_TIME,
-                 max_sources: int = RATE_LIMITER_MAX_SOURCES) -> None:
+    def __init__(
+        self,
+        *,
+        now: float,
+        rate: float = HANDSHAKE_RATE_PER_SOURCE,
+        burst: int = HANDSHAKE_BURST_PER_SOURCE,
+        idle_time: float = RATE_LIMITER_IDLE_TIME,
+        max_sources: int = RATE_LIMITER_MAX_SOURCES,
+    ) -> None:
         self.rate = rate
         self.burst = burst
         self.idle_time = idle_time
