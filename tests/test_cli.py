@@ -12,14 +12,21 @@ from pathlib import Path
 import pytest
 
 from wgslirpy.cli import config_from_options, main, parse_args
-from wgslirpy.errors import ConfigError
+from wgslirpy.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_A = base64.b64encode(bytes(range(32))).decode()
 KEY_B = base64.b64encode(bytes(range(1, 33))).decode()
 
 
-def config(*args: str):
+@pytest.fixture(autouse=True)
+def _no_real_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zero-config path must never touch the real home's state directory."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def config(*args: str) -> Config:
     return config_from_options(parse_args(["-k", KEY_A, "-K", KEY_B, *args]))
 
 
@@ -43,9 +50,25 @@ def test_repeatable_pingable_and_dns() -> None:
 
 def test_all_options() -> None:
     c = config(
-        "-p", "[fd00::2]:51000", "-a", "25", "-b", "[::]:4000", "--mtu", "1280",
-        "--tcp-buffer-size", "262144", "--transmit-queue-capacity", "10", "--connect-timeout", "2.5",
-        "--udp-idle-timeout", "30", "--max-udp-bindings", "7", "--allow-loopback",
+        "-p",
+        "[fd00::2]:51000",
+        "-a",
+        "25",
+        "-b",
+        "[::]:4000",
+        "--mtu",
+        "1280",
+        "--tcp-buffer-size",
+        "262144",
+        "--transmit-queue-capacity",
+        "10",
+        "--connect-timeout",
+        "2.5",
+        "--udp-idle-timeout",
+        "30",
+        "--max-udp-bindings",
+        "7",
+        "--allow-loopback",
     )
     assert c.peer_endpoint == (ipaddress.ip_address("fd00::2"), 51000)
     assert c.keepalive_interval == 25
@@ -65,8 +88,8 @@ def test_key_file_is_trimmed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["-K", KEY_B], "private key"),
-        (["-k", KEY_A], "peer's public key"),
+        (["-K", "nonsense"], "--peer-key"),
+        (["--state-dir", "/proc/no/such/dir"], "--state-dir"),
         (["-k", KEY_A, "-f", "x", "-K", KEY_B], "only one"),
         (["-k", "not base64!", "-K", KEY_B], "base64"),
         (["-k", base64.b64encode(b"short").decode(), "-K", KEY_B], "32 bytes"),
@@ -92,9 +115,23 @@ def test_bad_input_is_one_line_and_status_2(args: list[str], message: str, capsy
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for opt in ("--private-key", "--private-key-file", "--peer-key", "--peer-endpoint", "--keepalive-interval",
-                "--bind-ip-port", "--dns", "--pingable", "--mtu", "--tcp-buffer-size",
-                "--transmit-queue-capacity", "--allow-loopback", "--verbose", "--quiet", "--version"):
+    for opt in (
+        "--private-key",
+        "--private-key-file",
+        "--peer-key",
+        "--peer-endpoint",
+        "--keepalive-interval",
+        "--bind-ip-port",
+        "--dns",
+        "--pingable",
+        "--mtu",
+        "--tcp-buffer-size",
+        "--transmit-queue-capacity",
+        "--allow-loopback",
+        "--verbose",
+        "--quiet",
+        "--version",
+    ):
         assert opt in out
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("wgslirpy ")
@@ -116,8 +153,14 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
 
 def _run_script(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH="")
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "wgslirpy.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd="/")
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "wgslirpy.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd="/",
+    )
 
 
 def test_legacy_script_runs_from_a_checkout() -> None:
@@ -131,8 +174,12 @@ def test_sigterm_stops_with_status_0() -> None:
     import signal
     import time
 
-    p = subprocess.Popen([sys.executable, "-m", "wgslirpy", "-k", KEY_A, "-K", KEY_B, "-b", "127.0.0.1:0"],
-                         cwd=str(ROOT), stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "wgslirpy", "-k", KEY_A, "-K", KEY_B, "-b", "127.0.0.1:0"],
+        cwd=str(ROOT),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         line = ""
@@ -163,8 +210,14 @@ def test_installed_legacy_script_does_not_shadow_the_package(tmp_path: Path) -> 
     (bin_dir / "wgslirpy").write_text("import sys\nfrom wgslirpy.cli import main\nsys.exit(main())\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for script in ("wgslirpy", "wgslirpy.py"):
-        r = subprocess.run([sys.executable, str(bin_dir / script), "--version"], capture_output=True, text=True,
-                           timeout=60, env=env, cwd=str(tmp_path))
+        r = subprocess.run(
+            [sys.executable, str(bin_dir / script), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=str(tmp_path),
+        )
         assert r.returncode == 0 and r.stdout.startswith("wgslirpy "), r.stderr
 
 

@@ -300,7 +300,7 @@ def test_icmp_unreachable_needs_our_syn() -> None:
     forged = build_tcp(syn._replace(seq=syn.seq + 12345))
     stack.receive_ip(build_icmp_unreachable(DST, SRC, Unreachable.PORT, forged), now=T0)
     assert st(conn) is State.SYN_SENT
-    assert stack.drops.counts[DropReason.UNSUPPORTED_PROTOCOL] == 1
+    assert stack.drops.counts[DropReason.ICMP_ERROR_FROM_PEER] == 1
     stack.receive_ip(synack(syn), now=T0)
     stack.receive_ip(build_icmp_unreachable(DST, SRC, Unreachable.HOST, build_tcp(syn)), now=T0)
     assert st(conn) is State.ESTABLISHED

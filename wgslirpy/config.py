@@ -21,6 +21,7 @@ from .net.congestion import CONGESTION_CONTROLS, DEFAULT_CONGESTION_CONTROL
 from .net.incoming import DEFAULT_PORT_RANGE, IncomingForward, check_port_range, parse_port_range
 from .net.policy import Rule, parse_rules
 from .net.segments import IPAddress
+from .redact import redacted_repr
 
 
 def parse_key(text: str, what: str) -> bytes:
@@ -148,6 +149,13 @@ class Config:
     allowed_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
     )
+    #: file remembering the peer's last authenticated endpoint across restarts (read at start:
+    #: we initiate to it unless ``peer_endpoint`` is given). None: not remembered. A state
+    #: directory would default it to <state-dir>/``constants.ENDPOINT_FILE_NAME``.
+    endpoint_file: str | None = None
+
+    def __repr__(self) -> str:
+        return redacted_repr(self, ("private_key", "preshared_key"))
 
     def __post_init__(self) -> None:
         for name in ("private_key", "peer_public_key"):

@@ -37,6 +37,35 @@ MESSAGE_PADDING_MULTIPLE: Final = 16
 # Anti-replay window, in packets (wireguard-go uses 8128; a small window drops reordered packets as replays).
 REPLAY_WINDOW_SIZE: Final = 8192
 
+# --- Handshake flood guard (wireguard-go ratelimiter.go and device.go) ----------
+# Per-source token bucket before any DH: 20 handshakes a second, bursts of 5, keyed by
+# IPv4 address or IPv6 /64. Sources idle this long are forgotten; the table is bounded.
+HANDSHAKE_RATE_PER_SOURCE: Final = 20.0
+HANDSHAKE_BURST_PER_SOURCE: Final = 5
+RATE_LIMITER_IDLE_TIME: Final = 1.0
+RATE_LIMITER_MAX_SOURCES: Final = 65536
+# The peer's current authenticated endpoint has a bucket of its own (same rate).
+# Cookie replies, all sources together: at most this many a second (reflection bound).
+COOKIE_REPLY_RATE: Final = 1000.0
+COOKIE_REPLY_BURST: Final = 100
+# Cookies cached per (address, port) until the secret rotates; the cache is bounded.
+COOKIE_CACHE_MAX: Final = 4096
+# Handshake messages wait in a bounded queue (wireguard-go QueueHandshakeSize), a small
+# separate lane for the peer's authenticated endpoint; at most a budget of them is processed
+# per reader turn. "Under load" while the queue holds >= HANDSHAKE_LOAD_MARK messages and
+# UNDER_LOAD_AFTER_TIME seconds after.
+HANDSHAKE_QUEUE_SIZE: Final = 1024
+HANDSHAKE_PEER_QUEUE_SIZE: Final = 16
+HANDSHAKE_LOAD_MARK: Final = HANDSHAKE_QUEUE_SIZE // 8
+HANDSHAKE_TURN_BUDGET: Final = 64
+UNDER_LOAD_AFTER_TIME: Final = 1.0
+# A full WireGuard socket: the sender waits at most this long per batch, then drops the rest.
+WG_SEND_WAIT_PER_BATCH: Final = 0.1
+# The peer's last authenticated endpoint, remembered across restarts (--endpoint-file):
+# written at most this often; ENDPOINT_FILE_NAME is its name inside a state directory.
+ENDPOINT_FILE_MIN_INTERVAL: Final = 5.0
+ENDPOINT_FILE_NAME: Final = "peer-endpoint"
+
 # --- Tool defaults (the Rust wgslirpy's, unless noted) ----------------------------
 DEFAULT_MTU: Final = 1420
 # Per-flow TCP buffer maximum in each direction (the Rust tool: 65535). Flows start at

@@ -45,6 +45,11 @@ class DropReason(enum.Enum):
     WG_BAD_INNER = "wg_bad_inner"  # decrypted payload is not a well-formed IPv4/IPv6 packet
     WG_NOT_ALLOWED_SOURCE = "wg_not_allowed_source"
     WG_NO_SESSION = "wg_no_session"  # staged outgoing packets flushed: handshake gave up / keys zeroed
+    # handshake flood guard and the WireGuard socket (wg/intake.py, wg/ratelimit.py, io/server.py)
+    WG_HANDSHAKE_QUEUE_FULL = "wg_handshake_queue_full"  # dropped before any hashing
+    WG_RATE_LIMITED = "wg_rate_limited"  # per-source token bucket, before any DH
+    WG_COOKIE_BUDGET = "wg_cookie_budget"  # under load, no mac2, and the cookie reply budget spent
+    WG_SEND_BLOCKED = "wg_send_blocked"  # WireGuard socket still full after the per-batch wait
 
     # --- IP layer (net/packet.py, net/fragments.py) ---
     MALFORMED = "malformed"
@@ -74,6 +79,11 @@ class DropReason(enum.Enum):
     UDP_NO_BINDING = "udp_no_binding"  # reply for a binding already closed/expired/evicted
     DNS_NOT_A_QUERY = "dns_not_a_query"  # QR=1: never answer a response (no loops)
 
+    # --- What clients send in normal use that has nowhere to go (net/stack.py) ---
+    MULTICAST = "multicast"  # to a multicast/broadcast address: IPv6 router solicitations, MLD, mDNS, SSDP
+    ICMP_ERROR_FROM_PEER = "icmp_error_from_peer"  # e.g. the client's port unreachable for a late UDP reply
+    ICMP_OTHER_TYPE = "icmp_other_type"  # unicast ICMP/ICMPv6 that is neither echo nor an error
+
     # --- Outgoing queue ---
     TRANSMIT_QUEUE_FULL = "transmit_queue_full"
 
@@ -88,6 +98,8 @@ class DropReason(enum.Enum):
     UDP_HOST_SEND_FULL = "udp_host_send_full"  # the host UDP socket's buffer was full
     UDP_HOST_SEND_FAILED = "udp_host_send_failed"  # the host refused the send (e.g. EMSGSIZE)
     FRAGMENT_DUPLICATE = "fragment_duplicate"  # an exact copy of a fragment already held
+    # embedding (io/conn.py)
+    UDP_HANDLER_QUEUE_FULL = "udp_handler_queue_full"  # a handle_udp handler did not read in time
 
 
 class _Drop(Exception):

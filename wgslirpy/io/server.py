@@ -6,12 +6,16 @@ subclassing ``DatagramServer``, which would spawn a greenlet per datagram.
 
 One central greenlet reads the WireGuard socket. Each turn it waits for readability at most
 until the cores' next deadline (capped by ``max_tick``), drains the socket in a burst
-(``max_burst`` datagrams), feeds each datagram through the WireGuard endpoint into the IP
-stack, runs due timers, flushes every outbox through the socket, dispatches the stack's
+(``max_burst`` datagrams) and classifies each by its type byte before any crypto: transport
+data goes through the WireGuard endpoint into the IP stack at once; handshake messages wait
+in a bounded queue (``wg/intake.py``, overflow dropped and counted) of which a budget is
+processed after the burst, under load (the queue's depth) demanding cookies. It then runs due
+timers, flushes every outbox through the socket, dispatches the stack's
 events (spawning flow greenlets into one ``gevent.pool.Group``) and wakes the flow greenlets
 whose TCP connection moved. Cores never block, so each call into them is atomic under
 gevent and no locks guard them; only ``sendto`` is serialised, because a full socket
-buffer makes it wait.
+buffer makes it wait — at most ``send_wait`` per batch, then the rest of the batch is
+dropped and counted (WG_SEND_BLOCKED), so the reader never stalls on it.
 
 Importing this module never monkey-patches; it uses ``gevent.socket`` explicitly.
 """
@@ -33,7 +37,8 @@ import gevent.pool
 from gevent import socket as gsocket
 
 from ..config import Config
-from ..errors import ConfigError, DropCounter
+from ..constants import MESSAGE_TRANSPORT_TYPE, WG_SEND_WAIT_PER_BATCH
+from ..errors import ConfigError, DropCounter, DropReason
 from ..net.packet import preload_decoder
 from ..net.stack import (
     DnsLookup,
@@ -49,10 +54,13 @@ from ..net.stack import (
 from ..net.tcp import TcpConfig, TcpConnection
 from ..net.udp_nat import BindingClosed, BindingOpened
 from ..wg.endpoint import EndpointChanged, HandshakeCompleted, PeerConfig, PeerKeysZeroed, WireGuardEndpoint
+from ..wg.intake import HandshakeIntake, is_handshake
+from .conn import TcpHandler, UdpEndpoint, UdpHandler
 from .dns_server import serve_dns_tcp, serve_dns_udp_lookup
+from .endpoint_file import EndpointFile
 from .incoming import IncomingForwards
-from .tcp_forward import TcpFlow
-from .udp_forward import UdpBindingRelay
+from .tcp_forward import TcpFlow, forward_tcp
+from .udp_forward import UdpBindingRelay, forward_udp
 
 log = logging.getLogger("wgslirpy")
 
@@ -65,6 +73,12 @@ class Gateway:
 
     ``listener`` overrides ``config.bind`` and may be an ``(host, port)`` tuple or an
     already bound UDP socket (gevent or stdlib); ``config`` holds everything else.
+
+    ``handle_tcp(conn, src, dst)`` serves each TCP connection of the peer in its own
+    greenlet (default :func:`~wgslirpy.io.tcp_forward.forward_tcp`: dial and relay);
+    ``handle_udp(endpoint, src, dst)`` each UDP binding (default
+    :func:`~wgslirpy.io.udp_forward.forward_udp`). See :mod:`wgslirpy.io.conn`. DNS at
+    ``config.dns`` and ping at ``config.pingable`` are answered before any handler.
     """
 
     #: longest wait between turns of the central loop, in seconds; bounds how late a
@@ -80,6 +94,8 @@ class Gateway:
     stats_flow_detail: int = 16
     #: DNS lookups in progress at most; queries beyond it are answered SERVFAIL at once
     max_dns_lookups: int = 256
+    #: longest wait for a full WireGuard socket per batch of datagrams sent, in seconds
+    send_wait: float = WG_SEND_WAIT_PER_BATCH
 
     def __init__(
         self,
@@ -88,8 +104,15 @@ class Gateway:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        handle_tcp: TcpHandler | None = None,
+        handle_udp: UdpHandler | None = None,
     ) -> None:
         self.config = config
+        #: per-flow handlers; None (or forward_tcp/forward_udp) is today's forwarding
+        self._handle_tcp: TcpHandler | None = None if handle_tcp is forward_tcp else handle_tcp
+        self._handle_udp: UdpHandler | None = None if handle_udp is forward_udp else handle_udp
+        #: UDP bindings served by handle_udp, by binding id; entries leave when it closes
+        self.udp_endpoints: dict[int, UdpEndpoint] = {}
         self._clock = clock
         self._listener = listener
         self.socket: _stdsocket.socket | None = None
@@ -109,11 +132,17 @@ class Gateway:
         self._next_refusal_log = 0.0
         #: UDP relays by binding id; entries leave when the binding closes
         self.udp_relays: dict[int, UdpBindingRelay] = {}
+        #: handshake messages waiting for the reader's per-turn budget
+        self.intake = HandshakeIntake()
+        #: the shell's own drops (WG_SEND_BLOCKED)
+        self.drops = DropCounter()
         now = clock()
+        #: the peer's last endpoint on disk (--endpoint-file); None when not configured
+        self.endpoint_file = EndpointFile(config.endpoint_file) if config.endpoint_file else None
         peer = PeerConfig(
             public_key=config.peer_public_key,
             preshared_key=config.preshared_key,
-            endpoint=(str(config.peer_endpoint[0]), config.peer_endpoint[1]) if config.peer_endpoint else None,
+            endpoint=self._initial_peer_endpoint(),
             persistent_keepalive=config.keepalive_interval,
             allowed_ips=config.allowed_ips,
         )
@@ -152,6 +181,26 @@ class Gateway:
         #: the -t/-u listeners (io/incoming.py); bound in start(), closed in stop()
         self.incoming = IncomingForwards(self, config.incoming)
         self.max_dns_lookups = config.max_dns_lookups
+
+    def _initial_peer_endpoint(self) -> tuple[str, int] | None:
+        """``-p`` if given, else the endpoint remembered in the endpoint file (if usable)."""
+        config = self.config
+        if config.peer_endpoint:
+            if self.endpoint_file is not None:
+                self.endpoint_file.remembered()  # known content: an unchanged endpoint is not rewritten
+            return (str(config.peer_endpoint[0]), config.peer_endpoint[1])
+        if self.endpoint_file is None:
+            return None
+        remembered = self.endpoint_file.remembered()
+        if remembered is None:
+            return None
+        if ":" in remembered[0] and config.bind[0].version == 4:
+            log.warning("--endpoint-file: the remembered peer %s:%d is IPv6 and we bind IPv4; not used",
+                        *remembered)
+            return None
+        log.info("initiating to the peer's last known endpoint %s:%d (from %s)", *remembered,
+                 self.endpoint_file.path)
+        return remembered
 
     # --- BaseServer-shaped surface -----------------------------------------------------
 
@@ -195,11 +244,16 @@ class Gateway:
             except OSError as e:
                 sock.close()
                 raise ConfigError(f"--bind-ip-port: cannot bind {host}:{port}: {e.strerror or e}") from None
+        granted = []
         for opt in (_stdsocket.SO_RCVBUF, _stdsocket.SO_SNDBUF):
             try:
                 sock.setsockopt(_stdsocket.SOL_SOCKET, opt, WG_SOCKET_BUFFER)
             except OSError:
                 pass
+            granted.append(sock.getsockopt(_stdsocket.SOL_SOCKET, opt))
+        # Linux reports twice what it accounts for, capped by net.core.[rw]mem_max.
+        log.info("WireGuard socket buffers granted: receive %d, send %d bytes (asked for %d; "
+                 "raise net.core.rmem_max/wmem_max for more)", granted[0], granted[1], WG_SOCKET_BUFFER)
         sock.setblocking(False)
         self._ipv6_socket = sock.family == _stdsocket.AF_INET6
         self.socket = sock
@@ -251,12 +305,19 @@ class Gateway:
         self.incoming.close()
         for flow in list(self.tcp_flows.values()):
             flow.abort()
+        for ep in list(self.udp_endpoints.values()):
+            ep._expired()
         self.flush()
+        if self.endpoint_file is not None:
+            self.endpoint_file.poll(now=self.now(), force=True)
         self._group.join(timeout=self.stop_timeout if timeout is None else timeout)
         self._group.kill(block=True, timeout=1.0)
         for relay in list(self.udp_relays.values()):
             relay.close()
         self.udp_relays.clear()
+        for ep in list(self.udp_endpoints.values()):
+            ep._expired()
+        self.udp_endpoints.clear()
         self.tcp_flows.clear()
         self.close()
 
@@ -270,6 +331,8 @@ class Gateway:
     # --- the central greenlet ----------------------------------------------------------
 
     def _wait_time(self) -> float:
+        if self.intake.pending:
+            return 0.0
         deadlines = [d for d in (self.endpoint.next_deadline(), self.stack.next_deadline()) if d is not None]
         if not deadlines:
             return self.max_tick
@@ -283,6 +346,7 @@ class Gateway:
         recv = sock.recvfrom
         size = self.recv_size
         burst = self.max_burst
+        offer = self.intake.offer
         while not self._stopped:
             try:
                 gsocket.wait_read(fd, timeout=self._wait_time(), timeout_exc=_Timeout)
@@ -302,6 +366,11 @@ class Gateway:
                         continue  # an ICMP error about an earlier send: not fatal
                     self._fatal(e)
                     return
+                if data and data[0] != MESSAGE_TRANSPORT_TYPE and is_handshake(data):
+                    # Before any crypto: queued (or dropped and counted when the queue is full).
+                    ep = endpoint.endpoint
+                    offer(data, addr, from_peer=ep is not None and addr[1] == ep[1] and addr[0] == ep[0])
+                    continue
                 try:
                     # the clock per datagram: a burst takes ms, and TCP's RTT samples
                     # (min_rtt, RACK, BBR's BDP) must not see a stale arrival time
@@ -310,7 +379,21 @@ class Gateway:
                         stack.receive_ip(inner, now=now)
                 except Exception:  # a bug in a core must not kill the gateway
                     log.exception("internal error while handling a datagram from %s", addr)
+            self._handshake_turn(now)
             self._after_turn()
+
+    def _handshake_turn(self, now: float) -> None:
+        """Process this turn's budget of queued handshake messages (after the transport data)."""
+        intake = self.intake
+        if not intake.pending:
+            return
+        endpoint = self.endpoint
+        endpoint.under_load = intake.under_load(now=now)
+        for data, addr in intake.take():
+            try:
+                endpoint.receive_datagram(data, addr, now=now)
+            except Exception:  # a bug in a core must not kill the gateway
+                log.exception("internal error while handling a handshake from %s", addr)
 
     def _fatal(self, e: OSError) -> None:
         """The WireGuard socket broke: make serve_forever stop (unless we are stopping anyway)."""
@@ -326,6 +409,8 @@ class Gateway:
         except Exception:
             log.exception("internal error in timers")
         self._log_endpoint_events()
+        if self.endpoint_file is not None:
+            self.endpoint_file.poll(now=now)
         self._dispatch_events()
         self.flush()
         for conn in self.stack.touched_flows():
@@ -346,31 +431,48 @@ class Gateway:
         if not out:
             return
         with self._send_lock:
-            for data, addr in out:
-                self._sendto(sock, data, addr)
+            self._send_batch(sock, out)
 
-    def _sendto(self, sock: _stdsocket.socket, data: bytes, addr: tuple[str, int]) -> None:
-        if self._ipv6_socket and ":" not in addr[0]:
-            addr = ("::ffff:" + addr[0], addr[1])  # an IPv4 peer on a dual-stack socket
-        for _ in range(100):
-            try:
-                sock.sendto(data, addr)
-                return
-            except (BlockingIOError, InterruptedError):
+    def _send_batch(self, sock: _stdsocket.socket, out: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """Send ``out``, waiting for a full socket at most ``send_wait`` seconds in all; what
+        is left after that is dropped and counted (WG_SEND_BLOCKED)."""
+        wait_left = self.send_wait
+        mapped = self._ipv6_socket
+        for i, (data, addr) in enumerate(out):
+            if mapped and ":" not in addr[0]:
+                addr = ("::ffff:" + addr[0], addr[1])  # an IPv4 peer on a dual-stack socket
+            while True:
                 try:
-                    gsocket.wait_write(sock.fileno(), timeout=1.0, timeout_exc=_Timeout)
-                except (_Timeout, OSError):
-                    return
-            except OSError as e:
-                log.debug("sendto %s failed: %s", addr, e)
-                return
+                    sock.sendto(data, addr)
+                    break
+                except (BlockingIOError, InterruptedError):
+                    if wait_left <= 0:
+                        self.drops.add(DropReason.WG_SEND_BLOCKED, len(out) - i)
+                        return
+                    t0 = self.now()
+                    try:
+                        gsocket.wait_write(sock.fileno(), timeout=wait_left, timeout_exc=_Timeout)
+                    except _Timeout:
+                        wait_left = 0.0
+                    except OSError:
+                        return  # the socket was closed under us
+                    else:
+                        # Never wait again without a bound, even if the clock stands still.
+                        wait_left -= max(self.now() - t0, wait_left / 8)
+                except OSError as e:
+                    log.debug("sendto %s failed: %s", addr, e)
+                    break
 
     def _log_endpoint_events(self) -> None:
         while (ev := self.endpoint.next_event()) is not None:
             if isinstance(ev, HandshakeCompleted):
                 log.info("handshake completed with the peer at %s:%d", *ev.endpoint)
+                if self.endpoint_file is not None:
+                    self.endpoint_file.changed(ev.endpoint)
             elif isinstance(ev, EndpointChanged):
                 log.info("the peer moved to %s:%d", *ev.new)
+                if self.endpoint_file is not None:
+                    self.endpoint_file.changed(ev.new)
             elif isinstance(ev, PeerKeysZeroed):
                 log.info("no traffic for a long time: session keys erased")
 
@@ -378,11 +480,14 @@ class Gateway:
         stack = self.stack
         while (ev := stack.next_event()) is not None:
             if isinstance(ev, TcpConnectRequested):
-                self._group.spawn(self._new_flow(ev.conn).run)
+                self._group.spawn(self._new_flow(ev.conn).run, self._handle_tcp)
             elif isinstance(ev, DnsTcpRequested):
                 self._group.spawn(serve_dns_tcp, self, self._new_flow(ev.conn))
             elif isinstance(ev, UdpSend):
                 relay = self.udp_relays.get(ev.binding.id)
+                if relay is None and self._handle_udp is not None:
+                    self._to_udp_handler(ev)
+                    continue
                 if relay is None:
                     relay = UdpBindingRelay(self, ev.binding)
                     if not relay.open():
@@ -394,6 +499,9 @@ class Gateway:
                 relay = self.udp_relays.pop(ev.binding.id, None)
                 if relay is not None:
                     relay.close()
+                ep = self.udp_endpoints.pop(ev.binding.id, None)
+                if ep is not None:
+                    ep._expired()
             elif isinstance(ev, BindingOpened):
                 pass  # the relay opens lazily on its first UdpSend
             elif isinstance(ev, DnsLookup):
@@ -407,6 +515,27 @@ class Gateway:
                 self._log_refusal(ev)
             elif isinstance(ev, (IncomingUdpReply, IncomingUdpClosed)):
                 self.incoming.handle_event(ev)
+
+    def _to_udp_handler(self, ev: UdpSend) -> None:
+        """A datagram of a binding ``handle_udp`` serves (its first one spawns the handler)."""
+        b = ev.binding
+        dst = (str(ev.dst), ev.dport)
+        ep = self.udp_endpoints.get(b.id)
+        if ep is None:
+            ep = self.udp_endpoints[b.id] = UdpEndpoint(self, b, (str(b.client_addr), b.client_port), dst)
+            self._group.spawn(self._run_udp_handler, ep)
+        ep._deliver(ev.payload, dst)
+
+    def _run_udp_handler(self, ep: UdpEndpoint) -> None:
+        handler = self._handle_udp
+        assert handler is not None
+        try:
+            handler(ep, ep.getpeername(), ep.getsockname())
+        except Exception:
+            log.exception("UDP handler for %s:%d raised; its binding is closed", *ep.getpeername())
+        finally:
+            if not ep._detached:
+                ep.close()
 
     def _log_refusal(self, ev: FlowRefused) -> None:
         """One log line per refused flow, at most one a second (a retrying client must not
@@ -438,13 +567,16 @@ class Gateway:
     # --- introspection -----------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        drops = DropCounter.combined(self.endpoint.drops, self.stack.all_drops()).as_dict()
+        drops = DropCounter.combined(self.endpoint.drops, self.intake.drops, self.drops,
+                                     self.stack.all_drops()).as_dict()
         return {
             "tcp_flows": len(self.tcp_flows),
             "tcp_flows_in_stack": self.stack.open_flow_count(),
-            "udp_bindings": len(self.udp_relays),
+            "udp_bindings": len(self.udp_relays.keys() | self.udp_endpoints.keys()),
             "greenlets": len(self._group),
             "has_session": self.endpoint.has_session,
+            "handshake_queue": self.intake.pending,
+            "under_load": self.endpoint.under_load,
             "peer_endpoint": self.endpoint.endpoint,
             "stack": dict(self.stack.stats),
             "drops": drops,

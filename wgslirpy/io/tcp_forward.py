@@ -31,8 +31,10 @@ from gevent import socket as gsocket
 
 from ..net.segments import Unreachable
 from ..net.tcp import PeerFin, PeerReset, TcpConnection, TimedOut
+from .conn import TcpConn
 
 if TYPE_CHECKING:
+    from .conn import Address, TcpHandler
     from .server import Gateway
 
 log = logging.getLogger("wgslirpy.tcp")
@@ -193,17 +195,33 @@ class TcpFlow:
 
     # --- the flow's greenlet -----------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, handler: TcpHandler | None = None) -> None:
+        """The flow's greenlet: ``handler(conn, src, dst)`` (default :func:`forward_tcp`).
+
+        The handler returning closes the connection gracefully; an exception resets it and
+        is logged (a handler's bug never reaches the gateway)."""
+        key = self.conn.key
+        tcp = TcpConn(self, (str(key[0]), key[1]), (str(key[2]), key[3]))
         try:
-            if self._dial():
-                self._pump()
-        except Exception:
-            log.exception("%s: internal error; resetting the flow", self.label)
+            (handler or forward_tcp)(tcp, tcp.getpeername(), tcp.getsockname())
+            tcp._finish()
+        except Exception as e:
+            if isinstance(e, OSError) and (self._aborted or self.conn.is_closed):
+                # the flow was reset under the handler (peer RST, stop()): its own business
+                log.debug("%s: handler ended by %r", self.label, e)
+            else:
+                what = "internal error" if handler is None or handler is forward_tcp else "handler raised"
+                log.exception("%s: %s; resetting the flow", self.label, what)
             self.abort()
             self.gw.flush()
         finally:
             self._close_socket(abortive=self._aborted)
             self.gw.flow_finished(self.conn)
+
+    def forward(self) -> None:
+        """Today's forwarding: dial the destination, answer the SYN, relay both ways."""
+        if self._dial():
+            self._pump()
 
     def _dial(self) -> bool:
         conn, gw = self.conn, self.gw
@@ -327,3 +345,16 @@ class TcpFlow:
             sock.close()
         except OSError:
             pass
+
+
+def forward_tcp(conn: TcpConn, src: Address, dst: Address) -> None:
+    """The default ``handle_tcp``: dial ``dst`` from this host, then relay both ways.
+
+    The SYN is answered only once the dial succeeded: a refused dial becomes a RST to the
+    peer, an unreachable or timed-out one an ICMP unreachable. Call it with a connection the
+    handler has not used yet (``RuntimeError`` otherwise); it returns when the connection
+    is over. It relays on the flow's own greenlets, with no copy beyond today's."""
+    if conn._accepted or conn._refused or conn._closed:
+        raise RuntimeError("forward_tcp() needs a connection the handler has not used yet")
+    conn._detached = True
+    conn._flow.forward()

@@ -32,6 +32,7 @@ from ..net.stack import HostIcmpError
 from ..net.udp_nat import UdpBinding
 
 if TYPE_CHECKING:
+    from .conn import Address, UdpEndpoint
     from .server import Gateway
 
 log = logging.getLogger("wgslirpy.udp")
@@ -278,3 +279,23 @@ class UdpBindingRelay:
                 sock.close()
             except OSError:
                 pass
+
+
+def forward_udp(endpoint: UdpEndpoint, src: Address, dst: Address) -> None:
+    """The default ``handle_udp``: relay the binding through an OS UDP socket (full cone).
+
+    A handler may call it to hand a binding it does not serve over to forwarding (queued
+    datagrams go out first); it returns when the binding expires. The gateway uses the relay
+    directly when no ``handle_udp`` is given, so the default costs nothing extra."""
+    gw = endpoint._gw
+    relay = UdpBindingRelay(gw, endpoint._binding)
+    endpoint._detached = True
+    if not relay.open():
+        return
+    gw.udp_relays[endpoint._id] = relay
+    while endpoint._queue:
+        payload, (host, port) = endpoint._queue.popleft()
+        remote = parse_remote(host)
+        if remote is not None:
+            relay.send(remote, port, payload)
+    relay.run()

@@ -131,6 +131,8 @@ Decoded = TcpSegment | UdpDatagram | IcmpEcho | IcmpError | OtherIp
 
 # ICMP unreachable kinds the builders know, independent of IP version.
 class Unreachable(enum.Enum):
+    """Kinds of ICMP destination unreachable we send (ICMPv4 type 3 / ICMPv6 type 1 codes)."""
+
     NET = "net"
     HOST = "host"
     PORT = "port"

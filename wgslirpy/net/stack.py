@@ -56,6 +56,8 @@ from .segments import (
     IcmpEcho,
     IcmpError,
     IPAddress,
+    IpProto,
+    OtherIp,
     TcpFlags,
     TcpSegment,
     UdpDatagram,
@@ -226,6 +228,15 @@ def _unforwardable(addr: IPAddress) -> bool:
     return mapped.is_multicast or (mapped.version == 4 and int(mapped) == 0xFFFFFFFF)
 
 
+def _other_ip_reason(d: OtherIp) -> DropReason:
+    """Name the drop of a packet no handler takes by what a user would call it."""
+    if _unforwardable(d.dst):
+        return DropReason.MULTICAST  # IPv6 router solicitation, MLD report, ...
+    if d.proto in (IpProto.ICMP, IpProto.ICMPV6):
+        return DropReason.ICMP_OTHER_TYPE
+    return DropReason.UNSUPPORTED_PROTOCOL
+
+
 class Stack:
     """Pure userspace IP stack; see the module docstring for the contract."""
 
@@ -302,9 +313,9 @@ class Stack:
         elif isinstance(decoded, IcmpError):
             # Errors about our own replies (e.g. the client's port unreachable for a UDP
             # reply) carry nothing we can act on safely; count and move on.
-            self.drops.add(DropReason.UNSUPPORTED_PROTOCOL)
+            self.drops.add(DropReason.ICMP_ERROR_FROM_PEER)
         else:
-            self.drops.add(DropReason.UNSUPPORTED_PROTOCOL)
+            self.drops.add(_other_ip_reason(decoded))
 
     def _receive_tcp(self, seg: TcpSegment, now: float) -> None:
         key = (seg.src, seg.sport, seg.dst, seg.dport)

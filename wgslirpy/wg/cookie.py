@@ -9,6 +9,10 @@
 
 Keys: mac1 key = HASH("mac1----" || Spub), cookie key = HASH("cookie--" || Spub).
 mac1 = MAC(mac1 key, msg up to mac1); mac2 = MAC(cookie, msg up to mac2).
+
+Rejection is cheap: a sender's cookie is computed once per secret rotation and cached
+(bounded by COOKIE_CACHE_MAX; a full cache is emptied, never grown). Objects here hold key
+material, so their ``repr`` shows none of it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import hmac as _hmac
 import ipaddress
 from typing import Callable
 
-from ..constants import COOKIE_REFRESH_TIME
+from ..constants import COOKIE_CACHE_MAX, COOKIE_REFRESH_TIME
 from . import crypto
 from .messages import MAC1_FROM_END, MAC2_FROM_END, CookieReply, encode_cookie_reply
 
@@ -45,16 +49,29 @@ class CookieChecker:
         self._secret = b""
         #: monotonic time ``_secret`` was drawn; None before the first use.
         self._secret_set: float | None = None
+        #: (host, port) -> MAC(_secret, address): cookies under the current secret only;
+        #: len <= COOKIE_CACHE_MAX.
+        self._cookies: dict[tuple[str, int], bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} (keys redacted)>"
 
     def check_mac1(self, msg: bytes) -> bool:
         mac1 = crypto.mac(self._mac1_key, msg[:-MAC1_FROM_END])
         return _hmac.compare_digest(mac1, msg[-MAC1_FROM_END:-MAC2_FROM_END])
 
     def _cookie(self, addr: tuple[str, int], now: float) -> bytes:
+        cookies = self._cookies
         if self._secret_set is None or now - self._secret_set >= COOKIE_REFRESH_TIME:
             self._secret = self._rng(crypto.KEY_SIZE)
             self._secret_set = now
-        return crypto.mac(self._secret, address_bytes(addr))
+            cookies.clear()
+        cookie = cookies.get(addr)
+        if cookie is None:
+            if len(cookies) >= COOKIE_CACHE_MAX:
+                cookies.clear()
+            cookie = cookies[addr] = crypto.mac(self._secret, address_bytes(addr))
+        return cookie
 
     def check_mac2(self, msg: bytes, addr: tuple[str, int], *, now: float) -> bool:
         mac2 = crypto.mac(self._cookie(addr, now), msg[:-MAC2_FROM_END])
@@ -81,6 +98,9 @@ class CookieGenerator:
         #: the last cookie received and when; it stops being used COOKIE_REFRESH_TIME later.
         self._cookie = b""
         self._cookie_set: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} (keys redacted)>"
 
     def add_macs(self, msg: bytes, *, now: float) -> bytes:
         """``msg`` (with zero macs) with mac1 set, and mac2 if we hold a fresh cookie."""

@@ -7,7 +7,11 @@ complete the loop. Nothing here does I/O or reads a clock: ``now`` (monotonic) i
 the wall clock (for TAI64N) and rng are constructor arguments.
 
 Receive path (wireguard-go ``receive.go``): dispatch on the type word and size; handshakes pass
-mac1 before any DH, and under load need a valid mac2 or get a cookie reply; transport messages
+mac1 before any DH, and under load (``under_load``, set by the shell from its handshake queue,
+see ``intake.py``) need a valid mac2 or get a cookie reply (within a global budget); then a
+per-source token bucket (``ratelimit.py``) bounds the DH work. The peer's current authenticated
+endpoint skips the cookie round trip and has a bucket of its own, so its rekeys get through a
+flood. Rejections on that path are counted without raising or formatting; transport messages
 are looked up by receiver index, checked against the replay window, decrypted, and only then
 update the window, promote a ``next`` keypair, follow the peer's address (roaming) and feed the
 timers. Decrypted payloads must be one IPv4/IPv6 packet whose length fits (padding is cut off)
@@ -30,8 +34,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 from ..constants import (
+    COOKIE_REPLY_BURST,
+    COOKIE_REPLY_RATE,
     DEFAULT_MTU,
     DEFAULT_TRANSMIT_QUEUE_CAPACITY,
+    HANDSHAKE_BURST_PER_SOURCE,
+    HANDSHAKE_RATE_PER_SOURCE,
     MESSAGE_COOKIE_REPLY_TYPE,
     MESSAGE_INITIATION_SIZE,
     MESSAGE_INITIATION_TYPE,
@@ -42,6 +50,7 @@ from ..constants import (
     REJECT_AFTER_TIME,
 )
 from ..errors import ConfigError, DropCounter, DropReason, _Drop
+from ..redact import redacted_repr
 from . import crypto
 from .cookie import CookieChecker, CookieGenerator
 from .messages import (
@@ -53,6 +62,7 @@ from .messages import (
     message_type,
 )
 from .noise import Handshake, HandshakeState
+from .ratelimit import RateLimiter, TokenBucket
 from .session import Keypair, Keypairs
 from .timers import PeerTimers, TimerAction, should_rekey_on_receive, should_rekey_on_send
 
@@ -103,6 +113,9 @@ class PeerConfig:
     endpoint: Address | None = None  # first known address; lets us initiate
     persistent_keepalive: float | None = None  # seconds
     allowed_ips: tuple[IpNetwork, ...] = ALL_IPS
+
+    def __repr__(self) -> str:
+        return redacted_repr(self, ("preshared_key",))
 
     def __post_init__(self) -> None:
         if not isinstance(self.public_key, bytes) or len(self.public_key) != 32:
@@ -158,7 +171,7 @@ class WireGuardEndpoint:
     def __init__(self, private_key: bytes, peer: PeerConfig, *, now: float,
                  wall_clock: Callable[[], float], rng: Callable[[int], bytes] = os.urandom,
                  queue_capacity: int = DEFAULT_TRANSMIT_QUEUE_CAPACITY,
-                 handshake_load_threshold: int = 64, mtu: int = DEFAULT_MTU) -> None:
+                 mtu: int = DEFAULT_MTU) -> None:
         if not isinstance(private_key, bytes) or len(private_key) != 32:
             raise ConfigError("private key must be 32 bytes")
         if not 68 <= mtu <= 65535:
@@ -194,12 +207,14 @@ class WireGuardEndpoint:
         self._queue_capacity = queue_capacity
         self._events: deque[WgEvent] = deque()
         self.drops = DropCounter()
-        #: None: decide from the handshake rate; True/False: forced (shell or tests).
-        self.under_load: bool | None = None
-        self._load_threshold = handshake_load_threshold
-        #: start of the current one-second window and mac1-valid handshakes received in it.
-        self._load_window_start = now
-        self._load_count = 0
+        #: handshakes need a valid mac2 (else they get a cookie reply); the shell sets it from
+        #: its handshake queue's depth (``HandshakeIntake.under_load``).
+        self.under_load = False
+        #: handshakes per source before any DH; the peer's authenticated endpoint has its own
+        #: bucket; cookie replies share one global budget.
+        self._limiter = RateLimiter(now=now)
+        self._peer_bucket = TokenBucket(HANDSHAKE_RATE_PER_SOURCE, HANDSHAKE_BURST_PER_SOURCE, now=now)
+        self._cookie_budget = TokenBucket(COOKIE_REPLY_RATE, COOKIE_REPLY_BURST, now=now)
         #: the latest ``now`` seen (for ``has_session``).
         self._now = now
         self.stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
@@ -302,14 +317,19 @@ class WireGuardEndpoint:
 
     def _receive_transport(self, data: bytes, receiver: int, counter: int, addr: tuple[Any, ...],
                            now: float) -> bytes | None:
+        # The cheap rejections (a flood of forged or replayed transport data takes them) are
+        # counted without raising or formatting.
         kp = self._by_index.get(receiver)
         if kp is None:
-            raise _Drop(DropReason.WG_UNKNOWN_INDEX)
+            self.drops.add(DropReason.WG_UNKNOWN_INDEX)
+            return None
         if now - kp.created >= REJECT_AFTER_TIME or not kp.recv_key:
-            raise _Drop(DropReason.WG_KEY_EXPIRED)
+            self.drops.add(DropReason.WG_KEY_EXPIRED)
+            return None
         replay = kp.replay
         if not replay.check(counter):
-            raise _Drop(DropReason.WG_REPLAYED)
+            self.drops.add(DropReason.WG_REPLAYED)
+            return None
         try:
             plaintext = crypto.aead_decrypt(kp.recv_key, counter, data[16:])
         except crypto.CryptoError:
@@ -370,10 +390,16 @@ class WireGuardEndpoint:
     def _receive_other(self, data: bytes, addr: tuple[Any, ...], now: float) -> None:
         msg_type = message_type(data)
         if msg_type == MESSAGE_INITIATION_TYPE:
-            self._check_macs(data, MESSAGE_INITIATION_SIZE, addr, now)
+            reason = self._admit_handshake(data, MESSAGE_INITIATION_SIZE, addr, now)
+            if reason is not None:
+                self.drops.add(reason)
+                return
             self._receive_initiation(data, normalise_address(addr), now)
         elif msg_type == MESSAGE_RESPONSE_TYPE:
-            self._check_macs(data, MESSAGE_RESPONSE_SIZE, addr, now)
+            reason = self._admit_handshake(data, MESSAGE_RESPONSE_SIZE, addr, now)
+            if reason is not None:
+                self.drops.add(reason)
+                return
             self._receive_response(data, normalise_address(addr), now)
         elif msg_type == MESSAGE_COOKIE_REPLY_TYPE:
             self._receive_cookie_reply(data, now)
@@ -382,29 +408,38 @@ class WireGuardEndpoint:
         else:
             raise _Drop(DropReason.WG_UNKNOWN_TYPE)
 
-    def _is_under_load(self) -> bool:
-        if self.under_load is not None:
-            return self.under_load
-        return self._load_count > self._load_threshold
+    def _admit_handshake(self, data: bytes, size: int, addr: tuple[Any, ...],
+                         now: float) -> DropReason | None:
+        """The checks before any DH, cheapest first; the drop reason, or None to go on.
 
-    def _check_macs(self, data: bytes, size: int, addr: tuple[Any, ...], now: float) -> None:
-        """mac1 always (before any DH); mac2 under load, answering a cookie reply if missing."""
+        Size, then mac1; the peer's current endpoint then only needs a token from its own
+        bucket. Anyone else: under load, mac2 is checked; then a token from the source's bucket
+        (so one source gets neither more DH work nor more cookie replies than its share); then
+        the DH, or (under load without a valid mac2) a cookie reply from the global budget.
+        Returns instead of raising: this is the path a flood takes.
+        """
         if len(data) != size:
-            raise _Drop(DropReason.WG_BAD_SIZE)
+            return DropReason.WG_BAD_SIZE
         checker = self._checker
         if not checker.check_mac1(data):
-            raise _Drop(DropReason.WG_BAD_MAC1)
-        if now - self._load_window_start >= 1.0:
-            self._load_window_start = now
-            self._load_count = 0
-        self._load_count += 1
-        if self._is_under_load():
-            address = normalise_address(addr)
-            if not checker.check_mac2(data, address, now=now):
-                sender = int.from_bytes(data[4:8], "little")
-                self._emit(checker.create_reply(data, sender, address, now=now), address)
-                self.stats["cookie_replies_sent"] += 1
-                raise _Drop(DropReason.WG_UNDER_LOAD)
+            return DropReason.WG_BAD_MAC1
+        ep = self.endpoint
+        if ep is not None and addr[1] == ep[1] and addr[0] == ep[0]:
+            return None if self._peer_bucket.allow(now=now) else DropReason.WG_RATE_LIMITED
+        need_cookie = False
+        if self.under_load:
+            address = (str(addr[0]), int(addr[1]))
+            need_cookie = not checker.check_mac2(data, address, now=now)
+        if not self._limiter.allow(addr[0], now=now):
+            return DropReason.WG_RATE_LIMITED
+        if need_cookie:
+            if not self._cookie_budget.allow(now=now):
+                return DropReason.WG_COOKIE_BUDGET
+            sender = int.from_bytes(data[4:8], "little")
+            self._emit(checker.create_reply(data, sender, address, now=now), address)
+            self.stats["cookie_replies_sent"] += 1
+            return DropReason.WG_UNDER_LOAD
+        return None
 
     def _receive_initiation(self, data: bytes, addr: Address, now: float) -> None:
         hs = self._handshake
