@@ -58,6 +58,9 @@ HANDSHAKE_QUEUE_SIZE: Final = 1024
 HANDSHAKE_PEER_QUEUE_SIZE: Final = 16
 HANDSHAKE_LOAD_MARK: Final = HANDSHAKE_QUEUE_SIZE // 8
 HANDSHAKE_TURN_BUDGET: Final = 64
+# Under load fewer per turn: on one core, draining the socket (which carries the peer's data)
+# comes before answering strangers (the peer's own lane is always served first).
+HANDSHAKE_TURN_BUDGET_UNDER_LOAD: Final = 8
 UNDER_LOAD_AFTER_TIME: Final = 1.0
 # A full WireGuard socket: the sender waits at most this long per batch, then drops the rest.
 WG_SEND_WAIT_PER_BATCH: Final = 0.1

@@ -37,7 +37,11 @@ import gevent.pool
 from gevent import socket as gsocket
 
 from ..config import Config
-from ..constants import MESSAGE_TRANSPORT_TYPE, WG_SEND_WAIT_PER_BATCH
+from ..constants import (
+    HANDSHAKE_TURN_BUDGET_UNDER_LOAD,
+    MESSAGE_TRANSPORT_TYPE,
+    WG_SEND_WAIT_PER_BATCH,
+)
 from ..errors import ConfigError, DropCounter, DropReason
 from ..net.packet import preload_decoder
 from ..net.stack import (
@@ -85,7 +89,7 @@ class Gateway:
     #: deadline set by a flow greenlet (retransmit, delayed ACK) can be noticed
     max_tick: float = 0.05
     #: datagrams read per burst before timers and flushing run
-    max_burst: int = 256
+    max_burst: int = 1024
     #: seconds ``stop()`` waits for flow greenlets before killing them
     stop_timeout: float = 1.0
     #: size of one read from the WireGuard socket (a datagram never exceeds it)
@@ -388,8 +392,8 @@ class Gateway:
         if not intake.pending:
             return
         endpoint = self.endpoint
-        endpoint.under_load = intake.under_load(now=now)
-        for data, addr in intake.take():
+        loaded = endpoint.under_load = intake.under_load(now=now)
+        for data, addr in intake.take(HANDSHAKE_TURN_BUDGET_UNDER_LOAD if loaded else None):
             try:
                 endpoint.receive_datagram(data, addr, now=now)
             except Exception:  # a bug in a core must not kill the gateway

@@ -89,10 +89,11 @@ class HandshakeIntake:
             return True
         return now < self._loaded_until
 
-    def take(self) -> list[Queued]:
-        """Up to ``budget`` queued messages, the peer's lane first, oldest first."""
+    def take(self, budget: int | None = None) -> list[Queued]:
+        """Up to ``budget`` (default: the configured one) queued messages, the peer's lane
+        first, oldest first."""
         out: list[Queued] = []
-        n = self.budget
+        n = self.budget if budget is None else budget
         for lane in (self._peer, self._queue):
             while lane and n:
                 out.append(lane.popleft())
