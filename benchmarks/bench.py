@@ -39,10 +39,11 @@ import sys
 import textwrap
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
@@ -55,9 +56,16 @@ import links  # noqa: E402
 import mitm  # noqa: E402
 import procstat  # noqa: E402
 import profiling  # noqa: E402
+
 from tests.interop import topology as topo_mod  # noqa: E402
 from tests.interop.topology import (  # noqa: E402
-    ECHO_PORT, GW_PING_V4, PYTHON, SRV_V4, UDP_ECHO_PORT, Topology, raised_socket_buffers,
+    ECHO_PORT,
+    GW_PING_V4,
+    PYTHON,
+    SRV_V4,
+    UDP_ECHO_PORT,
+    Topology,
+    raised_socket_buffers,
 )
 
 PROGRAMS_PY = HERE / "programs.py"
@@ -92,8 +100,17 @@ class Sizes:
     idle_large: int = 10_000
 
 
-QUICK = Sizes(iperf_seconds=2, http_bytes=16 << 20, echo_conns=50, echo_bytes=256 << 10,
-              short_conns=200, udp_count=2000, ping_count=10, idle_small=1000, idle_large=2000)
+QUICK = Sizes(
+    iperf_seconds=2,
+    http_bytes=16 << 20,
+    echo_conns=50,
+    echo_bytes=256 << 10,
+    short_conns=200,
+    udp_count=2000,
+    ping_count=10,
+    idle_small=1000,
+    idle_large=2000,
+)
 
 
 # --- table rows ----------------------------------------------------------------------------
@@ -111,21 +128,38 @@ class Row:
 
 def rows_for(s: Sizes) -> list[Row]:
     mib = s.http_bytes >> 20
-    echo = f"{s.echo_conns} conns x {s.echo_bytes >> 10} KiB" if s.echo_bytes < 1 << 20 else \
-        f"{s.echo_conns} conns x {s.echo_bytes >> 20} MiB"
+    echo = (
+        f"{s.echo_conns} conns x {s.echo_bytes >> 10} KiB"
+        if s.echo_bytes < 1 << 20
+        else f"{s.echo_conns} conns x {s.echo_bytes >> 20} MiB"
+    )
     return [
         Row("download", f"TCP download, iperf3 -R {s.iperf_seconds}s", "MB/s", True, 0.5, None, ">= 0.5x"),
         Row("upload", f"TCP upload, iperf3 {s.iperf_seconds}s", "MB/s", True, 0.5, None, ">= 0.5x"),
         Row("http", f"HTTP GET {mib} MiB, sha256 checked", "MB/s", True),
-        Row("echo", f"echo {echo} simultaneous, all verified: time", "s", False, 0.8, None, ">= 0.8x",
-            "{:.2f}"),
-        Row("conns", f"{s.short_conns} sequential short connections", "conn/s", True, 0.5, None,
-            ">= 0.5x", "{:.0f}"),
-        Row("udp", f"UDP echo {s.udp_count} dgrams, {s.udp_window} in flight", "dgram/s", True, 0.7,
-            None, ">= 0.7x", "{:.0f}"),
+        Row("echo", f"echo {echo} simultaneous, all verified: time", "s", False, 0.8, None, ">= 0.8x", "{:.2f}"),
+        Row("conns", f"{s.short_conns} sequential short connections", "conn/s", True, 0.5, None, ">= 0.5x", "{:.0f}"),
+        Row(
+            "udp",
+            f"UDP echo {s.udp_count} dgrams, {s.udp_window} in flight",
+            "dgram/s",
+            True,
+            0.7,
+            None,
+            ">= 0.7x",
+            "{:.0f}",
+        ),
         Row("udp_loss", "  UDP datagrams lost", "%", False, fmt="{:.2f}"),
-        Row("ping", f"ping RTT to {GW_PING_V4}, median of {s.ping_count}", "ms", False, 0.5, None,
-            ">= 0.5x (RTT <= 2x)", "{:.3f}"),
+        Row(
+            "ping",
+            f"ping RTT to {GW_PING_V4}, median of {s.ping_count}",
+            "ms",
+            False,
+            0.5,
+            None,
+            ">= 0.5x (RTT <= 2x)",
+            "{:.3f}",
+        ),
         Row("download_cpu", "gateway CPU per GB, download", "s/GB", False, fmt="{:.2f}"),
         Row("upload_cpu", "gateway CPU per GB, upload", "s/GB", False, fmt="{:.2f}"),
         Row("http_cpu", "gateway CPU, HTTP GET", "s", False, fmt="{:.2f}"),
@@ -135,14 +169,36 @@ def rows_for(s: Sizes) -> list[Row]:
         Row("rss_start", "gateway RSS after the handshake", "MB", False),
         Row("peak_rss", "gateway peak RSS (VmHWM) after traffic", "MB", False),
         # The issue's memory target is for exactly 1,000 connections (whole gateway <= 60 MB).
-        Row("idle_small_rss", f"gateway RSS, {s.idle_small:,} idle TCP conns", "MB", False, None,
+        Row(
+            "idle_small_rss",
+            f"gateway RSS, {s.idle_small:,} idle TCP conns",
+            "MB",
+            False,
+            None,
             (lambda v, sz: v <= 60) if s.idle_small == 1000 else None,
-            "<= 60 MB" if s.idle_small == 1000 else ""),
-        Row("idle_small_ok", f"  of {s.idle_small:,} idle conns, still working", "conns", True, None,
-            lambda v, sz: v >= sz.idle_small, "all", "{:.0f}"),
+            "<= 60 MB" if s.idle_small == 1000 else "",
+        ),
+        Row(
+            "idle_small_ok",
+            f"  of {s.idle_small:,} idle conns, still working",
+            "conns",
+            True,
+            None,
+            lambda v, sz: v >= sz.idle_small,
+            "all",
+            "{:.0f}",
+        ),
         Row("idle_large_rss", f"gateway RSS, {s.idle_large:,} idle TCP conns", "MB", False),
-        Row("idle_large_ok", f"  of {s.idle_large:,} idle conns, still working", "conns", True, None,
-            lambda v, sz: v >= sz.idle_large, "all", "{:.0f}"),
+        Row(
+            "idle_large_ok",
+            f"  of {s.idle_large:,} idle conns, still working",
+            "conns",
+            True,
+            None,
+            lambda v, sz: v >= sz.idle_large,
+            "all",
+            "{:.0f}",
+        ),
     ]
 
 
@@ -234,8 +290,9 @@ class Run:
 
     # -- figures --
     def start_bench_servers(self) -> None:
-        proc = self.topo.srv.spawn([PYTHON, str(PROGRAMS_PY), "serve"],
-                                   log_path=self.topo.workdir / "bench-serve.log", stdout_pipe=True)
+        proc = self.topo.srv.spawn(
+            [PYTHON, str(PROGRAMS_PY), "serve"], log_path=self.topo.workdir / "bench-serve.log", stdout_pipe=True
+        )
         # topology's readiness wait ("ready" on stdout); could become public there.
         topo_mod._wait_ready(proc, "benchmarks/programs.py serve")
 
@@ -244,8 +301,9 @@ class Run:
         _, rx, _ = self.topo.ping(inside(GW_PING_V4), count=3, interval=0.2, wait=2)
         if rx == 0:
             self.notes.append(f"tunnel check: no reply to ping {GW_PING_V4}")
-        res = self.client_json([PYTHON, str(PROGRAMS_PY), "http-get", inside(SRV_V4),
-                                "--size", "100000", "--timeout", "10"], timeout=25)
+        res = self.client_json(
+            [PYTHON, str(PROGRAMS_PY), "http-get", inside(SRV_V4), "--size", "100000", "--timeout", "10"], timeout=25
+        )
         if not res.get("ok"):
             raise FigureError(f"no TCP through the gateway (tunnel check: {res.get('error')})")
 
@@ -265,15 +323,29 @@ class Run:
     def iperf(self, direction: str) -> dict[str, Value]:
         t = self.sizes.iperf_seconds
         self.time_left(t + 10)
-        srv = self.topo.srv.spawn(["iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
-                                  log_path=self.topo.workdir / "iperf3-server.log")
+        srv = self.topo.srv.spawn(
+            ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], log_path=self.topo.workdir / "iperf3-server.log"
+        )
         try:
             topo_mod.wait_until(
-                lambda: bool(self.topo.srv.run(["ss", "-Hltn", f"sport = :{IPERF_PORT}"],
-                                               check=False, timeout=5).stdout.strip()),
-                timeout=10, what="iperf3 server")
-            cmd = ["iperf3", "-c", inside(SRV_V4), "-p", str(IPERF_PORT), "-t", str(t), "-J",
-                   "--connect-timeout", "5000"] + (["-R"] if direction == "download" else [])
+                lambda: bool(
+                    self.topo.srv.run(["ss", "-Hltn", f"sport = :{IPERF_PORT}"], check=False, timeout=5).stdout.strip()
+                ),
+                timeout=10,
+                what="iperf3 server",
+            )
+            cmd = [
+                "iperf3",
+                "-c",
+                inside(SRV_V4),
+                "-p",
+                str(IPERF_PORT),
+                "-t",
+                str(t),
+                "-J",
+                "--connect-timeout",
+                "5000",
+            ] + (["-R"] if direction == "download" else [])
 
             def go() -> subprocess.CompletedProcess[str]:
                 return self.topo.client.run(cmd, timeout=t + 30, check=False)
@@ -292,19 +364,34 @@ class Run:
             raise FigureError(f"iperf3: {data['error']}")
         recv = data["end"]["sum_received"]
         sent = data["end"].get("sum_sent", {})
-        self.extra[direction] = {"bytes": recv["bytes"], "seconds": recv["seconds"],
-                                 "retransmits": sent.get("retransmits"), "cpu_s": cpu}
+        self.extra[direction] = {
+            "bytes": recv["bytes"],
+            "seconds": recv["seconds"],
+            "retransmits": sent.get("retransmits"),
+            "cpu_s": cpu,
+        }
         if recv["bytes"] == 0:
             raise FigureError("iperf3 moved no data")
-        return {direction: recv["bits_per_second"] / 8e6,
-                f"{direction}_cpu": cpu / (recv["bytes"] / 1e9)}
+        return {direction: recv["bits_per_second"] / 8e6, f"{direction}_cpu": cpu / (recv["bytes"] / 1e9)}
 
     def http(self) -> dict[str, Value]:
         limit = max(60.0, self.sizes.http_bytes / 2e6)  # fails below ~2 MB/s
         self.time_left(limit / 4)
-        res, cpu = self.cpu_during(lambda: self.client_json(
-            [PYTHON, str(PROGRAMS_PY), "http-get", inside(SRV_V4), "--size", str(self.sizes.http_bytes),
-             "--timeout", str(limit)], timeout=limit + 20))
+        res, cpu = self.cpu_during(
+            lambda: self.client_json(
+                [
+                    PYTHON,
+                    str(PROGRAMS_PY),
+                    "http-get",
+                    inside(SRV_V4),
+                    "--size",
+                    str(self.sizes.http_bytes),
+                    "--timeout",
+                    str(limit),
+                ],
+                timeout=limit + 20,
+            )
+        )
         if not res.get("ok"):
             raise FigureError(f"HTTP GET: {res.get('error')} after {res.get('elapsed', 0):.1f}s")
         return {"http": res["mbps"], "http_cpu": cpu}
@@ -313,9 +400,18 @@ class Run:
         s = self.sizes
         limit = max(60.0, s.echo_conns * s.echo_bytes * 2 / 4e6)
         self.time_left(limit / 4)
-        res, cpu = self.cpu_during(lambda: self.probe(
-            "echo-many", inside(SRV_V4), str(ECHO_PORT), "--conns", str(s.echo_conns),
-            "--size", str(s.echo_bytes), timeout=limit))
+        res, cpu = self.cpu_during(
+            lambda: self.probe(
+                "echo-many",
+                inside(SRV_V4),
+                str(ECHO_PORT),
+                "--conns",
+                str(s.echo_conns),
+                "--size",
+                str(s.echo_bytes),
+                timeout=limit,
+            )
+        )
         if not res.get("ok"):
             raise FigureError(f"{res.get('failed')} of {res.get('conns')} failed: {res.get('errors', [])[:3]}")
         return {"echo": res["elapsed"], "echo_cpu": cpu}
@@ -324,8 +420,9 @@ class Run:
         n = self.sizes.short_conns
         limit = max(30.0, n / 20)  # fails below 20 conn/s
         self.time_left(limit / 4)
-        res, cpu = self.cpu_during(lambda: self.probe(
-            "short-conns", inside(SRV_V4), str(ECHO_PORT), "--count", str(n), timeout=limit))
+        res, cpu = self.cpu_during(
+            lambda: self.probe("short-conns", inside(SRV_V4), str(ECHO_PORT), "--count", str(n), timeout=limit)
+        )
         if not res.get("ok"):
             raise FigureError(f"{res.get('done')} of {n} done: {res.get('errors', [])[:3]}")
         return {"conns": res["rate"], "conns_cpu": cpu}
@@ -334,9 +431,18 @@ class Run:
         s = self.sizes
         limit = max(30.0, s.udp_count / 200)
         self.time_left(limit / 4)
-        res, cpu = self.cpu_during(lambda: self.probe(
-            "udp-echo", inside(SRV_V4), str(UDP_ECHO_PORT), "--count", str(s.udp_count),
-            "--window", str(s.udp_window), timeout=limit))
+        res, cpu = self.cpu_during(
+            lambda: self.probe(
+                "udp-echo",
+                inside(SRV_V4),
+                str(UDP_ECHO_PORT),
+                "--count",
+                str(s.udp_count),
+                "--window",
+                str(s.udp_window),
+                timeout=limit,
+            )
+        )
         self.extra["udp"] = res
         if not res.get("received"):
             raise FigureError(f"no datagram came back ({res})")
@@ -347,8 +453,7 @@ class Run:
     def ping(self) -> dict[str, Value]:
         s = self.sizes
         self.time_left(s.ping_count * s.ping_interval + 5)
-        tx, rx, out = self.topo.ping(inside(GW_PING_V4), count=s.ping_count, interval=s.ping_interval,
-                                     wait=1.0)
+        tx, rx, out = self.topo.ping(inside(GW_PING_V4), count=s.ping_count, interval=s.ping_interval, wait=1.0)
         times = [float(m) for m in re.findall(r"time=([\d.]+) ms", out)]
         if rx < max(1, s.ping_count // 2) or not times:
             raise FigureError(f"{rx} of {tx} pings answered")
@@ -362,9 +467,23 @@ class Run:
         if self.topo.gateway.kind != "kernel":
             self.ensure_nofile(pid, n)
         proc = self.topo.client.spawn(
-            [PYTHON, str(PROGRAMS_PY), "hold", inside(SRV_V4), "--conns", str(n),
-             "--timeout", str(open_limit), "--hold", "60", "--check-timeout", "30"],
-            log_path=self.topo.workdir / f"hold-{n}.log", stdout_pipe=True)
+            [
+                PYTHON,
+                str(PROGRAMS_PY),
+                "hold",
+                inside(SRV_V4),
+                "--conns",
+                str(n),
+                "--timeout",
+                str(open_limit),
+                "--hold",
+                "60",
+                "--check-timeout",
+                "30",
+            ],
+            log_path=self.topo.workdir / f"hold-{n}.log",
+            stdout_pipe=True,
+        )
         try:
             held = read_json_line(proc, open_limit + 15, f"hold {n}: connections open")
             if not held.get("held"):
@@ -388,8 +507,10 @@ class Run:
         if lim is None or lim[0] >= need:
             return
         new = max(need, lim[1])
-        self.notes.append(f"gateway RLIMIT_NOFILE soft {lim[0]} (hard {lim[1]}) < {need}: "
-                          f"raised to {new} with prlimit --pid (topology should launch it raised)")
+        self.notes.append(
+            f"gateway RLIMIT_NOFILE soft {lim[0]} (hard {lim[1]}) < {need}: "
+            f"raised to {new} with prlimit --pid (topology should launch it raised)"
+        )
         self.topo.gw.run(["prlimit", "--pid", str(pid), f"--nofile={new}:{max(new, lim[1])}"])
 
 
@@ -411,8 +532,14 @@ def read_json_line(proc: subprocess.Popen[bytes], timeout: float, what: str) -> 
     raise FigureError(f"{what}: no result after {timeout:.0f}s")
 
 
-def measure(kind: str, sizes: Sizes, figures: list[str], deadline: float,
-            gateway_args: list[str], mitmdump: Path | str | None = None) -> dict[str, Any]:
+def measure(
+    kind: str,
+    sizes: Sizes,
+    figures: list[str],
+    deadline: float,
+    gateway_args: list[str],
+    mitmdump: Path | str | None = None,
+) -> dict[str, Any]:
     """Build a topology with one gateway, run the figures, tear it down; never raises.
 
     ``mitmdump``: the mitmproxy gateway's program, or why there is none (kind "mitmproxy").
@@ -421,8 +548,12 @@ def measure(kind: str, sizes: Sizes, figures: list[str], deadline: float,
     wanted = [r for f in figures for r in FIGURES[f]] + list(ALWAYS_ROWS)
     t0 = time.monotonic()
     if kind == "mitmproxy" and not isinstance(mitmdump, Path):
-        return {"values": {k: f"skipped: mitmproxy {mitmdump}" for k in wanted}, "notes": [], "extra": {},
-                "seconds": 0.0}
+        return {
+            "values": {k: f"skipped: mitmproxy {mitmdump}" for k in wanted},
+            "notes": [],
+            "extra": {},
+            "seconds": 0.0,
+        }
     try:
         if kind == "mitmproxy":
             assert isinstance(mitmdump, Path)
@@ -433,8 +564,7 @@ def measure(kind: str, sizes: Sizes, figures: list[str], deadline: float,
         topo.up()
     except Exception as e:  # a gateway that cannot start yet: every figure says why
         reason = f"failed: topology: {short(e)}"
-        return {"values": {k: reason for k in wanted}, "notes": [], "extra": {},
-                "seconds": time.monotonic() - t0}
+        return {"values": {k: reason for k in wanted}, "notes": [], "extra": {}, "seconds": time.monotonic() - t0}
     run = Run(topo, sizes, deadline)
     try:
         run.extra["gateway_process"] = procstat.comm(topo.gateway.pid or 0)
@@ -446,9 +576,14 @@ def measure(kind: str, sizes: Sizes, figures: list[str], deadline: float,
         except (FigureError, topo_mod.TopologyError) as e:
             broken = f"failed: {short(e)}"
         methods: dict[str, Callable[[], dict[str, Value]]] = {
-            "download": lambda: run.iperf("download"), "upload": lambda: run.iperf("upload"),
-            "http": run.http, "echo": run.echo, "conns": run.conns, "udp": run.udp,
-            "ping": run.ping, "idle-small": lambda: run.idle("small"),
+            "download": lambda: run.iperf("download"),
+            "upload": lambda: run.iperf("upload"),
+            "http": run.http,
+            "echo": run.echo,
+            "conns": run.conns,
+            "udp": run.udp,
+            "ping": run.ping,
+            "idle-small": lambda: run.idle("small"),
             "idle-large": lambda: run.idle("large"),
         }
         for fig in figures:
@@ -463,8 +598,7 @@ def measure(kind: str, sizes: Sizes, figures: list[str], deadline: float,
                 values.update(methods[fig]())
             except FigureError as e:
                 msg = str(e)
-                values.update({k: msg if msg.startswith("skipped") else f"failed: {msg}"
-                               for k in FIGURES[fig]})
+                values.update({k: msg if msg.startswith("skipped") else f"failed: {msg}" for k in FIGURES[fig]})
             except Exception as e:  # a bug or a broken bed: report it, keep going
                 traceback.print_exc(file=sys.stderr)
                 values.update({k: f"failed: {type(e).__name__}: {short(e)}" for k in FIGURES[fig]})
@@ -478,8 +612,7 @@ def measure(kind: str, sizes: Sizes, figures: list[str], deadline: float,
         values.setdefault("rss_start", broken or "failed: not measured")
     finally:
         topo.down()
-    return {"values": values, "notes": run.notes, "extra": run.extra,
-            "seconds": time.monotonic() - t0}
+    return {"values": values, "notes": run.notes, "extra": run.extra, "seconds": time.monotonic() - t0}
 
 
 # --- report --------------------------------------------------------------------------------
@@ -499,7 +632,7 @@ def machine_header(args: argparse.Namespace, sizes: Sizes) -> list[str]:
 
     git = version(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"])
     return [
-        f"date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}",
+        f"date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}",
         f"machine: {platform.machine()}, {cpu}, {os.cpu_count()} cores "
         f"({len(os.sched_getaffinity(0))} usable), kernel {platform.release()}",
         f"load average at start: {Path('/proc/loadavg').read_text().split()[0]}",
@@ -515,8 +648,10 @@ def busy_warning() -> str | None:
     load1 = float(Path("/proc/loadavg").read_text().split()[0])
     cores = len(os.sched_getaffinity(0))
     if load1 >= 0.5 * cores:
-        return (f"WARNING: the machine is busy (1-minute load {load1:.2f} on {cores} cores): "
-                "absolute figures will be low and noisy; only the interleaved ratios compare.")
+        return (
+            f"WARNING: the machine is busy (1-minute load {load1:.2f} on {cores} cores): "
+            "absolute figures will be low and noisy; only the interleaved ratios compare."
+        )
     return None
 
 
@@ -550,15 +685,18 @@ def render(rows: list[Row], runs: dict[str, list[dict[str, Any]]], sizes: Sizes)
             key = (kind, " || ".join(fails))
             notes.setdefault(key, []).append(f"{row.key} ({len(vals) - len(nums)}/{len(vals)} runs)")
             number = list(notes).index(key) + 1
-            mark = f"({len(vals) - len(nums)} failed, note {number})" if nums else \
-                ("skipped" if all(f.startswith("skipped") for f in fails) else "failed") + \
-                f" (note {number})"
+            mark = (
+                f"({len(vals) - len(nums)} failed, note {number})"
+                if nums
+                else ("skipped" if all(f.startswith("skipped") for f in fails) else "failed") + f" (note {number})"
+            )
             text = f"{text} {mark}".strip()
         return text
 
     peer = bool(runs.get("mitmproxy"))
-    header = ["figure", "unit", "baseline (wg-go + kernel)", "wgslirpy", "ratio (higher=better)",
-              "target", ""] + (["mitmproxy", "ratio"] if peer else [])
+    header = ["figure", "unit", "baseline (wg-go + kernel)", "wgslirpy", "ratio (higher=better)", "target", ""] + (
+        ["mitmproxy", "ratio"] if peer else []
+    )
     table: list[list[str]] = []
 
     def ratios_of(row: Row, kind: str) -> list[float]:
@@ -577,8 +715,7 @@ def render(rows: list[Row], runs: dict[str, list[dict[str, Any]]], sizes: Sizes)
         wmed = median_or_none([r["values"].get(row.key, "") for r in runs.get("wgslirpy", [])])
         if row.target_abs is not None and wmed is not None:
             verdict = "ok" if row.target_abs(wmed, sizes) else "MISS"
-        if (row.target_ratio is not None or row.target_abs is not None) and not verdict \
-                and runs.get("wgslirpy"):
+        if (row.target_ratio is not None or row.target_abs is not None) and not verdict and runs.get("wgslirpy"):
             verdict = "n/a"
         extra: list[str] = []
         if peer:
@@ -586,8 +723,7 @@ def render(rows: list[Row], runs: dict[str, list[dict[str, Any]]], sizes: Sizes)
             extra = [cell(row, "mitmproxy"), f"{statistics.median(mgood):.2f}x" if mgood else "-"]
         table.append([row.label, row.unit, b, w, rtext, row.target_text, verdict] + extra)
     widths = [max(len(r[i]) for r in table + [header]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     footnotes = [f"{NAMES[kind]}: {', '.join(rows_)}: {reason}" for (kind, reason), rows_ in notes.items()]
     return "\n".join(lines), footnotes
@@ -598,8 +734,11 @@ def targets_text(rows: list[Row]) -> str:
     parts = []
     for row in rows:
         if row.target_ratio is not None:
-            what = "RTT <= 2x the baseline's" if row.key == "ping" else \
-                f"ratio {row.target_text.replace('x', '')}x the baseline"
+            what = (
+                "RTT <= 2x the baseline's"
+                if row.key == "ping"
+                else f"ratio {row.target_text.replace('x', '')}x the baseline"
+            )
             parts.append(f"{row.label.strip()}: {what}")
         elif row.target_abs is not None:
             parts.append(f"{row.label.strip()}: {row.target_text}")
@@ -639,8 +778,9 @@ def profile_pass(sizes: Sizes, stamp: str, gateway_args: list[str]) -> list[str]
             return [f"profile: wgslirpy does not work yet: {short(e)}"]
         for direction in ("download", "upload"):
             out = OUT_DIR / f"profile-{stamp}-{direction}.speedscope.json"
-            rec = profiling.start_record(py_spy, run.pid, out, duration=sizes.iperf_seconds + 1,
-                                         log=OUT_DIR / f"profile-{stamp}.log")
+            rec = profiling.start_record(
+                py_spy, run.pid, out, duration=sizes.iperf_seconds + 1, log=OUT_DIR / f"profile-{stamp}.log"
+            )
             try:
                 time.sleep(0.3)  # py-spy attaches before traffic starts
                 res = run.iperf(direction)
@@ -669,15 +809,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke test")
     p.add_argument("--only", default="", help=f"comma-separated figures out of: {','.join(FIGURES)}")
     p.add_argument("--links", action="store_true", help="only the link section (same as --only links)")
-    p.add_argument("--gateways", default="kernel,wgslirpy,mitmproxy",
-                   help="which gateways to run (kernel = the baseline; mitmproxy when installable)")
+    p.add_argument(
+        "--gateways",
+        default="kernel,wgslirpy,mitmproxy",
+        help="which gateways to run (kernel = the baseline; mitmproxy when installable)",
+    )
     p.add_argument("--no-mitmproxy", action="store_true", help="leave out the mitmproxy column")
-    p.add_argument("--profile", action="store_true",
-                   help="also profile wgslirpy with py-spy during download and upload")
+    p.add_argument(
+        "--profile", action="store_true", help="also profile wgslirpy with py-spy during download and upload"
+    )
     p.add_argument("--wgslirpy-args", default="", help="extra wgslirpy arguments (shell-split)")
-    p.add_argument("--budget-minutes", type=float, default=None,
-                   help="skip remaining clean-link figures after this long (default 20; 6 with --quick); "
-                   "the link section has its own 8 minutes per repeat")
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=None,
+        help="skip remaining clean-link figures after this long (default 20; 6 with --quick); "
+        "the link section has its own 8 minutes per repeat",
+    )
     args = p.parse_args(argv)
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
@@ -706,15 +854,17 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench.py needs root (network namespaces, /dev/net/tun)", file=sys.stderr)
         return 2
-    missing = [t for t in ("ip", "wireguard-go", "wg", "iperf3", "ping", "ss", "nft", "prlimit")
-               if subprocess.run(["which", t], capture_output=True).returncode != 0]
+    missing = [
+        t
+        for t in ("ip", "wireguard-go", "wg", "iperf3", "ping", "ss", "nft", "prlimit")
+        if subprocess.run(["which", t], capture_output=True).returncode != 0
+    ]
     if missing:
         print(f"bench.py needs {missing} on PATH", file=sys.stderr)
         return 2
     sizes = QUICK if args.quick else Sizes()
     clean = [f for f in args.figures if f != "links"]
-    rows = [r for r in rows_for(sizes)
-            if clean and (r.key in ALWAYS_ROWS or any(r.key in FIGURES[f] for f in clean))]
+    rows = [r for r in rows_for(sizes) if clean and (r.key in ALWAYS_ROWS or any(r.key in FIGURES[f] for f in clean))]
     header = machine_header(args, sizes)
     warning = busy_warning()
     print("\n".join(header), flush=True)
@@ -744,14 +894,18 @@ def main(argv: list[str] | None = None) -> int:
                 result = measure(kind, sizes, clean, deadline, gateway_args, mitmdump)
                 runs[kind].append(result)
                 fails = sum(isinstance(v, str) for v in result["values"].values())
-                print(f"{result['seconds']:.0f}s" + (f", {fails} failed/skipped" if fails else ""),
-                      flush=True)
+                print(f"{result['seconds']:.0f}s" + (f", {fails} failed/skipped" if fails else ""), flush=True)
         if "links" in args.figures:
             link_sizes = links.LINKS_QUICK if args.quick else links.LinkSizes()
             link_result = links.run_links(
-                args.kinds, args.repeat, link_sizes, gateway_args,
-                time.monotonic() + 8 * 60 * args.repeat, mitmdump,
-                lambda text: print(text, end="", flush=True))
+                args.kinds,
+                args.repeat,
+                link_sizes,
+                gateway_args,
+                time.monotonic() + 8 * 60 * args.repeat,
+                mitmdump,
+                lambda text: print(text, end="", flush=True),
+            )
         if args.profile:
             OUT_DIR.mkdir(exist_ok=True)
             profile_lines = profile_pass(sizes, stamp, gateway_args)
@@ -764,8 +918,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         print()
         print("\n".join(explain(rows)))
-        notes = [f"{NAMES[k]} run {i + 1}: {n}" for k in args.kinds for i, r in enumerate(runs[k])
-                 for n in r["notes"]]
+        notes = [f"{NAMES[k]} run {i + 1}: {n}" for k in args.kinds for i, r in enumerate(runs[k]) for n in r["notes"]]
         if footnotes or notes:
             print("\nNotes:")
             for i, f in enumerate(footnotes, 1):
@@ -782,10 +935,22 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("\n".join(profile_lines))
     out = OUT_DIR / f"bench-{stamp}.json"
-    out.write_text(json.dumps({"header": header, "warning": warning, "sizes": dataclasses.asdict(sizes),
-                               "runs": runs, "table": table, "footnotes": footnotes,
-                               "links": link_result, "links_table": link_lines},
-                              indent=1, default=str))
+    out.write_text(
+        json.dumps(
+            {
+                "header": header,
+                "warning": warning,
+                "sizes": dataclasses.asdict(sizes),
+                "runs": runs,
+                "table": table,
+                "footnotes": footnotes,
+                "links": link_result,
+                "links_table": link_lines,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     print(f"\nraw results: {out.relative_to(REPO_ROOT)}")
     return 0
 

@@ -23,19 +23,21 @@ import os
 import struct
 import sys
 import timeit
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nacl.bindings import (  # noqa: E402
+from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_decrypt as public_decrypt,
+)
+from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_encrypt as public_encrypt,
 )
 
-from wgslirpy.wg import crypto  # noqa: E402
-from wgslirpy.wg.endpoint import PeerConfig, WireGuardEndpoint  # noqa: E402
-from wgslirpy.wg.session import Keypair  # noqa: E402
+from wgslirpy.wg import crypto
+from wgslirpy.wg.endpoint import PeerConfig, WireGuardEndpoint
+from wgslirpy.wg.session import Keypair
 
 A_ADDR = ("192.0.2.1", 40000)
 B_ADDR = ("198.51.100.2", 51820)
@@ -48,8 +50,10 @@ def best_us(stmt: Callable[[], object], number: int, repeat: int) -> float:
 
 def ipv4_packet(size: int) -> bytes:
     payload = bytes(size - 20)
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0, 64, 6, 0,
-                       bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1])) + payload
+    return (
+        struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0, 64, 6, 0, bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1]))
+        + payload
+    )
 
 
 def session_pair() -> tuple[WireGuardEndpoint, WireGuardEndpoint]:
@@ -57,10 +61,8 @@ def session_pair() -> tuple[WireGuardEndpoint, WireGuardEndpoint]:
     a_priv = crypto.clamp(bytes(range(1, 33)))
     b_priv = crypto.clamp(bytes(range(101, 133)))
     wall = lambda: 1_700_000_000.0  # noqa: E731
-    a = WireGuardEndpoint(a_priv, PeerConfig(crypto.public_key(b_priv), endpoint=B_ADDR),
-                          now=0.0, wall_clock=wall)
-    b = WireGuardEndpoint(b_priv, PeerConfig(crypto.public_key(a_priv)), now=0.0,
-                          wall_clock=wall)
+    a = WireGuardEndpoint(a_priv, PeerConfig(crypto.public_key(b_priv), endpoint=B_ADDR), now=0.0, wall_clock=wall)
+    b = WireGuardEndpoint(b_priv, PeerConfig(crypto.public_key(a_priv)), now=0.0, wall_clock=wall)
     a.initiate_handshake(now=0.0)
     for _ in range(4):
         for data, _addr in a.datagrams_to_send():
@@ -104,8 +106,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1420, help="inner packet size (default 1420)")
     ap.add_argument("--number", type=int, default=20000, help="calls per timed run")
     ap.add_argument("--repeat", type=int, default=7, help="timed runs; the best is shown")
-    ap.add_argument("--backend", choices=("selected", "bindings"), default="selected",
-                    help="crypto.py backend for the per-packet figures")
+    ap.add_argument(
+        "--backend",
+        choices=("selected", "bindings"),
+        default="selected",
+        help="crypto.py backend for the per-packet figures",
+    )
     args = ap.parse_args()
     n, r, size = args.number, args.repeat, args.size
     key, nonce, pt = os.urandom(32), crypto.aead_nonce(7), os.urandom(size)

@@ -30,12 +30,12 @@ import argparse
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wgslirpy.net.reassembly import ReassemblyQueue  # noqa: E402
+from wgslirpy.net.reassembly import ReassemblyQueue
 
 MSS = 1448
 Segments = list[tuple[int, bytes]]
@@ -203,20 +203,23 @@ def main() -> None:
         ("gaps", gaps_pattern(n // 2, rng), run_inserts, bounded, False),
         ("overlap", overlap_pattern(n, rng), run_inserts, bounded, False),
     ]
-    print("us per queued segment (inserted into the queue; the reorder pattern takes most"
-          " segments in order, and its figure includes the in-order path and pop_ready)")
-    print(f"{'pattern':14} {'segments':>8} {'queued':>7} {'queue us':>9} {'baseline us':>12}"
-          f" {'ratio':>7}")
+    print(
+        "us per queued segment (inserted into the queue; the reorder pattern takes most"
+        " segments in order, and its figure includes the in-order path and pop_ready)"
+    )
+    print(f"{'pattern':14} {'segments':>8} {'queued':>7} {'queue us':>9} {'baseline us':>12} {'ratio':>7}")
     for name, segs, runner, make, sack in cases:
         ops = queued(segs) if runner is run_receiver else len(segs)
-        new = best_us(lambda: runner(make, segs, sack=sack), ops, args.repeat)
-        old = best_us(lambda: runner(LegacyOoo, segs, sack=sack), ops, args.repeat)
+        new = best_us(lambda r=runner, m=make, g=segs, k=sack: r(m, g, sack=k), ops, args.repeat)
+        old = best_us(lambda r=runner, g=segs, k=sack: r(LegacyOoo, g, sack=k), ops, args.repeat)
         print(f"{name:14} {len(segs):8d} {ops:7d} {new:9.2f} {old:12.2f} {old / new:6.1f}x")
     q = ReassemblyQueue(max_bytes=1 << 40)
     for start, data in gaps_pattern(n // 2, rng):
         q.insert(start, data)
-    print(f"gaps, unbounded queue: {q.copied_bytes} bytes copied for {n - 1} one-byte"
-          f" segments, {q.moved_chunks} chunk moves, cost {q.cost} bytes")
+    print(
+        f"gaps, unbounded queue: {q.copied_bytes} bytes copied for {n - 1} one-byte"
+        f" segments, {q.moved_chunks} chunk moves, cost {q.cost} bytes"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def _stat_fields(pid: int) -> list[str]:
     text = Path(f"/proc/{pid}/stat").read_text()
     # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    return text[text.rindex(")") + 2:].split()
+    return text[text.rindex(")") + 2 :].split()
 
 
 def tree(pid: int) -> list[int]:

@@ -27,15 +27,28 @@ def find_py_spy() -> str | None:
     return shutil.which("py-spy")
 
 
-def start_record(py_spy: str, pid: int, out: Path, *, duration: float, rate: int = 200,
-                 log: Path) -> subprocess.Popen[bytes]:
+def start_record(
+    py_spy: str, pid: int, out: Path, *, duration: float, rate: int = 200, log: Path
+) -> subprocess.Popen[bytes]:
     """Start ``py-spy record`` on ``pid`` for ``duration`` seconds; wait() on the result."""
-    cmd = [py_spy, "record", "--pid", str(pid), "--duration", str(max(1, round(duration))),
-           "--rate", str(rate), "--nonblocking", "--function",  # aggregate lines per function
-           "--format", "speedscope", "--output", str(out)]
+    cmd = [
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, round(duration))),
+        "--rate",
+        str(rate),
+        "--nonblocking",
+        "--function",  # aggregate lines per function
+        "--format",
+        "speedscope",
+        "--output",
+        str(out),
+    ]
     with open(log, "ab") as f:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
-                                start_new_session=True)
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f, start_new_session=True)
 
 
 def _frame_name(frame: dict[str, object]) -> str:
@@ -75,8 +88,10 @@ def summarize(speedscope: Path, *, top: int = 20) -> str:
     folded_path.write_text("".join(f"{k} {max(1, round(v * 1000))}\n" for k, v in folded.most_common()))
     if samples <= 0:
         return f"{speedscope.name}: no samples (was the gateway busy?)\n"
-    lines = [f"{speedscope.name}: {samples:.2f} s sampled (folded stacks: {folded_path.name})",
-             f"  top {top} by self time:"]
+    lines = [
+        f"{speedscope.name}: {samples:.2f} s sampled (folded stacks: {folded_path.name})",
+        f"  top {top} by self time:",
+    ]
     lines += [f"    {100 * c / samples:5.1f}%  {n}" for n, c in self_count.most_common(top)]
     lines.append(f"  top {top} by total time (on the stack):")
     lines += [f"    {100 * c / samples:5.1f}%  {n}" for n, c in total_count.most_common(top)]

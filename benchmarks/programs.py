@@ -41,7 +41,8 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HTTP_PORT = 8180
 HOLD_PORT = 9180
@@ -69,7 +70,7 @@ def pattern_sha256(size: int) -> str:
 
 def raise_nofile() -> int:
     """Soft RLIMIT_NOFILE up to the hard limit (root may also raise the hard one); return it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = max(hard, 65536)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
@@ -120,13 +121,12 @@ def http_one(conn: socket.socket, doubled: memoryview) -> None:
         conn.sendall(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n")
         return
     size = int(segs[1])
-    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                 b"Content-Length: %d\r\n\r\n" % size)
+    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % size)
     off = 0
     while off < size:
         n = min(CHUNK, size - off)
         start = off % PATTERN_LEN
-        conn.sendall(doubled[start:start + n])
+        conn.sendall(doubled[start : start + n])
         off += n
 
 
@@ -203,8 +203,13 @@ class Arrivals:
 
     def result(self) -> dict[str, Any]:
         secs = max(self.last - self.start, 1e-6)
-        return {"bytes": self.bytes, "seconds": secs, "mbps": self.bytes / secs / 1e6,
-                "max_gap": round(self.max_gap, 3), "stalls": self.stalls}
+        return {
+            "bytes": self.bytes,
+            "seconds": secs,
+            "mbps": self.bytes / secs / 1e6,
+            "max_gap": round(self.max_gap, 3),
+            "stalls": self.stalls,
+        }
 
 
 def prefix_ok(h: hashlib._Hash, size: int) -> bool:
@@ -271,9 +276,11 @@ def serve_link_sink(lst: socket.socket) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     raise_nofile()
-    threads = [threading.Thread(target=serve_http, args=(listener(HTTP_PORT),), daemon=True),
-               threading.Thread(target=serve_hold, args=(listener(HOLD_PORT),), daemon=True),
-               threading.Thread(target=serve_link_sink, args=(listener(LINK_SINK_PORT),), daemon=True)]
+    threads = [
+        threading.Thread(target=serve_http, args=(listener(HTTP_PORT),), daemon=True),
+        threading.Thread(target=serve_hold, args=(listener(HOLD_PORT),), daemon=True),
+        threading.Thread(target=serve_link_sink, args=(listener(LINK_SINK_PORT),), daemon=True),
+    ]
     for t in threads:
         t.start()
     print("ready", flush=True)
@@ -315,14 +322,19 @@ def cmd_http_get(args: argparse.Namespace) -> int:
             got += n
         s.close()
     except OSError as e:
-        return emit({"ok": False, "error": errname(e), "received": got,
-                     "elapsed": time.monotonic() - t0})
+        return emit({"ok": False, "error": errname(e), "received": got, "elapsed": time.monotonic() - t0})
     elapsed = time.monotonic() - t0
     ok = got == args.size and h.hexdigest() == expected
-    err = None if ok else ("timeout" if got < args.size and time.monotonic() >= t0 + args.timeout
-                           else f"got {got} of {args.size} bytes, sha256 {'ok' if h.hexdigest() == expected else 'wrong'}")
-    return emit({"ok": ok, "error": err, "received": got, "elapsed": elapsed,
-                 "mbps": got / elapsed / 1e6})
+    err = (
+        None
+        if ok
+        else (
+            "timeout"
+            if got < args.size and time.monotonic() >= t0 + args.timeout
+            else f"got {got} of {args.size} bytes, sha256 {'ok' if h.hexdigest() == expected else 'wrong'}"
+        )
+    )
+    return emit({"ok": ok, "error": err, "received": got, "elapsed": elapsed, "mbps": got / elapsed / 1e6})
 
 
 def cmd_link_get(args: argparse.Namespace) -> int:
@@ -372,8 +384,15 @@ def cmd_link_get(args: argparse.Namespace) -> int:
     except OSError as e:
         error = errname(e)
     sha_ok = prefix_ok(h, arr.bytes)
-    return emit({**arr.result(), "ok": error is None and sha_ok, "error": error, "sha_ok": sha_ok,
-                 "complete": arr.bytes >= args.size})
+    return emit(
+        {
+            **arr.result(),
+            "ok": error is None and sha_ok,
+            "error": error,
+            "sha_ok": sha_ok,
+            "complete": arr.bytes >= args.size,
+        }
+    )
 
 
 def cmd_link_put(args: argparse.Namespace) -> int:
@@ -399,11 +418,11 @@ def cmd_link_put(args: argparse.Namespace) -> int:
                     reply += data
                 if ev & selectors.EVENT_WRITE and not shut:
                     if out:
-                        out = out[s.send(out):]
+                        out = out[s.send(out) :]
                     elif sent < args.size:
                         start = sent % PATTERN_LEN
                         n = min(CHUNK, args.size - sent)
-                        sent += s.send(doubled[start:start + n])
+                        sent += s.send(doubled[start : start + n])
                     else:
                         s.shutdown(socket.SHUT_WR)
                         shut = True
@@ -414,8 +433,15 @@ def cmd_link_put(args: argparse.Namespace) -> int:
     if b"\n" not in reply:
         return emit({"ok": False, "error": "no answer from the sink", "sent": sent})
     res: dict[str, Any] = json.loads(reply.split(b"\n", 1)[0])
-    return emit({**res, "ok": bool(res.get("sha_ok")), "error": None if res.get("sha_ok") else "sha256",
-                 "sent": sent, "complete": res.get("bytes", 0) >= args.size})
+    return emit(
+        {
+            **res,
+            "ok": bool(res.get("sha_ok")),
+            "error": None if res.get("sha_ok") else "sha256",
+            "sent": sent,
+            "complete": res.get("bytes", 0) >= args.size,
+        }
+    )
 
 
 class Held:
@@ -516,9 +542,17 @@ def cmd_hold(args: argparse.Namespace) -> int:
         failures["echo timeout"] = failures.get("echo timeout", 0) + waiting
     for c in conns:
         c.sock.close()
-    return emit({"held": opened, "working": working, "wanted": args.conns, "open_seconds": open_time,
-                 "check_seconds": time.monotonic() - t1, "failures": failures,
-                 "ok": working == args.conns})
+    return emit(
+        {
+            "held": opened,
+            "working": working,
+            "wanted": args.conns,
+            "open_seconds": open_time,
+            "check_seconds": time.monotonic() - t1,
+            "failures": failures,
+            "ok": working == args.conns,
+        }
+    )
 
 
 # --- command line ----------------------------------------------------------------------

@@ -84,5 +84,6 @@ def handle_tcp(conn: TcpConn, src: tuple[str, int], dst: tuple[str, int]) -> Non
         upstream.join()
     log.info("%s: closed, %d bytes up, %d bytes down", label, up[0], down[0])
 
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], handle_tcp=handle_tcp))

@@ -71,11 +71,18 @@ def tcp_segments(draw: Any, *, fast: bool = False, max_payload: int = 1500) -> T
 
 udp_datagrams = st.builds(
     lambda pair, sp, dp, payload: UdpDatagram(pair[0], pair[1], sp, dp, payload),
-    addr_pairs, u16, u16, st.binary(max_size=1500),
+    addr_pairs,
+    u16,
+    u16,
+    st.binary(max_size=1500),
 )
 icmp_echoes = st.builds(
     lambda pair, req, ident, seq, payload: IcmpEcho(pair[0], pair[1], req, ident, seq, payload),
-    addr_pairs, st.booleans(), u16, u16, st.binary(max_size=1500),
+    addr_pairs,
+    st.booleans(),
+    u16,
+    u16,
+    st.binary(max_size=1500),
 )
 
 # ---------------------------------------------------- independent reference verifier
@@ -114,8 +121,19 @@ def reference_verify(packet: bytes) -> tuple[int, bytes]:
 
 
 def test_known_answer_tcp_ipv4() -> None:
-    seg = TcpSegment(A4, B4, 40000, 80, 0x01020304, 0x0A0B0C0D, TcpFlags.ACK | TcpFlags.PSH, 502,
-                     b"GET / HTTP/1.0\r\n\r\n", ts_val=1000, ts_ecr=2000)
+    seg = TcpSegment(
+        A4,
+        B4,
+        40000,
+        80,
+        0x01020304,
+        0x0A0B0C0D,
+        TcpFlags.ACK | TcpFlags.PSH,
+        502,
+        b"GET / HTTP/1.0\r\n\r\n",
+        ts_val=1000,
+        ts_ecr=2000,
+    )
     expected = bytes.fromhex(
         "4500 0046 0000 4000 4006 fad5 0a000002 5db8d822"  # IPv4: len 70, DF, ttl 64, TCP
         "9c40 0050 01020304 0a0b0c0d 8018 01f6 93ca 0000"  # TCP: doff 8, ACK|PSH, win 502
@@ -174,7 +192,7 @@ def test_tcp_checksums(seg: TcpSegment) -> None:
     packet = build_tcp(seg)
     proto, l4 = reference_verify(packet)
     assert proto == 6
-    assert l4[-len(seg.payload):] == seg.payload or not seg.payload
+    assert l4[-len(seg.payload) :] == seg.payload or not seg.payload
     assert (l4[12] >> 4) * 4 + len(seg.payload) == len(l4)
 
 
@@ -215,8 +233,9 @@ def test_icmp_echo_checksums(e: IcmpEcho) -> None:
 
 
 @given(addr_pairs, st.sampled_from(list(Unreachable)), st.binary(max_size=3000), st.integers(68, 65535))
-def test_icmp_unreachable_checksums(pair: tuple[IPAddress, IPAddress], kind: Unreachable, original: bytes,
-                                    mtu: int) -> None:
+def test_icmp_unreachable_checksums(
+    pair: tuple[IPAddress, IPAddress], kind: Unreachable, original: bytes, mtu: int
+) -> None:
     packet = build_icmp_unreachable(pair[0], pair[1], kind, original, mtu=mtu)
     proto, l4 = reference_verify(packet)
     limit = 576 if proto == 1 else 1280
@@ -252,9 +271,11 @@ def test_ipv4_fields() -> None:
     tcp = build_tcp(TcpSegment(A4, B4, 1, 2, 3, 4, TcpFlags.ACK, 5), ttl=7)
     assert tcp[8] == 7
     assert tcp[4:8] == b"\x00\x00\x40\x00"  # id 0, DF: atomic datagram (RFC 6864)
-    for packet in (build_udp(UdpDatagram(A4, B4, 1, 2, b"x")),
-                   build_icmp_echo(IcmpEcho(A4, B4, True, 1, 2, b"")),
-                   build_icmp_unreachable(B4, A4, Unreachable.PORT, tcp)):
+    for packet in (
+        build_udp(UdpDatagram(A4, B4, 1, 2, b"x")),
+        build_icmp_echo(IcmpEcho(A4, B4, True, 1, 2, b"")),
+        build_icmp_unreachable(B4, A4, Unreachable.PORT, tcp),
+    ):
         assert packet[4:8] == b"\x00\x00\x00\x00"  # no DF: may be fragmented
         assert packet[8] == 64
 
@@ -276,8 +297,9 @@ def _options(seg: TcpSegment) -> bytes:
 
 
 def test_linux_syn_option_layout() -> None:
-    syn = TcpSegment(A4, B4, 1, 2, 3, 0, TcpFlags.SYN, 64240, mss=1460, wscale=7, sack_permitted=True,
-                     ts_val=0x11223344, ts_ecr=0)
+    syn = TcpSegment(
+        A4, B4, 1, 2, 3, 0, TcpFlags.SYN, 64240, mss=1460, wscale=7, sack_permitted=True, ts_val=0x11223344, ts_ecr=0
+    )
     # Exactly what Linux sends in a SYN.
     assert _options(syn) == bytes.fromhex("020405b4 0402080a 11223344 00000000 01030307")
 
@@ -292,8 +314,10 @@ def test_linux_syn_option_layout() -> None:
         ({"sack_permitted": True}, "01010402"),
         ({"mss": 1460, "sack_permitted": True, "wscale": 0}, "020405b4 01010402 01030300"),
         ({"sack_blocks": ((1, 2),)}, "0101050a 00000001 00000002"),
-        ({"ts_val": 5, "ts_ecr": 6, "sack_blocks": ((1, 2), (3, 4))},
-         "0101080a 00000005 00000006 01010512 00000001 00000002 00000003 00000004"),
+        (
+            {"ts_val": 5, "ts_ecr": 6, "sack_blocks": ((1, 2), (3, 4))},
+            "0101080a 00000005 00000006 01010512 00000001 00000002 00000003 00000004",
+        ),
     ],
 )
 def test_option_layouts(fields: dict[str, Any], expected: str) -> None:
@@ -361,8 +385,11 @@ def test_caller_errors() -> None:
 
 
 def test_udp_caller_errors() -> None:
-    for bad in (UdpDatagram(A4, B4, 65536, 2, b""), UdpDatagram(A6, B6, 1, -1, b""),
-                UdpDatagram(A6, B6, 1, 2, bytes(65528))):  # UDP length 65536
+    for bad in (
+        UdpDatagram(A4, B4, 65536, 2, b""),
+        UdpDatagram(A6, B6, 1, -1, b""),
+        UdpDatagram(A6, B6, 1, 2, bytes(65528)),
+    ):  # UDP length 65536
         with pytest.raises(ConfigError):
             build_udp(bad)
     with pytest.raises(ConfigError):

@@ -31,9 +31,7 @@ A = dns.rdatatype.A
 AAAA = dns.rdatatype.AAAA
 
 
-def query(
-    name: str = "www.example.com", rdtype: str | int = "A", **kw: object
-) -> dns.message.Message:
+def query(name: str = "www.example.com", rdtype: str | int = "A", **kw: object) -> dns.message.Message:
     return dns.message.make_query(name, rdtype, **kw)  # type: ignore[arg-type]
 
 
@@ -172,9 +170,7 @@ def test_other_meta_types_are_not_implemented(rdtype: str) -> None:
     assert resp.rcode() == dns.rcode.NOTIMP
 
 
-@pytest.mark.parametrize(
-    "opcode", [dns.opcode.NOTIFY, dns.opcode.STATUS, dns.opcode.IQUERY, dns.opcode.UPDATE]
-)
+@pytest.mark.parametrize("opcode", [dns.opcode.NOTIFY, dns.opcode.STATUS, dns.opcode.IQUERY, dns.opcode.UPDATE])
 def test_other_opcodes_are_not_implemented(opcode: dns.opcode.Opcode) -> None:
     q = query("example.com", "SOA")
     q.set_opcode(opcode)

@@ -52,15 +52,19 @@ class PeerTcp:
         self.acking = True
 
     def _seg(self, flags: TcpFlags, payload: bytes = b"", window: int = 65535) -> None:
-        self.client.send(build_tcp(TcpSegment(ME, self.dst, self.sport, self.dport, self.seq, self.ack,
-                                              flags, window, payload=payload)))
+        self.client.send(
+            build_tcp(
+                TcpSegment(ME, self.dst, self.sport, self.dport, self.seq, self.ack, flags, window, payload=payload)
+            )
+        )
 
     def _mine(self, x: object) -> bool:
         return (isinstance(x, TcpSegment) and x.dport == self.sport) or isinstance(x, IcmpError)
 
     def connect(self) -> object:
-        self.client.send(build_tcp(TcpSegment(ME, self.dst, self.sport, self.dport, self.seq, 0,
-                                              TcpFlags.SYN, 65535, mss=1360)))
+        self.client.send(
+            build_tcp(TcpSegment(ME, self.dst, self.sport, self.dport, self.seq, 0, TcpFlags.SYN, 65535, mss=1360))
+        )
         first = self.client.expect(self._mine)
         if isinstance(first, TcpSegment) and first.flags == TcpFlags.SYN | TcpFlags.ACK:
             self.seq += 1
@@ -402,16 +406,21 @@ def _self_signed(tmp_path: Path) -> tuple[str, str]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tunnel.test")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("tunnel.test")]), critical=False)
         .sign(key, hashes.SHA256())
     )
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_file), str(key_file)
 
 
@@ -419,8 +428,14 @@ class BioTls:
     """TLS over a byte stream with MemoryBIOs: ``read_some()``/``write(bytes)`` move the
     ciphertext (a TcpConn's recv/sendall, or the test's PeerTcp)."""
 
-    def __init__(self, obj: ssl.SSLObject, read_some: Callable[[], bytes], write: Callable[[bytes], None],
-                 incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
+    def __init__(
+        self,
+        obj: ssl.SSLObject,
+        read_some: Callable[[], bytes],
+        write: Callable[[bytes], None],
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+    ) -> None:
         self.obj, self.read_some, self.write_raw = obj, read_some, write
         self.incoming, self.outgoing = incoming, outgoing
 
@@ -463,8 +478,7 @@ def test_tls_echo_over_conn_with_memory_bio(run_gateway: Callable[..., Any], tmp
 
     def tls_echo(conn: TcpConn, src: Any, dst: Any) -> None:
         inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        tls = BioTls(server_ctx.wrap_bio(inc, out, server_side=True), lambda: conn.recv(65536), conn.sendall,
-                     inc, out)
+        tls = BioTls(server_ctx.wrap_bio(inc, out, server_side=True), lambda: conn.recv(65536), conn.sendall, inc, out)
         tls.handshake()
         while data := tls.recv():
             tls.send(b"tls:" + data)
@@ -582,15 +596,26 @@ def test_start_stop_twenty_times_with_flows_open_leaks_nothing() -> None:
 
 
 def test_public_api() -> None:
-    assert set(wgslirpy.__all__) >= {"Config", "Gateway", "forward_tcp", "forward_udp", "TcpConn",
-                                     "UdpEndpoint", "Unreachable", "ConfigError", "WgSlirpError"}
+    assert set(wgslirpy.__all__) >= {
+        "Config",
+        "Gateway",
+        "forward_tcp",
+        "forward_udp",
+        "TcpConn",
+        "UdpEndpoint",
+        "Unreachable",
+        "ConfigError",
+        "WgSlirpError",
+    }
     for name in wgslirpy.__all__:
         assert getattr(wgslirpy, name) is not None
         assert getattr(wgslirpy, name).__doc__ or name in ("__version__", "Address")
     assert (Path(wgslirpy.__file__).parent / "py.typed").exists()
-    code = "import sys, wgslirpy, signal; h = signal.getsignal(signal.SIGTERM); " \
-           "from wgslirpy import Gateway, TcpConn; import gevent.monkey; " \
-           "assert not gevent.monkey.is_module_patched('socket'); assert signal.getsignal(signal.SIGTERM) is h"
+    code = (
+        "import sys, wgslirpy, signal; h = signal.getsignal(signal.SIGTERM); "
+        "from wgslirpy import Gateway, TcpConn; import gevent.monkey; "
+        "assert not gevent.monkey.is_module_patched('socket'); assert signal.getsignal(signal.SIGTERM) is h"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 
 
@@ -614,11 +639,16 @@ def test_readme_snippet_stops_cleanly_on_signals(tmp_path: Path, sig: signal.Sig
 
     script = tmp_path / "snippet.py"
     script.write_text(_readme_snippet() + "\nprint('stopped', flush=True)\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WG_BIND": "127.0.0.1:0",
-           "WG_PRIVATE_KEY": b64(crypto.clamp(os.urandom(32))),
-           "WG_PEER_KEY": b64(crypto.public_key(crypto.clamp(os.urandom(32))))}
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "WG_BIND": "127.0.0.1:0",
+        "WG_PRIVATE_KEY": b64(crypto.clamp(os.urandom(32))),
+        "WG_PEER_KEY": b64(crypto.public_key(crypto.clamp(os.urandom(32)))),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
     try:
         deadline = time.monotonic() + 30
         assert proc.stderr is not None

@@ -23,11 +23,21 @@ def udp_packet(size: int, v6: bool = False, seed: int = 0) -> bytes:
     return build_udp(UdpDatagram(src, dst, 4000, 53, payload))
 
 
-def frag4(offset: int, data: bytes, *, more: bool, ident: int = 7, proto: int = 17,
-          src: IPAddress = A4) -> bytes:
+def frag4(offset: int, data: bytes, *, more: bool, ident: int = 7, proto: int = 17, src: IPAddress = A4) -> bytes:
     """A raw IPv4 fragment (offset in bytes)."""
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(data), ident, (0x2000 if more else 0) | offset // 8,
-                      64, proto, 0, src.packed, B4.packed)
+    hdr = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(data),
+        ident,
+        (0x2000 if more else 0) | offset // 8,
+        64,
+        proto,
+        0,
+        src.packed,
+        B4.packed,
+    )
     return hdr + data
 
 
@@ -301,8 +311,9 @@ def test_fragment_ip_caller_errors() -> None:
 # ------------------------------------------------------------------- round trips
 
 
-@pytest.mark.parametrize(("size", "v6"), [(1473, False), (8000, False), (65507, False), (1453, True),
-                                           (30000, True), (65527, True)])
+@pytest.mark.parametrize(
+    ("size", "v6"), [(1473, False), (8000, False), (65507, False), (1453, True), (30000, True), (65527, True)]
+)
 @pytest.mark.parametrize("mtu", [1280, 1420])
 def test_round_trip_then_decode(size: int, v6: bool, mtu: int) -> None:
     original = udp_packet(size, v6=v6, seed=size)

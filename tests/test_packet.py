@@ -37,12 +37,16 @@ DECODED = (TcpSegment, UdpDatagram, IcmpEcho, IcmpError, OtherIp, DropReason)
 # --------------------------------------------------------------- raw packet helpers
 
 
-def ip4(proto: int, l4: bytes, *, options: bytes = b"", frag: int = 0, src: IPv4Address = A4,
-        dst: IPv4Address = B4) -> bytes:
+def ip4(
+    proto: int, l4: bytes, *, options: bytes = b"", frag: int = 0, src: IPv4Address = A4, dst: IPv4Address = B4
+) -> bytes:
     """An IPv4 packet with arbitrary options/flags (header checksum left 0)."""
     ihl = 20 + len(options)
-    return struct.pack("!BBHHHBBH4s4s", 0x40 | ihl // 4, 0, ihl + len(l4), 0, frag, 64, proto, 0,
-                       src.packed, dst.packed) + options + l4
+    return (
+        struct.pack("!BBHHHBBH4s4s", 0x40 | ihl // 4, 0, ihl + len(l4), 0, frag, 64, proto, 0, src.packed, dst.packed)
+        + options
+        + l4
+    )
 
 
 def ip6(nh: int, payload: bytes, *, src: IPv6Address = A6, dst: IPv6Address = B6) -> bytes:
@@ -124,8 +128,9 @@ def test_round_trip_icmp_echo(e: IcmpEcho) -> None:
 )
 @pytest.mark.parametrize("pair", [(A4, B4), (A6, B6)])
 @pytest.mark.parametrize("flags", [TcpFlags.SYN, TcpFlags.SYN | TcpFlags.ACK, TcpFlags.ACK, TcpFlags.RST])
-def test_round_trip_option_combinations(fields: dict[str, object], pair: tuple[IPv4Address, IPv4Address],
-                                        flags: TcpFlags) -> None:
+def test_round_trip_option_combinations(
+    fields: dict[str, object], pair: tuple[IPv4Address, IPv4Address], flags: TcpFlags
+) -> None:
     seg = TcpSegment(pair[0], pair[1], 40000, 443, 2**32 - 1, 0, flags, 65535, b"data", **fields)  # type: ignore[arg-type]
     assert decode_ip(build_tcp(seg), verify_checksums=True) == seg
 
@@ -304,8 +309,22 @@ def test_linux_syn_known_answer() -> None:
         "020405b40402080a5d8c9c140000000001030307"
     )
     seg = decode_ip(packet, verify_checksums=True)
-    assert seg == TcpSegment(A4, B4, 40000, 80, 0xA6B1C7D2, 0, TcpFlags.SYN, 64240, b"",
-                             mss=1460, wscale=7, sack_permitted=True, ts_val=0x5D8C9C14, ts_ecr=0)
+    assert seg == TcpSegment(
+        A4,
+        B4,
+        40000,
+        80,
+        0xA6B1C7D2,
+        0,
+        TcpFlags.SYN,
+        64240,
+        b"",
+        mss=1460,
+        wscale=7,
+        sack_permitted=True,
+        ts_val=0x5D8C9C14,
+        ts_ecr=0,
+    )
 
 
 # ------------------------------------------------------------------ hostile bytes
@@ -387,8 +406,11 @@ def test_random_bytes_never_raise(data: bytes) -> None:
 
 
 @settings(max_examples=1000)
-@given(st.sampled_from([b"\x45", b"\x46", b"\x4f", b"\x60"]), st.sampled_from([b"", b"\x00\x00\x28"]),
-       st.binary(max_size=120))
+@given(
+    st.sampled_from([b"\x45", b"\x46", b"\x4f", b"\x60"]),
+    st.sampled_from([b"", b"\x00\x00\x28"]),
+    st.binary(max_size=120),
+)
 def test_random_bytes_behind_plausible_header_never_raise(first: bytes, mid: bytes, rest: bytes) -> None:
     packet = first + mid + rest
     assert isinstance(decode_ip(packet), DECODED)
@@ -398,8 +420,10 @@ def test_random_bytes_behind_plausible_header_never_raise(first: bytes, mid: byt
 
 
 @settings(max_examples=500)
-@given(st.sampled_from(_valid_packets()), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
-                                                    min_size=1, max_size=4))
+@given(
+    st.sampled_from(_valid_packets()),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
+)
 def test_mutated_packets_never_raise(packet: bytes, edits: list[tuple[int, int]]) -> None:
     b = bytearray(packet)
     for pos, value in edits:
@@ -433,8 +457,13 @@ def test_ipv4_fragments_are_malformed_here() -> None:
 
 def test_ipv4_options() -> None:
     l4 = udp_hdr(b"opt")
-    for opts in (b"\x01\x01\x01\x01", b"\x00\x00\x00\x00", b"\x94\x04\x00\x00", b"\x01\x00\xff\xff",
-                 b"\x07\x07\x04\x00\x00\x00\x00\x00"):
+    for opts in (
+        b"\x01\x01\x01\x01",
+        b"\x00\x00\x00\x00",
+        b"\x94\x04\x00\x00",
+        b"\x01\x00\xff\xff",
+        b"\x07\x07\x04\x00\x00\x00\x00\x00",
+    ):
         d = decode_ip(ip4(17, l4, options=opts))
         assert isinstance(d, UdpDatagram) and d.payload == b"opt", opts
     # Length 0 (impacket loops forever on it), length 1, overrun, dangling kind byte.

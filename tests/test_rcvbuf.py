@@ -20,8 +20,7 @@ STEP = 0.004  # the shell reports consumption every 4 ms
 class Flow:
     """A receiver fed by a window-limited sender, drained by a rate-limited host."""
 
-    def __init__(self, tuner: ReceiveBufferTuner, *, rate: float, rtt: float = RTT,
-                 timestamps: bool = True) -> None:
+    def __init__(self, tuner: ReceiveBufferTuner, *, rate: float, rtt: float = RTT, timestamps: bool = True) -> None:
         self.tuner = tuner
         self.rate = rate
         self.rtt = rtt
@@ -46,8 +45,7 @@ class Flow:
                 if self.timestamps:
                     self.tuner.on_rtt_sample(self.rtt)
                 else:
-                    s = self.estimator.on_data(rcv_total=self.received,
-                                               window=self.tuner.size, now=self.now)
+                    s = self.estimator.on_data(rcv_total=self.received, window=self.tuner.size, now=self.now)
                     if s is not None:
                         self.tuner.on_rtt_sample(s, window_based=True)
                 self.budget = min(self.budget + self.rate * STEP, self.rate * STEP * 2)

@@ -7,10 +7,11 @@ Costs are asserted with the queue's own operation counters (``copied_bytes``,
 from __future__ import annotations
 
 import array
+import itertools
 import math
 import random
-from typing import Callable
 import tracemalloc
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -48,7 +49,7 @@ def check_invariants(q: ReassemblyQueue) -> None:
         sizes = [len(c) for c in blk.chunks.as_list()]
         assert all(sizes) and sum(sizes) == blk.end - blk.start
         # coalescing invariant: neighbouring chunks together exceed the limit
-        assert all(a + b > COALESCE_LIMIT for a, b in zip(sizes, sizes[1:]))
+        assert all(a + b > COALESCE_LIMIT for a, b in itertools.pairwise(sizes))
         assert len(sizes) <= 2 * (blk.end - blk.start) // COALESCE_LIMIT + 1
         chunks += len(sizes)
         payload += blk.end - blk.start

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import dns.message
 import dns.rcode
@@ -22,8 +22,8 @@ from gevent import socket as gsocket
 
 from wgslirpy import Config, Gateway
 from wgslirpy.io import tcp_forward
-from wgslirpy.net.fragments import Reassembler
 from wgslirpy.net.build import build_icmp_echo, build_tcp, build_udp
+from wgslirpy.net.fragments import Reassembler
 from wgslirpy.net.packet import decode_ip
 from wgslirpy.net.segments import IcmpEcho, IcmpError, TcpFlags, TcpSegment, UdpDatagram
 from wgslirpy.wg import crypto
@@ -161,7 +161,10 @@ def test_ping_through_the_tunnel(gateway: Gateway, client: TunnelClient) -> None
 
 
 def test_udp_echo_and_dns(gateway: Gateway, client: TunnelClient) -> None:
-    server = gevent.server.DatagramServer(("127.0.0.1", 0), lambda data, addr: server.sendto(data[::-1], addr))
+    def reverse(data: bytes, addr: tuple[str, int]) -> None:
+        server.sendto(data[::-1], addr)
+
+    server = gevent.server.DatagramServer(("127.0.0.1", 0), reverse)
     server.start()
     try:
         port = server.server_port
@@ -193,8 +196,13 @@ def test_tcp_echo_and_close(gateway: Gateway, client: TunnelClient) -> None:
         assert isinstance(synack, TcpSegment) and synack.flags == TcpFlags.SYN | TcpFlags.ACK
         assert synack.ack == iss + 1
         seq, ack = iss + 1, synack.seq + 1
-        client.send(build_tcp(TcpSegment(ME, LOOP, 40001, port, seq, ack, TcpFlags.ACK | TcpFlags.PSH, 65535,
-                                         payload=b"hello gateway")))
+        client.send(
+            build_tcp(
+                TcpSegment(
+                    ME, LOOP, 40001, port, seq, ack, TcpFlags.ACK | TcpFlags.PSH, 65535, payload=b"hello gateway"
+                )
+            )
+        )
         got = b""
         while got != b"HELLO GATEWAY":
             seg = client.expect(lambda x: isinstance(x, TcpSegment))
@@ -225,8 +233,9 @@ def test_refused_port_gets_rst(gateway: Gateway, client: TunnelClient) -> None:
 
 
 @pytest.mark.parametrize("err, code", [(errno.ENETUNREACH, 0), (errno.EHOSTUNREACH, 1), (None, 1)])
-def test_failed_dial_gets_icmp_unreachable(gateway: Gateway, client: TunnelClient,
-                                           monkeypatch: pytest.MonkeyPatch, err: int | None, code: int) -> None:
+def test_failed_dial_gets_icmp_unreachable(
+    gateway: Gateway, client: TunnelClient, monkeypatch: pytest.MonkeyPatch, err: int | None, code: int
+) -> None:
     """No route / timeout while dialling: ICMP unreachable quoting the SYN, no RST.
 
     The dial error is injected (no packet may leave loopback); the interop tests do the
@@ -250,7 +259,7 @@ def test_failed_dial_gets_icmp_unreachable(gateway: Gateway, client: TunnelClien
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(tcp_forward.gsocket, "socket", FailingSocket)
+    monkeypatch.setattr("wgslirpy.io.tcp_forward.gsocket.socket", FailingSocket)
     client.send(build_tcp(TcpSegment(ME, LOOP, 40003, 80, 1, 0, TcpFlags.SYN, 65535)))
     icmp = client.expect(lambda x: isinstance(x, (IcmpError, TcpSegment)), timeout=3)
     assert isinstance(icmp, IcmpError) and (icmp.type, icmp.code) == (3, code)
@@ -282,8 +291,9 @@ def test_loopback_refused_by_default_with_one_log_line(caplog: pytest.LogCapture
             c.close()
 
 
-def test_half_close_survives_idle_writer_exit(gateway: Gateway, client: TunnelClient,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_half_close_survives_idle_writer_exit(
+    gateway: Gateway, client: TunnelClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Peer FIN first, host answers much later: the peer->host greenlet delivers EOF once,
     is not restarted for a second shutdown, and the reply still arrives with a FIN."""
     monkeypatch.setattr(tcp_forward, "WRITER_IDLE", 0.05)
@@ -304,8 +314,11 @@ def test_half_close_survives_idle_writer_exit(gateway: Gateway, client: TunnelCl
         synack = client.expect(lambda x: isinstance(x, TcpSegment))
         assert isinstance(synack, TcpSegment)
         ack = synack.seq + 1
-        client.send(build_tcp(TcpSegment(ME, LOOP, 40010, port, 101, ack, TcpFlags.ACK | TcpFlags.FIN, 65535,
-                                         payload=b"x" * 1000)))
+        client.send(
+            build_tcp(
+                TcpSegment(ME, LOOP, 40010, port, 101, ack, TcpFlags.ACK | TcpFlags.FIN, 65535, payload=b"x" * 1000)
+            )
+        )
         gevent.sleep(0.15)  # the host has our data and EOF; it answers later
         (flow,) = gateway.tcp_flows.values()
         assert flow._writer_finished.is_set() and flow._writer is None
@@ -319,8 +332,11 @@ def test_half_close_survives_idle_writer_exit(gateway: Gateway, client: TunnelCl
             assert not seg.flags & TcpFlags.RST
             reply += seg.payload
             fin = bool(seg.flags & TcpFlags.FIN)
-            client.send(build_tcp(TcpSegment(ME, LOOP, 40010, port, 1102, (seg.seq + seg.seg_len) & 0xFFFFFFFF,
-                                             TcpFlags.ACK, 65535)))
+            client.send(
+                build_tcp(
+                    TcpSegment(ME, LOOP, 40010, port, 1102, (seg.seq + seg.seg_len) & 0xFFFFFFFF, TcpFlags.ACK, 65535)
+                )
+            )
         assert reply == b"got 1000 bytes"
     finally:
         server.stop()
@@ -333,8 +349,9 @@ def test_dual_stack_bind_initiates_to_an_ipv4_peer() -> None:
     client_port = probe.getsockname()[1]
     probe.close()
     config = make_config()
-    config = Config(**{**config.__dict__, "bind": (ipaddress.ip_address("::"), 0),
-                       "peer_endpoint": (LOOP, client_port)})
+    config = Config(
+        **{**config.__dict__, "bind": (ipaddress.ip_address("::"), 0), "peer_endpoint": (LOOP, client_port)}
+    )
     gw = Gateway(config)
     gw.init_socket()
     c = TunnelClient(("127.0.0.1", gw.server_port), port=client_port)

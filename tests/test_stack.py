@@ -47,10 +47,16 @@ def make_stack(**kw: object) -> Stack:
     return Stack(cfg, rng=seeded_rng(7))
 
 
-def syn(dst: ipaddress.IPv4Address | ipaddress.IPv6Address = SERVER, dport: int = 80, sport: int = 40000,
-        src: ipaddress.IPv4Address | ipaddress.IPv6Address = CLIENT, seq: int = 1000) -> TcpSegment:
-    return TcpSegment(src, dst, sport, dport, seq, 0, TcpFlags.SYN, 64240, mss=1380, wscale=7,
-                      sack_permitted=True, ts_val=1, ts_ecr=0)
+def syn(
+    dst: ipaddress.IPv4Address | ipaddress.IPv6Address = SERVER,
+    dport: int = 80,
+    sport: int = 40000,
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address = CLIENT,
+    seq: int = 1000,
+) -> TcpSegment:
+    return TcpSegment(
+        src, dst, sport, dport, seq, 0, TcpFlags.SYN, 64240, mss=1380, wscale=7, sack_permitted=True, ts_val=1, ts_ecr=0
+    )
 
 
 def events(stack: Stack) -> list[Any]:
@@ -259,12 +265,15 @@ def test_big_udp_reply_is_fragmented_to_the_mtu() -> None:
     assert decode_ip(done[0]) == UdpDatagram(SERVER, CLIENT, 9, 5000, bytes(range(256)) * 125)
 
 
-@pytest.mark.parametrize("src, dst, type_code", [
-    (CLIENT, "127.0.0.1", (3, 13)),
-    (CLIENT, "169.254.169.254", (3, 13)),
-    (CLIENT6, "::1", (1, 1)),
-    (CLIENT6, "fe80::1", (1, 1)),
-])
+@pytest.mark.parametrize(
+    "src, dst, type_code",
+    [
+        (CLIENT, "127.0.0.1", (3, 13)),
+        (CLIENT, "169.254.169.254", (3, 13)),
+        (CLIENT6, "::1", (1, 1)),
+        (CLIENT6, "fe80::1", (1, 1)),
+    ],
+)
 def test_denied_udp_gets_administratively_prohibited(src: IPAddress, dst: str, type_code: tuple[int, int]) -> None:
     s = make_stack()
     s.receive_ip(build_udp(UdpDatagram(src, ipaddress.ip_address(dst), 5000, 53, b"q")), now=NOW)
@@ -403,8 +412,18 @@ def _time_wait_flow(s: Stack, *, ts: bool = True) -> tuple[TcpConnection, int, i
     peer = 1001
 
     def seg(flags: TcpFlags, seq: int, ack: int, tsv: int) -> TcpSegment:
-        return TcpSegment(CLIENT, SERVER, 40000, 80, seq, ack, flags, 64240,
-                          ts_val=tsv if ts else None, ts_ecr=synack.ts_val if ts else None)
+        return TcpSegment(
+            CLIENT,
+            SERVER,
+            40000,
+            80,
+            seq,
+            ack,
+            flags,
+            64240,
+            ts_val=tsv if ts else None,
+            ts_ecr=synack.ts_val if ts else None,
+        )
 
     s.receive_ip(build_tcp(seg(TcpFlags.ACK, peer, our, 2)), now=NOW)
     conn.close(now=NOW)  # the host closed first: we send FIN

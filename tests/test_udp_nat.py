@@ -268,9 +268,7 @@ def test_binding_compares_by_identity() -> None:
     assert a != UdpBinding(1, CLIENT, 1, 0.0, 0.0) and a == a
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"idle_timeout": 0.0}, {"idle_timeout": -1.0}, {"max_bindings": 0}]
-)
+@pytest.mark.parametrize("kwargs", [{"idle_timeout": 0.0}, {"idle_timeout": -1.0}, {"max_bindings": 0}])
 def test_bad_config_raises(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         UdpNatTable(**kwargs)  # type: ignore[arg-type]

@@ -58,11 +58,9 @@ def test_cookie_expires_and_secret_rotates() -> None:
     gen = CookieGenerator(B_PUBLIC)
     sent = gen.add_macs(MSG, now=0.0)
     gen.consume_reply(decode_cookie_reply(checker.create_reply(sent, 1, A_ADDR, now=0.0)), now=0.0)
-    assert checker.check_mac2(gen.add_macs(MSG, now=COOKIE_REFRESH_TIME - 1), A_ADDR,
-                              now=COOKIE_REFRESH_TIME - 1)
+    assert checker.check_mac2(gen.add_macs(MSG, now=COOKIE_REFRESH_TIME - 1), A_ADDR, now=COOKIE_REFRESH_TIME - 1)
     # the responder's secret rotated: the old cookie no longer verifies
-    assert not checker.check_mac2(gen.add_macs(MSG, now=COOKIE_REFRESH_TIME - 1), A_ADDR,
-                                  now=COOKIE_REFRESH_TIME)
+    assert not checker.check_mac2(gen.add_macs(MSG, now=COOKIE_REFRESH_TIME - 1), A_ADDR, now=COOKIE_REFRESH_TIME)
     # the initiator stops using a stale cookie
     assert gen.add_macs(MSG, now=COOKIE_REFRESH_TIME)[-16:] == bytes(16)
 

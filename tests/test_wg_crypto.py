@@ -9,8 +9,9 @@ import json
 import random
 import struct
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from nacl.bindings import crypto_aead_chacha20poly1305_ietf_decrypt as public_decrypt
@@ -21,8 +22,7 @@ from wgslirpy.wg import crypto
 from wgslirpy.wg.messages import TRANSPORT_HEADER
 from wgslirpy.wg.session import Keypair
 
-VECTORS: dict[str, Any] = json.loads(
-    (Path(__file__).parent / "data" / "wg_vectors.json").read_text())
+VECTORS: dict[str, Any] = json.loads((Path(__file__).parent / "data" / "wg_vectors.json").read_text())
 h = bytes.fromhex
 
 
@@ -30,8 +30,7 @@ def test_noise_initial_constants_match_published_values() -> None:
     v = VECTORS["noise_constants"]
     assert crypto.INITIAL_CHAINING_KEY.hex() == v["initial_chaining_key"]
     assert crypto.INITIAL_HASH.hex() == v["initial_hash"]
-    assert crypto.INITIAL_CHAINING_KEY == hashlib.blake2s(
-        b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s").digest()
+    assert hashlib.blake2s(b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s").digest() == crypto.INITIAL_CHAINING_KEY
 
 
 def test_labels_and_identifier() -> None:
@@ -67,17 +66,17 @@ def test_hash_and_mac() -> None:
 
 def test_aead_rfc8439_vector() -> None:
     v = VECTORS["aead"]
-    out = crypto.chacha20poly1305_encrypt_raw(h(v["key"]), h(v["nonce"]), h(v["plaintext"]),
-                                              h(v["aad"]))
+    out = crypto.chacha20poly1305_encrypt_raw(h(v["key"]), h(v["nonce"]), h(v["plaintext"]), h(v["aad"]))
     assert out[:16].hex() == v["ciphertext_prefix"]
     assert out[-16:].hex() == v["tag"]
 
 
 def test_aead_nonce_is_four_zero_bytes_then_le_counter() -> None:
-    assert crypto.aead_nonce(0x0102030405060708) == h("00000000" "0807060504030201")
+    assert crypto.aead_nonce(0x0102030405060708) == h("000000000807060504030201")
     key = bytes(range(32))
     assert crypto.aead_encrypt(key, 7, b"pt", b"ad") == crypto.chacha20poly1305_encrypt_raw(
-        key, h("00000000" "0700000000000000"), b"pt", b"ad")
+        key, h("000000000700000000000000"), b"pt", b"ad"
+    )
 
 
 def test_aead_roundtrip_and_tamper() -> None:
@@ -146,11 +145,14 @@ def test_tai64n() -> None:
 
 Backend = tuple[Callable[..., bytes], Callable[..., bytes], Callable[..., bytes]]
 BACKENDS: dict[str, Backend] = {
-    "bindings": (crypto._portable_aead_encrypt, crypto._portable_aead_decrypt,
-                 crypto._portable_aead_encrypt_with_header)}
+    "bindings": (
+        crypto._portable_aead_encrypt,
+        crypto._portable_aead_decrypt,
+        crypto._portable_aead_encrypt_with_header,
+    )
+}
 if crypto.BACKEND == "cffi":
-    BACKENDS["cffi"] = (crypto._fast_aead_encrypt, crypto._fast_aead_decrypt,
-                        crypto._fast_aead_encrypt_with_header)
+    BACKENDS["cffi"] = (crypto._fast_aead_encrypt, crypto._fast_aead_decrypt, crypto._fast_aead_encrypt_with_header)
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -165,8 +167,7 @@ def random_cases(seed: int, count: int) -> Iterator[tuple[bytes, int, bytes, byt
     for i in range(count):
         n = edges[i] if i < len(edges) else r.randrange(2001)
         counter = r.choice([0, 1, 2**64 - 1, r.getrandbits(64), r.getrandbits(20)])
-        yield (r.randbytes(32), counter, r.randbytes(n),
-               r.randbytes(r.choice([0, 0, 1, 32, r.randrange(100)])))
+        yield (r.randbytes(32), counter, r.randbytes(n), r.randbytes(r.choice([0, 0, 1, 32, r.randrange(100)])))
 
 
 def test_selected_backend_is_cffi_when_pynacl_has_it() -> None:
@@ -294,13 +295,15 @@ def _wire_transcript() -> list[bytes]:
 
 
 def _keypair_messages() -> list[bytes]:
-    kp = Keypair(bytes(range(32)), bytes(range(32, 64)), created=0.0, local_index=1,
-                 remote_index=2, is_initiator=True)
+    kp = Keypair(bytes(range(32)), bytes(range(32, 64)), created=0.0, local_index=1, remote_index=2, is_initiator=True)
     msgs = [kp.encrypt(b"x" * n, 1420) for n in (0, 1, 50, 1420)]
-    peer = Keypair(kp.recv_key, kp.send_key, created=0.0, local_index=2, remote_index=1,
-                   is_initiator=False)
+    peer = Keypair(kp.recv_key, kp.send_key, created=0.0, local_index=2, remote_index=1, is_initiator=False)
     assert [peer.decrypt(c, m[16:]) for c, m in enumerate(msgs)] == [
-        b"", b"x" + bytes(15), b"x" * 50 + bytes(14), b"x" * 1420]
+        b"",
+        b"x" + bytes(15),
+        b"x" * 50 + bytes(14),
+        b"x" * 1420,
+    ]
     return msgs
 
 
@@ -311,8 +314,7 @@ def test_callers_see_identical_bytes_with_the_fallback(monkeypatch: pytest.Monke
     assert (_wire_transcript(), _keypair_messages()) == selected
 
 
-def test_import_without_sodium_selects_the_public_bindings(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_without_sodium_selects_the_public_bindings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "nacl._sodium", None)  # makes the import fail
     spec = importlib.util.spec_from_file_location("_crypto_without_sodium", crypto.__file__)
     assert spec is not None and spec.loader is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 
 import pytest
@@ -61,6 +62,7 @@ def established(**kw: object) -> WgPair:
 
 # --- handshake ---------------------------------------------------------------------------------
 
+
 def test_handshake_initiated_by_a() -> None:
     p = WgPair()
     assert not p.a.has_session and p.a.next_deadline() is None
@@ -113,17 +115,23 @@ def test_handshake_with_preshared_key_and_mismatch() -> None:
 
 def test_initiation_from_unknown_key_is_dropped() -> None:
     clock = FakeClock()
-    stranger = WireGuardEndpoint(crypto.clamp(b"\x55" * 32), PeerConfig(B_PUBLIC, endpoint=("198.51.100.2", 51820)),
-                                 now=clock.now, wall_clock=lambda: 1.7e9, rng=seeded_rng(5))
+    stranger = WireGuardEndpoint(
+        crypto.clamp(b"\x55" * 32),
+        PeerConfig(B_PUBLIC, endpoint=("198.51.100.2", 51820)),
+        now=clock.now,
+        wall_clock=lambda: 1.7e9,
+        rng=seeded_rng(5),
+    )
     p = WgPair(clock)
     stranger.initiate_handshake(now=clock.now)
-    (init, _), = stranger.datagrams_to_send()
+    ((init, _),) = stranger.datagrams_to_send()
     assert p.b.receive_datagram(init, ("203.0.113.9", 1), now=clock.now) is None
     assert_dropped(p.b, DropReason.WG_HANDSHAKE_FAILED)
     assert p.b.datagrams_to_send() == [] and p.b.endpoint is None
 
 
 # --- data ----------------------------------------------------------------------------------------
+
 
 def test_data_both_ways_ipv4_and_ipv6() -> None:
     p = established()
@@ -142,7 +150,7 @@ def test_padding_to_16_and_removed_on_receive(payload_len: int) -> None:
     p = established()
     pkt = ipv4_packet(b"z" * payload_len)
     p.a.send_ip(pkt, now=p.now)
-    (dgram, _), = p.a.datagrams_to_send()
+    ((dgram, _),) = p.a.datagrams_to_send()
     assert len(dgram) == 16 + -(-len(pkt) // 16) * 16 + 16
     assert p.b.receive_datagram(dgram, p.a_addr, now=p.now) == pkt
 
@@ -151,7 +159,7 @@ def test_full_mtu_packet_is_not_padded_past_the_mtu() -> None:
     p = established(a_kwargs={"mtu": 1420})
     pkt = ipv4_packet(bytes(1400))  # 1420 bytes: 12 more would round up to 1424
     p.a.send_ip(pkt, now=p.now)
-    (dg, _), = p.a.datagrams_to_send()
+    ((dg, _),) = p.a.datagrams_to_send()
     assert len(dg) == 16 + 1420 + 16
     assert p.b.receive_datagram(dg, p.a_addr, now=p.now) == pkt
 
@@ -194,6 +202,7 @@ def test_staging_queue_capacity() -> None:
 
 # --- timers ------------------------------------------------------------------------------------
 
+
 def test_keepalive_after_10s_when_we_received_data_and_sent_nothing() -> None:
     p = established()
     p.a.send_ip(PKT, now=p.now)
@@ -228,8 +237,11 @@ def test_new_handshake_when_sent_data_and_heard_nothing() -> None:
     p.transfer(p.a)
     deadline = p.a.next_deadline()
     assert deadline is not None
-    assert KEEPALIVE_TIMEOUT + REKEY_TIMEOUT <= deadline - start <= (
-        KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX)
+    assert (
+        KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+        <= deadline - start
+        <= (KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX)
+    )
     p.advance(deadline - start - 0.01, deliver=False)  # b's keepalive at 10 s is lost
     assert p.drop(p.b) == 1
     assert kinds(p.a.datagrams_to_send()) == []
@@ -349,7 +361,7 @@ def test_handshake_retransmission_with_jitter_then_give_up() -> None:
         for dg, _ in p.a.datagrams_to_send():
             assert dg[0] == 1
             times.append(p.now)
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(REKEY_TIMEOUT <= g <= REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX for g in gaps)
     assert len({round(g, 6) for g in gaps}) > 1  # jittered
     assert times[-1] - start >= REKEY_ATTEMPT_TIME
@@ -370,6 +382,7 @@ def test_initiations_are_rate_limited() -> None:
 
 
 # --- cookies -------------------------------------------------------------------------------------
+
 
 def test_cookie_round_trip_under_load() -> None:
     p = WgPair()
@@ -394,7 +407,7 @@ def test_under_load_is_the_flag_the_shell_sets() -> None:
     # The shell derives it from its handshake queue (tests/test_wg_flood.py); no rate guess here.
     p = WgPair()
     p.a.initiate_handshake(now=p.now)
-    (init, _), = p.a.datagrams_to_send()
+    ((init, _),) = p.a.datagrams_to_send()
     p.b.under_load = True
     p.b.receive_datagram(init, p.a_addr, now=p.now)
     assert kinds(p.b.datagrams_to_send()) == [3]
@@ -407,13 +420,14 @@ def test_under_load_is_the_flag_the_shell_sets() -> None:
 def test_bad_mac1_dropped_before_any_dh(monkeypatch: pytest.MonkeyPatch) -> None:
     p = WgPair()
     p.a.initiate_handshake(now=p.now)
-    (init, _), = p.a.datagrams_to_send()
+    ((init, _),) = p.a.datagrams_to_send()
     calls: list[tuple[bytes, bytes]] = []
     real_dh = crypto.dh
 
     def counting_dh(priv: bytes, pub: bytes) -> bytes:
         calls.append((priv, pub))
         return real_dh(priv, pub)
+
     monkeypatch.setattr(crypto, "dh", counting_dh)
     bad = bytearray(init)
     bad[-20] ^= 1
@@ -429,10 +443,11 @@ def test_bad_mac1_dropped_before_any_dh(monkeypatch: pytest.MonkeyPatch) -> None
 
 # --- replay ------------------------------------------------------------------------------------
 
+
 def test_replayed_transport_packet_dropped() -> None:
     p = established()
     p.a.send_ip(PKT, now=p.now)
-    (dg, _), = p.a.datagrams_to_send()
+    ((dg, _),) = p.a.datagrams_to_send()
     assert p.b.receive_datagram(dg, p.a_addr, now=p.now) == PKT
     assert p.b.receive_datagram(dg, p.a_addr, now=p.now) is None
     assert_dropped(p.b, DropReason.WG_REPLAYED)
@@ -442,7 +457,7 @@ def test_replayed_initiation_dropped() -> None:
     p = established()
     p.clock.advance(REKEY_TIMEOUT)
     p.a.initiate_handshake(now=p.now)
-    (init, _), = p.a.datagrams_to_send()
+    ((init, _),) = p.a.datagrams_to_send()
     p.b.receive_datagram(init, p.a_addr, now=p.now)
     assert kinds(p.b.datagrams_to_send()) == [2]
     p.b.receive_datagram(init, p.a_addr, now=p.now + 1)
@@ -468,7 +483,7 @@ def test_out_of_order_within_window_accepted_once() -> None:
 def test_forged_transport_does_not_advance_the_window() -> None:
     p = established()
     p.a.send_ip(PKT, now=p.now)
-    (dg, _), = p.a.datagrams_to_send()
+    ((dg, _),) = p.a.datagrams_to_send()
     forged = dg[:8] + (10**6).to_bytes(8, "little") + dg[16:]
     assert p.b.receive_datagram(forged, p.a_addr, now=p.now) is None
     assert_dropped(p.b, DropReason.WG_DECRYPT_FAILED)
@@ -476,6 +491,7 @@ def test_forged_transport_does_not_advance_the_window() -> None:
 
 
 # --- robustness --------------------------------------------------------------------------------
+
 
 def test_garbage_of_every_length_never_raises() -> None:
     p = established()
@@ -531,19 +547,20 @@ def test_unexpected_response_and_unknown_index() -> None:
     assert_dropped(p.a, DropReason.WG_BAD_MAC1)
     p.transfer(p.a)  # a's keepalive confirms the session at b
     p.a.send_ip(PKT, now=p.now)
-    (dg, _), = p.a.datagrams_to_send()
+    ((dg, _),) = p.a.datagrams_to_send()
     p.b.receive_datagram(dg[:4] + b"\xde\xad\xbe\xef" + dg[8:], p.a_addr, now=p.now)
     assert_dropped(p.b, DropReason.WG_UNKNOWN_INDEX)
 
 
 # --- roaming -------------------------------------------------------------------------------------
 
+
 def test_roaming_follows_latest_authenticated_packet() -> None:
     p = established()
     assert p.b.endpoint == p.a_addr
     new_addr = ("203.0.113.7", 5555)
     p.a.send_ip(PKT, now=p.now)
-    (dg, _), = p.a.datagrams_to_send()
+    ((dg, _),) = p.a.datagrams_to_send()
     forged = dg[:-1] + bytes([dg[-1] ^ 1])
     p.b.receive_datagram(forged, new_addr, now=p.now)  # unauthenticated: ignored
     assert p.b.endpoint == p.a_addr
@@ -559,18 +576,24 @@ def test_roaming_follows_latest_authenticated_packet() -> None:
 def test_ipv6_recvfrom_address_is_normalised() -> None:
     p = established()
     p.a.send_ip(PKT, now=p.now)
-    (dg, _), = p.a.datagrams_to_send()
+    ((dg, _),) = p.a.datagrams_to_send()
     assert p.b.receive_datagram(dg, ("2001:db8::1", 4444, 0, 0), now=p.now) == PKT
     assert p.b.endpoint == ("2001:db8::1", 4444)
 
 
 def test_peer_config_endpoint_is_normalised() -> None:
-    ep = WireGuardEndpoint(A_PRIVATE, PeerConfig(B_PUBLIC, endpoint=("::1", 5, 0, 0)),  # type: ignore[arg-type]
-                           now=0.0, wall_clock=lambda: 1.7e9, rng=seeded_rng())
+    ep = WireGuardEndpoint(
+        A_PRIVATE,
+        PeerConfig(B_PUBLIC, endpoint=("::1", 5, 0, 0)),  # type: ignore[arg-type]
+        now=0.0,
+        wall_clock=lambda: 1.7e9,
+        rng=seeded_rng(),
+    )
     assert ep.endpoint == ("::1", 5)
 
 
 # --- inner packet checks -------------------------------------------------------------------------
+
 
 def _deliver_raw(p: WgPair, inner: bytes) -> bytes | None:
     kp = p.a.keypairs.current
@@ -607,6 +630,7 @@ def test_bad_inner_still_counts_as_authenticated() -> None:
 
 
 # --- config --------------------------------------------------------------------------------------
+
 
 def test_config_errors() -> None:
     with pytest.raises(ConfigError):

@@ -57,6 +57,5 @@ def test_decode_rejects_wrong_size_type_and_reserved_bytes() -> None:
     assert _reason(m.decode_initiation, b"\x01\x00\x01\x00" + init[4:]) is DropReason.WG_UNKNOWN_TYPE
     assert _reason(m.decode_response, init) is DropReason.WG_UNKNOWN_TYPE
     assert _reason(m.decode_cookie_reply, b"\x03\x00") is DropReason.WG_SHORT
-    assert _reason(m.decode_transport_header, m.encode_transport_header(1, 1) + bytes(15)) is (
-        DropReason.WG_SHORT)
+    assert _reason(m.decode_transport_header, m.encode_transport_header(1, 1) + bytes(15)) is (DropReason.WG_SHORT)
     assert m.message_type(b"\x04\x00\x00\x00") == 4

@@ -66,8 +66,7 @@ def test_initiation_from_unknown_static_key_fails() -> None:
     stranger = Handshake(stranger_priv, B_PUBLIC)
     _, r = handshakes()
     init = stranger.create_initiation(local_index=1, wall_clock=WALL, rng=seeded_rng())
-    assert reason(r.consume_initiation, decode_initiation(init), now=0.0) is (
-        DropReason.WG_HANDSHAKE_FAILED)
+    assert reason(r.consume_initiation, decode_initiation(init), now=0.0) is (DropReason.WG_HANDSHAKE_FAILED)
     assert r.state is HandshakeState.ZEROED
 
 
@@ -75,22 +74,21 @@ def test_initiation_for_another_responder_fails() -> None:
     i = Handshake(A_PRIVATE, A_PUBLIC)  # encrypts to the wrong responder key
     _, r = handshakes()
     init = i.create_initiation(local_index=1, wall_clock=WALL, rng=seeded_rng())
-    assert reason(r.consume_initiation, decode_initiation(init), now=0.0) is (
-        DropReason.WG_HANDSHAKE_FAILED)
+    assert reason(r.consume_initiation, decode_initiation(init), now=0.0) is (DropReason.WG_HANDSHAKE_FAILED)
 
 
 def test_tai64n_replay_and_flood_guard() -> None:
     i, r = handshakes()
     first = i.create_initiation(local_index=1, wall_clock=WALL, rng=seeded_rng())
     r.consume_initiation(decode_initiation(first), now=0.0)
-    assert reason(r.consume_initiation, decode_initiation(first), now=10.0) is (
-        DropReason.WG_REPLAYED_INITIATION)
+    assert reason(r.consume_initiation, decode_initiation(first), now=10.0) is (DropReason.WG_REPLAYED_INITIATION)
     older = i.create_initiation(local_index=2, wall_clock=WALL - 1, rng=seeded_rng())
-    assert reason(r.consume_initiation, decode_initiation(older), now=10.0) is (
-        DropReason.WG_REPLAYED_INITIATION)
+    assert reason(r.consume_initiation, decode_initiation(older), now=10.0) is (DropReason.WG_REPLAYED_INITIATION)
     newer = i.create_initiation(local_index=3, wall_clock=WALL + 1, rng=seeded_rng())
-    assert reason(r.consume_initiation, decode_initiation(newer), now=HANDSHAKE_INITIATION_RATE / 2
-                  ) is DropReason.WG_INITIATION_FLOOD
+    assert (
+        reason(r.consume_initiation, decode_initiation(newer), now=HANDSHAKE_INITIATION_RATE / 2)
+        is DropReason.WG_INITIATION_FLOOD
+    )
     r.consume_initiation(decode_initiation(newer), now=HANDSHAKE_INITIATION_RATE * 2)
     assert r.remote_index == 3
 
@@ -101,25 +99,21 @@ def test_unexpected_and_tampered_responses() -> None:
     r.consume_initiation(decode_initiation(init), now=0.0)
     resp = r.create_response(local_index=2, rng=seeded_rng())
     wrong_receiver = resp[:8] + (99).to_bytes(4, "little") + resp[12:]
-    assert reason(i.consume_response, decode_response(wrong_receiver)) is (
-        DropReason.WG_UNEXPECTED_RESPONSE)
+    assert reason(i.consume_response, decode_response(wrong_receiver)) is (DropReason.WG_UNEXPECTED_RESPONSE)
     tampered = bytearray(resp)
     tampered[50] ^= 1
-    assert reason(i.consume_response, decode_response(bytes(tampered))) is (
-        DropReason.WG_HANDSHAKE_FAILED)
+    assert reason(i.consume_response, decode_response(bytes(tampered))) is (DropReason.WG_HANDSHAKE_FAILED)
     i.consume_response(decode_response(resp))  # state was left intact
     assert reason(i.consume_response, decode_response(resp)) is DropReason.WG_UNEXPECTED_RESPONSE
     fresh, _ = handshakes()
-    assert reason(fresh.consume_response, decode_response(resp)) is (
-        DropReason.WG_UNEXPECTED_RESPONSE)
+    assert reason(fresh.consume_response, decode_response(resp)) is (DropReason.WG_UNEXPECTED_RESPONSE)
 
 
 def test_low_order_ephemeral_rejected() -> None:
     i, r = handshakes()
     init = bytearray(i.create_initiation(local_index=1, wall_clock=WALL, rng=seeded_rng()))
     init[8:40] = bytes(32)
-    assert reason(r.consume_initiation, decode_initiation(bytes(init)), now=0.0) is (
-        DropReason.WG_HANDSHAKE_FAILED)
+    assert reason(r.consume_initiation, decode_initiation(bytes(init)), now=0.0) is (DropReason.WG_HANDSHAKE_FAILED)
 
 
 def test_misuse_raises() -> None:
@@ -148,7 +142,7 @@ def test_golden_transcript_structure() -> None:
     assert init[-32:-16] == crypto.mac(crypto.hash_(b"mac1----", g["responder_public"]), init[:-32])
     assert resp[-32:-16] == crypto.mac(crypto.hash_(b"mac1----", g["initiator_public"]), resp[:-32])
     first = g["first_transport"]
-    assert first[:16] == bytes.fromhex("04000000" "88776655" "0000000000000000")
+    assert first[:16] == bytes.fromhex("04000000887766550000000000000000")
     assert crypto.aead_decrypt(g["initiator_send_key"], 0, first[16:])[20:26] == b"golden"
     assert g["keepalive"][8:16] == (1).to_bytes(8, "little") and len(g["keepalive"]) == 32
     assert len(g["cookie_reply"]) == 64 and g["retry_initiation_with_mac2"][-16:] != bytes(16)

@@ -69,10 +69,26 @@ def test_reject_after_messages() -> None:
 
 def test_small_window_wireguard_go_style_sequence() -> None:
     f = ReplayFilter(window=64)
-    seq = [(0, True), (1, True), (1, False), (9, True), (8, True), (7, True), (7, False),
-           (64, True), (1, False), (2, True), (0, False), (65, True), (1, False), (3, True),
-           (2, False), (200, True),
-           (136, False), (137, True)]
+    seq = [
+        (0, True),
+        (1, True),
+        (1, False),
+        (9, True),
+        (8, True),
+        (7, True),
+        (7, False),
+        (64, True),
+        (1, False),
+        (2, True),
+        (0, False),
+        (65, True),
+        (1, False),
+        (3, True),
+        (2, False),
+        (200, True),
+        (136, False),
+        (137, True),
+    ]
     for counter, expected in seq:
         assert accept(f, counter) is expected, counter
 

@@ -12,10 +12,8 @@ K1, K2 = bytes(range(32)), bytes(range(32, 64))
 
 
 def pair(created: float = 0.0, index: int = 1) -> tuple[Keypair, Keypair]:
-    a = Keypair(K1, K2, created=created, local_index=index, remote_index=100 + index,
-                is_initiator=True)
-    b = Keypair(K2, K1, created=created, local_index=100 + index, remote_index=index,
-                is_initiator=False)
+    a = Keypair(K1, K2, created=created, local_index=index, remote_index=100 + index, is_initiator=True)
+    b = Keypair(K2, K1, created=created, local_index=100 + index, remote_index=index, is_initiator=False)
     return a, b
 
 
@@ -103,8 +101,13 @@ def test_initiator_install_with_pending_next() -> None:
 
 
 def test_padding_stops_at_mtu() -> None:
-    a, b = pair()
-    for n, mtu, plain_len in [(1420, 1420, 1420), (1419, 1420, 1420), (1405, 1420, 1408),
-                              (1500, 1420, 1500), (1, 1420, 16)]:
+    a, _b = pair()
+    for n, mtu, plain_len in [
+        (1420, 1420, 1420),
+        (1419, 1420, 1420),
+        (1405, 1420, 1408),
+        (1500, 1420, 1500),
+        (1, 1420, 16),
+    ]:
         msg = a.encrypt(bytes(n), mtu)
         assert len(msg) == 16 + plain_len + 16, (n, mtu)

@@ -36,8 +36,11 @@ def test_data_sent_arms_new_handshake_once_with_jitter() -> None:
     t.on_data_sent(100.0)
     d = t.new_handshake
     assert d is not None
-    assert 100 + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT <= d <= (
-        100 + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX)
+    assert (
+        100 + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+        <= d
+        <= (100 + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX)
+    )
     t.on_data_sent(101.0)
     assert t.new_handshake == d
     t.on_any_authenticated_packet_received(102.0)
@@ -114,10 +117,8 @@ def test_zero_key_material_and_send_rate_limit() -> None:
 
 
 def test_keep_key_fresh() -> None:
-    ini = Keypair(b"k" * 32, b"k" * 32, created=0.0, local_index=1, remote_index=2,
-                  is_initiator=True)
-    resp = Keypair(b"k" * 32, b"k" * 32, created=0.0, local_index=3, remote_index=4,
-                   is_initiator=False)
+    ini = Keypair(b"k" * 32, b"k" * 32, created=0.0, local_index=1, remote_index=2, is_initiator=True)
+    resp = Keypair(b"k" * 32, b"k" * 32, created=0.0, local_index=3, remote_index=4, is_initiator=False)
     assert not should_rekey_on_send(ini, REKEY_AFTER_TIME - 0.1)
     assert should_rekey_on_send(ini, REKEY_AFTER_TIME)
     assert not should_rekey_on_send(resp, REKEY_AFTER_TIME * 1.4)

@@ -7,7 +7,8 @@ authenticated packet. Time is a FakeClock shared by both; wall clocks are fixed 
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tests.conftest import FakeClock, seeded_rng
 from wgslirpy.errors import DropReason
@@ -23,8 +24,7 @@ B_PUBLIC = crypto.public_key(B_PRIVATE)
 WALL_OFFSET = 1_700_000_000.0
 
 
-def ipv4_packet(payload: bytes = b"hello", src: str = "10.0.0.2", dst: str = "10.0.0.1",
-                proto: int = 17) -> bytes:
+def ipv4_packet(payload: bytes = b"hello", src: str = "10.0.0.2", dst: str = "10.0.0.1", proto: int = 17) -> bytes:
     """A minimal IPv4 packet (checksum left zero: the endpoint does not check it)."""
     total = 20 + len(payload)
     s = bytes(int(x) for x in src.split("."))
@@ -32,18 +32,25 @@ def ipv4_packet(payload: bytes = b"hello", src: str = "10.0.0.2", dst: str = "10
     return struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, proto, 0, s, d) + payload
 
 
-def ipv6_packet(payload: bytes = b"hello6", src: bytes = b"\xfd" + bytes(14) + b"\x02",
-                dst: bytes = b"\xfd" + bytes(14) + b"\x01") -> bytes:
+def ipv6_packet(
+    payload: bytes = b"hello6", src: bytes = b"\xfd" + bytes(14) + b"\x02", dst: bytes = b"\xfd" + bytes(14) + b"\x01"
+) -> bytes:
     return struct.pack("!IHBB16s16s", 6 << 28, len(payload), 17, 64, src, dst) + payload
 
 
 class WgPair:
     """Initiator-capable ``a`` and responder ``b`` over a lossless in-memory link."""
 
-    def __init__(self, clock: FakeClock | None = None, *, a_peer: dict[str, Any] | None = None,
-                 b_peer: dict[str, Any] | None = None, psk: bytes | None = None,
-                 a_kwargs: dict[str, Any] | None = None,
-                 b_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        clock: FakeClock | None = None,
+        *,
+        a_peer: dict[str, Any] | None = None,
+        b_peer: dict[str, Any] | None = None,
+        psk: bytes | None = None,
+        a_kwargs: dict[str, Any] | None = None,
+        b_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         # dict[str, Any] rather than type: ignore comments, which a formatter can move off their line.
         self.clock = clock or FakeClock()
 
@@ -54,10 +61,22 @@ class WgPair:
         self.b_addr = B_ADDR
         a_peer_kw: dict[str, Any] = {"preshared_key": psk, "endpoint": B_ADDR} | (a_peer or {})
         b_peer_kw: dict[str, Any] = {"preshared_key": psk} | (b_peer or {})
-        self.a = WireGuardEndpoint(A_PRIVATE, PeerConfig(B_PUBLIC, **a_peer_kw),
-                                   now=self.clock.now, wall_clock=wall, rng=seeded_rng(1), **(a_kwargs or {}))
-        self.b = WireGuardEndpoint(B_PRIVATE, PeerConfig(A_PUBLIC, **b_peer_kw),
-                                   now=self.clock.now, wall_clock=wall, rng=seeded_rng(2), **(b_kwargs or {}))
+        self.a = WireGuardEndpoint(
+            A_PRIVATE,
+            PeerConfig(B_PUBLIC, **a_peer_kw),
+            now=self.clock.now,
+            wall_clock=wall,
+            rng=seeded_rng(1),
+            **(a_kwargs or {}),
+        )
+        self.b = WireGuardEndpoint(
+            B_PRIVATE,
+            PeerConfig(A_PUBLIC, **b_peer_kw),
+            now=self.clock.now,
+            wall_clock=wall,
+            rng=seeded_rng(2),
+            **(b_kwargs or {}),
+        )
 
     @property
     def now(self) -> float:
@@ -142,6 +161,7 @@ def fixed_rng(*chunks: bytes) -> Callable[[int], bytes]:
         chunk = next(it)
         assert len(chunk) == n, (len(chunk), n)
         return chunk
+
     return rng
 
 
@@ -157,11 +177,11 @@ def golden_transcript(psk: bytes | None = None) -> dict[str, str]:
     hs_i = Handshake(A_PRIVATE, B_PUBLIC, psk)
     hs_r = Handshake(B_PRIVATE, A_PUBLIC, psk)
     gen_i, gen_r = CookieGenerator(B_PUBLIC), CookieGenerator(A_PUBLIC)
-    init = gen_i.add_macs(hs_i.create_initiation(local_index=0x11223344, wall_clock=wall,
-                                                 rng=fixed_rng(eph_i)), now=0.0)
+    init = gen_i.add_macs(
+        hs_i.create_initiation(local_index=0x11223344, wall_clock=wall, rng=fixed_rng(eph_i)), now=0.0
+    )
     hs_r.consume_initiation(decode_initiation(init), now=0.0)
-    resp = gen_r.add_macs(hs_r.create_response(local_index=0x55667788, rng=fixed_rng(eph_r)),
-                          now=0.0)
+    resp = gen_r.add_macs(hs_r.create_response(local_index=0x55667788, rng=fixed_rng(eph_r)), now=0.0)
     hs_i.consume_response(decode_response(resp))
     kp_i = hs_i.derive_keypair(now=0.0)
     kp_r = hs_r.derive_keypair(now=0.0)
@@ -174,16 +194,24 @@ def golden_transcript(psk: bytes | None = None) -> dict[str, str]:
     gen_i.consume_reply(decode_cookie_reply(cookie_reply), now=0.0)
     retry = gen_i.add_macs(init[:-32] + bytes(32), now=0.0)
     return {
-        "initiator_private": A_PRIVATE.hex(), "initiator_public": A_PUBLIC.hex(),
-        "responder_private": B_PRIVATE.hex(), "responder_public": B_PUBLIC.hex(),
+        "initiator_private": A_PRIVATE.hex(),
+        "initiator_public": A_PUBLIC.hex(),
+        "responder_private": B_PRIVATE.hex(),
+        "responder_public": B_PUBLIC.hex(),
         "preshared_key": (psk or bytes(32)).hex(),
-        "initiator_ephemeral": eph_i.hex(), "responder_ephemeral": eph_r.hex(),
-        "wall_clock": repr(wall), "tai64n": crypto.tai64n(wall).hex(),
-        "initiation": init.hex(), "response": resp.hex(),
-        "initiator_send_key": kp_i.send_key.hex(), "initiator_recv_key": kp_i.recv_key.hex(),
-        "first_transport": first.hex(), "keepalive": keepalive.hex(),
+        "initiator_ephemeral": eph_i.hex(),
+        "responder_ephemeral": eph_r.hex(),
+        "wall_clock": repr(wall),
+        "tai64n": crypto.tai64n(wall).hex(),
+        "initiation": init.hex(),
+        "response": resp.hex(),
+        "initiator_send_key": kp_i.send_key.hex(),
+        "initiator_recv_key": kp_i.recv_key.hex(),
+        "first_transport": first.hex(),
+        "keepalive": keepalive.hex(),
         "responder_transport": reply_to_r.hex(),
-        "cookie_reply": cookie_reply.hex(), "retry_initiation_with_mac2": retry.hex(),
+        "cookie_reply": cookie_reply.hex(),
+        "retry_initiation_with_mac2": retry.hex(),
     }
 
 
@@ -191,6 +219,10 @@ if __name__ == "__main__":  # regenerate: python -m tests.wg_helpers (only on pu
     import json
 
     with open(GOLDEN_PATH, "w") as f:
-        json.dump({"no_psk": golden_transcript(), "psk": golden_transcript(bytes(range(200, 232)))},
-                  f, indent=1, sort_keys=True)
+        json.dump(
+            {"no_psk": golden_transcript(), "psk": golden_transcript(bytes(range(200, 232)))},
+            f,
+            indent=1,
+            sort_keys=True,
+        )
         f.write("\n")

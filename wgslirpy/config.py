@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from . import constants as C
 from . import keys
@@ -165,9 +166,14 @@ class Config:
         if not C.MIN_MTU <= self.mtu <= C.MAX_MTU:
             raise ConfigError(f"--mtu: must be between 1280 and 65535, got {self.mtu}")
         if self.tcp_buffer_size < 1024 or self.tcp_buffer_size > 0xFFFF << 14:
-            raise ConfigError(f"--tcp-buffer-size: must be between 1024 and {0xFFFF << 14} (the largest TCP window), got {self.tcp_buffer_size}")
+            raise ConfigError(
+                f"--tcp-buffer-size: must be between 1024 and {0xFFFF << 14} (the largest TCP window), "
+                f"got {self.tcp_buffer_size}"
+            )
         if self.congestion not in CONGESTION_CONTROLS:
-            raise ConfigError(f"--congestion: unknown algorithm {self.congestion!r}; choose one of {', '.join(CONGESTION_CONTROLS)}")
+            raise ConfigError(
+                f"--congestion: unknown algorithm {self.congestion!r}; choose one of {', '.join(CONGESTION_CONTROLS)}"
+            )
         if self.transmit_queue_capacity < 1:
             raise ConfigError("--transmit-queue-capacity: must be at least 1")
         if self.max_udp_bindings < 1:
@@ -187,7 +193,7 @@ class Config:
         check_port_range(self.incoming_port_range)
         listening = [(f.proto, f.host) for f in self.incoming]
         for i, f in enumerate(self.incoming):
-            if (f.host[1] != 0 and (f.proto, f.host) in listening[:i]):
+            if f.host[1] != 0 and (f.proto, f.host) in listening[:i]:
                 raise ConfigError(f"{f.option}: {f.describe()}: another forward listens on the same host address")
         if self.private_key == self.peer_public_key:
             raise ConfigError("--peer-key: this is our own private key, not the peer's public key")
@@ -207,7 +213,7 @@ class Config:
         incoming_tcp: Sequence[str] = (),
         incoming_udp: Sequence[str] = (),
         **kwargs: Any,
-    ) -> "Config":
+    ) -> Config:
         """Build a Config from what a user writes: base64 keys (or raw 32-byte keys),
         ``ip:port`` / ``[ipv6]:port`` addresses, destination ``rules`` as ``("allow" |
         "deny", "CIDR[:PORTS]")`` pairs in order, ``incoming_tcp``/``incoming_udp`` as

@@ -130,7 +130,7 @@ class DropCounter:
         return sum(self.counts.values())
 
     @classmethod
-    def combined(cls, *counters: "DropCounter") -> "DropCounter":
+    def combined(cls, *counters: DropCounter) -> DropCounter:
         """A new counter holding the sums of ``counters`` (e.g. a core and its sub-cores)."""
         total = cls()
         for counter in counters:

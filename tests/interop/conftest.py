@@ -17,7 +17,8 @@ import shlex
 import shutil
 import signal
 import subprocess
-from typing import Any, Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
 import pytest
 
@@ -42,8 +43,10 @@ def missing_prerequisite() -> str | None:
         return "interop tests need /dev/net/tun"
     for tool in REQUIRED_TOOLS:
         if shutil.which(tool) is None:
-            return f"interop tests need `{tool}` on PATH (apt-get install --no-install-recommends " \
-                   "wireguard-go wireguard-tools iproute2 iputils-ping dnsutils nftables curl procps)"
+            return (
+                f"interop tests need `{tool}` on PATH (apt-get install --no-install-recommends "
+                "wireguard-go wireguard-tools iproute2 iputils-ping dnsutils nftables curl procps)"
+            )
     try:
         rc = subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10).returncode
     except (OSError, subprocess.TimeoutExpired):

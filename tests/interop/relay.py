@@ -64,9 +64,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 SOCK_BUF = 4 * 1024 * 1024
 # WireGuard message types and exact sizes (transport: 32-byte minimum, any size above).
@@ -122,8 +123,16 @@ class LinkSpec:
 
     def c_args(self) -> list[str]:
         """The 8 numbers per direction relay.c expects."""
-        vals = (self.delay_ms * 1e6, self.jitter_ms * 1e6, self.loss, self.dup, self.reorder,
-                self.reorder_ms * 1e6, self.rate_bytes(), self.queue_bytes())
+        vals = (
+            self.delay_ms * 1e6,
+            self.jitter_ms * 1e6,
+            self.loss,
+            self.dup,
+            self.reorder,
+            self.reorder_ms * 1e6,
+            self.rate_bytes(),
+            self.queue_bytes(),
+        )
         return [repr(float(v)) for v in vals]
 
 
@@ -136,8 +145,16 @@ class Impairment:
         self.rate = spec.rate_bytes()
         self.queue = spec.queue_bytes()
         self.tail = 0.0  # when the bottleneck has sent everything it holds
-        self.counts = {"in": 0, "dropped": 0, "duplicated": 0, "reordered": 0, "queue_dropped": 0,
-                       "out": 0, "bytes_out": 0, "send_errors": 0}
+        self.counts = {
+            "in": 0,
+            "dropped": 0,
+            "duplicated": 0,
+            "reordered": 0,
+            "queue_dropped": 0,
+            "out": 0,
+            "bytes_out": 0,
+            "send_errors": 0,
+        }
 
     def decide(self, now: float, size: int) -> list[float]:
         """Release times for this datagram: [] drop, two entries for a duplicate."""
@@ -169,9 +186,16 @@ class Impairment:
 
 
 def link_specs(args: argparse.Namespace) -> dict[str, LinkSpec]:
-    common = LinkSpec(delay_ms=args.delay_ms, jitter_ms=args.jitter_ms, loss=args.loss, dup=args.dup,
-                      reorder=args.reorder, reorder_ms=args.reorder_ms, rate_mbit=args.rate_mbit,
-                      queue_kb=args.queue_kb)
+    common = LinkSpec(
+        delay_ms=args.delay_ms,
+        jitter_ms=args.jitter_ms,
+        loss=args.loss,
+        dup=args.dup,
+        reorder=args.reorder,
+        reorder_ms=args.reorder_ms,
+        rate_mbit=args.rate_mbit,
+        queue_kb=args.queue_kb,
+    )
     return {d: common.override(getattr(args, d) or "") for d in DIRECTIONS}
 
 
@@ -183,16 +207,18 @@ def build_c_engine() -> Path:
         raise OSError("no C compiler (cc/gcc) on PATH")
     src = C_SOURCE.read_bytes()
     digest = hashlib.sha256(src).hexdigest()[:16]
-    cache = Path(os.environ.get("WGSLIRPY_RELAY_CACHE")
-                 or Path(tempfile.gettempdir()) / f"wgslirpy-relay-{os.getuid()}")
+    cache = Path(
+        os.environ.get("WGSLIRPY_RELAY_CACHE") or Path(tempfile.gettempdir()) / f"wgslirpy-relay-{os.getuid()}"
+    )
     cache.mkdir(parents=True, exist_ok=True)
     binary = cache / f"relay-{digest}"
     if binary.exists():
         return binary
     tmp = cache / f".relay-{digest}-{os.getpid()}"
     try:
-        proc = subprocess.run([cc, "-O2", "-pthread", "-o", str(tmp), str(C_SOURCE)], capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(
+            [cc, "-O2", "-pthread", "-o", str(tmp), str(C_SOURCE)], capture_output=True, text=True, timeout=120
+        )
     except subprocess.TimeoutExpired as e:
         raise OSError(f"{cc} timed out") from e
     if proc.returncode != 0:
@@ -251,7 +277,7 @@ def relay_python(args: argparse.Namespace, specs: dict[str, LinkSpec]) -> int:
     down.setblocking(False)
     up.setblocking(False)
     imps = {True: Impairment(specs["up"], args.seed * 2), False: Impairment(specs["down"], args.seed * 2 + 1)}
-    record: BinaryIO | None = open(args.record, "wb") if args.record else None
+    record: BinaryIO | None = open(args.record, "wb") if args.record else None  # noqa: SIM115 (kept open for the run)
     recorded = 0
     client: tuple[str, int] | None = None
     # (release time, sequence, data, to-upstream?) in release order
@@ -300,13 +326,26 @@ def relay_python(args: argparse.Namespace, specs: dict[str, LinkSpec]) -> int:
 
     def report() -> None:
         u, d = imps[True].counts, imps[False].counts
-        totals = {k: u[k] + d[k] for k in ("in", "dropped", "duplicated", "reordered", "queue_dropped",
-                                            "send_errors")}
-        print(json.dumps({"engine": "python", **totals, "to_upstream": u["out"], "to_client": d["out"],
-                          "recv_errors": extra["recv_errors"], "held": len(pending),
-                          "peak_dps": int(peak["dps"]), "cpu_s": round(time.process_time(), 3),
-                          "elapsed_s": round(time.monotonic() - t0, 3), "recorded": recorded,
-                          "up": u, "down": d}), flush=True)
+        totals = {k: u[k] + d[k] for k in ("in", "dropped", "duplicated", "reordered", "queue_dropped", "send_errors")}
+        print(
+            json.dumps(
+                {
+                    "engine": "python",
+                    **totals,
+                    "to_upstream": u["out"],
+                    "to_client": d["out"],
+                    "recv_errors": extra["recv_errors"],
+                    "held": len(pending),
+                    "peak_dps": int(peak["dps"]),
+                    "cpu_s": round(time.process_time(), 3),
+                    "elapsed_s": round(time.monotonic() - t0, 3),
+                    "recorded": recorded,
+                    "up": u,
+                    "down": d,
+                }
+            ),
+            flush=True,
+        )
 
     while not stopping:
         if dump_now:

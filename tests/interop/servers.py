@@ -38,7 +38,8 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 HTTP_PORT = 8080
 SINK_PORT = 9001
@@ -123,7 +124,7 @@ def serve_tcp(listener: socket.socket, handler: Callable[[socket.socket], None])
     threading.Thread(target=loop, daemon=True).start()
 
 
-def recv_to_eof(conn: socket.socket, h: "hashlib._Hash") -> int:
+def recv_to_eof(conn: socket.socket, h: hashlib._Hash) -> int:
     count = 0
     while True:
         data = conn.recv(262144)
@@ -353,11 +354,15 @@ def cmd_upload(args: argparse.Namespace) -> int:
         return emit({"ok": False, "errno": errname(e), "elapsed": time.monotonic() - t0})
     elapsed = time.monotonic() - t0
     count_s, _, sha = reply.decode().strip().partition(" ")
-    return emit({
-        "ok": int(count_s or -1) == args.size and sha == h.hexdigest(),
-        "sent_sha256": h.hexdigest(), "reply": reply.decode().strip(),
-        "elapsed": elapsed, "mbps": args.size / elapsed / 1e6,
-    })
+    return emit(
+        {
+            "ok": int(count_s or -1) == args.size and sha == h.hexdigest(),
+            "sent_sha256": h.hexdigest(),
+            "reply": reply.decode().strip(),
+            "elapsed": elapsed,
+            "mbps": args.size / elapsed / 1e6,
+        }
+    )
 
 
 def cmd_talker(args: argparse.Namespace) -> int:
@@ -388,8 +393,16 @@ def cmd_talker(args: argparse.Namespace) -> int:
     except OSError as e:
         return emit({"ok": False, "errno": errname(e), "elapsed": time.monotonic() - t0})
     send_ok = server.get("count") == args.send_size and server.get("sha256") == sent_sha.hexdigest()
-    return emit({"ok": recv_ok and send_ok, "recv_ok": recv_ok, "send_ok": send_ok,
-                 "received": got, "server": server, "elapsed": time.monotonic() - t0})
+    return emit(
+        {
+            "ok": recv_ok and send_ok,
+            "recv_ok": recv_ok,
+            "send_ok": send_ok,
+            "received": got,
+            "server": server,
+            "elapsed": time.monotonic() - t0,
+        }
+    )
 
 
 class EchoConn:
@@ -427,7 +440,7 @@ def cmd_echo_many(args: argparse.Namespace) -> int:
             c = key.data
             try:
                 if ev & selectors.EVENT_WRITE and c.sent < size:
-                    n = c.sock.send(doubled[c.rot + c.sent:c.rot + min(size, c.sent + 262144)])
+                    n = c.sock.send(doubled[c.rot + c.sent : c.rot + min(size, c.sent + 262144)])
                     c.sent += n
                     if c.sent == size:
                         c.sock.shutdown(socket.SHUT_WR)
@@ -438,7 +451,7 @@ def cmd_echo_many(args: argparse.Namespace) -> int:
                         if c.received != size:
                             c.error = f"EOF after {c.received} bytes"
                         c.done = True
-                    elif chunk != doubled[c.rot + c.received:c.rot + c.received + len(chunk)]:
+                    elif chunk != doubled[c.rot + c.received : c.rot + c.received + len(chunk)]:
                         c.error = f"corrupt data at offset {c.received}"
                         c.done = True
                     else:
@@ -459,8 +472,16 @@ def cmd_echo_many(args: argparse.Namespace) -> int:
             c.sock.close()
     errors = [c.error for c in conns if c.error]
     total = sum(c.received for c in conns)
-    return emit({"ok": not errors, "conns": len(conns), "failed": len(errors), "errors": errors[:10],
-                 "elapsed": elapsed, "mbps": total / elapsed / 1e6})
+    return emit(
+        {
+            "ok": not errors,
+            "conns": len(conns),
+            "failed": len(errors),
+            "errors": errors[:10],
+            "elapsed": elapsed,
+            "mbps": total / elapsed / 1e6,
+        }
+    )
 
 
 def cmd_short_conns(args: argparse.Namespace) -> int:
@@ -490,8 +511,7 @@ def cmd_short_conns(args: argparse.Namespace) -> int:
         except OSError as e:
             errors.append(f"#{i}: {errname(e)}")
     elapsed = time.monotonic() - t0
-    return emit({"ok": ok == args.count, "done": ok, "errors": errors[:10], "elapsed": elapsed,
-                 "rate": ok / elapsed})
+    return emit({"ok": ok == args.count, "done": ok, "errors": errors[:10], "elapsed": elapsed, "rate": ok / elapsed})
 
 
 # --- UDP probes ------------------------------------------------------------------------
@@ -509,7 +529,7 @@ def cmd_udp_echo(args: argparse.Namespace) -> int:
     base = random.Random(args.seed + 1).randbytes(4096 + args.max)
 
     def payload(i: int) -> bytes:
-        return struct.pack(">I", i) + base[i % 4096:i % 4096 + sizes[i] - 4]
+        return struct.pack(">I", i) + base[i % 4096 : i % 4096 + sizes[i] - 4]
 
     s = udp_socket(args.host)
     s.connect((args.host, args.port))
@@ -550,8 +570,18 @@ def cmd_udp_echo(args: argparse.Namespace) -> int:
             del inflight[seq]
     elapsed = time.monotonic() - t0
     received = len(got)
-    return emit({"sent": nxt, "received": received, "bad": bad, "dup": dup, "errors": send_errors,
-                 "loss": 1 - received / args.count, "elapsed": elapsed, "rate": received / elapsed})
+    return emit(
+        {
+            "sent": nxt,
+            "received": received,
+            "bad": bad,
+            "dup": dup,
+            "errors": send_errors,
+            "loss": 1 - received / args.count,
+            "elapsed": elapsed,
+            "rate": received / elapsed,
+        }
+    )
 
 
 def select_read(s: socket.socket, timeout: float) -> bool:
@@ -613,7 +643,7 @@ def cmd_udp_refused(args: argparse.Namespace) -> int:
     s.settimeout(args.wait)
     t0 = time.monotonic()
     res: dict[str, Any] = {"errno": None}
-    for attempt in range(args.tries):
+    for _attempt in range(args.tries):
         try:
             s.send(b"anyone there?")
             s.recv(65535)
@@ -632,8 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def add(name: str, fn: Callable[[argparse.Namespace], int], *hostport: str,
-            timeout: float = 30.0) -> argparse.ArgumentParser:
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], *hostport: str, timeout: float = 30.0
+    ) -> argparse.ArgumentParser:
         sp = sub.add_parser(name)
         sp.set_defaults(fn=fn)
         for a in hostport:

@@ -47,8 +47,10 @@ class ExampleGateway(WgSlirpyGateway):
 def topo(socket_buffers: None) -> Generator[Topology, None, None]:
     if gateway_kind() != "wgslirpy":
         pytest.skip("the examples are wgslirpy programs")
-    t = Topology(gateway_factory=lambda topo, key: ExampleGateway(topo, key),
-                 keep_workdir=os.environ.get("WGSLIRPY_INTEROP_KEEP") == "1")
+    t = Topology(
+        gateway_factory=lambda topo, key: ExampleGateway(topo, key),
+        keep_workdir=os.environ.get("WGSLIRPY_INTEROP_KEEP") == "1",
+    )
     try:
         t.up()
     except BaseException:
@@ -81,12 +83,14 @@ def test_wsgi_app_inside_the_tunnel_and_the_rest_forwarded(topo: Topology) -> No
     assert code == 0, err + gw.log_tail()
     assert out == "hello 10.202.0.2, this is /hello inside the tunnel\n"
     # keep-alive: two requests on one connection
-    code, out, err = curl(topo, f"http://{WSGI_ADDRESS}/one", "--fail", "-o", "/dev/stdout",
-                          f"http://{WSGI_ADDRESS}/two")
+    code, out, err = curl(
+        topo, f"http://{WSGI_ADDRESS}/one", "--fail", "-o", "/dev/stdout", f"http://{WSGI_ADDRESS}/two"
+    )
     assert code == 0 and "/one" in out and "/two" in out, err
     size = 3_000_000
-    code, out, err = curl(topo, f"http://{SRV_V4}:{HTTP_PORT}/blob/{size}/7", "--fail", "-o", "/dev/null",
-                          "-w", "%{size_download}")
+    code, out, err = curl(
+        topo, f"http://{SRV_V4}:{HTTP_PORT}/blob/{size}/7", "--fail", "-o", "/dev/null", "-w", "%{size_download}"
+    )
     assert code == 0 and out == str(size), err  # forwarded by forward_tcp
     assert gw.stop() == 0  # SIGTERM: a clean exit
     assert "Traceback" not in gw.log_tail(20000)
@@ -95,13 +99,17 @@ def test_wsgi_app_inside_the_tunnel_and_the_rest_forwarded(topo: Topology) -> No
 def test_filtering_relay_logs_and_refuses(topo: Topology) -> None:
     gw = run_example(topo, "filtering_relay.py", f"DENY={SRV_V4}:9002,10.203.0.99")
     size = 1_000_000
-    code, out, err = curl(topo, f"http://{SRV_V4}:{HTTP_PORT}/blob/{size}/3", "--fail", "-o", "/dev/null",
-                          "-w", "%{size_download}")
+    code, out, err = curl(
+        topo, f"http://{SRV_V4}:{HTTP_PORT}/blob/{size}/3", "--fail", "-o", "/dev/null", "-w", "%{size_download}"
+    )
     assert code == 0 and out == str(size), err + gw.log_tail()
     code, _, err = curl(topo, f"http://{SRV_V4}:9002/")
     assert code == 7, err  # "Failed to connect": refused with a RST
-    wait_until(lambda: "bytes down" in gw.log_tail(20000) and "denied" in gw.log_tail(20000),
-               timeout=10, what="the relay's log lines")
+    wait_until(
+        lambda: "bytes down" in gw.log_tail(20000) and "denied" in gw.log_tail(20000),
+        timeout=10,
+        what="the relay's log lines",
+    )
     log = gw.log_tail(20000)
     assert f"-> {SRV_V4}:{HTTP_PORT}: closed," in log and f"{SRV_V4}:9002: denied" in log
     line = next(x for x in log.splitlines() if f"-> {SRV_V4}:{HTTP_PORT}: closed" in x)
@@ -139,4 +147,3 @@ def test_udp_echo_in_process_and_the_rest_forwarded(topo: Topology) -> None:
     assert forwarded.startswith(f"{SRV_V4} {UDP_ECHO_PORT} ") and "via the host" in forwarded
     assert gw.stop() == 0
     assert "Traceback" not in gw.log_tail(20000)
-

@@ -11,7 +11,8 @@ import hashlib
 import os
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -127,8 +128,9 @@ def test_blackhole_does_not_delay_others(topo: Topology, baseline: dict[str, Any
 def test_200_simultaneous_echo_connections(
     topo: Topology, baseline: dict[str, Any], measure: Callable[[str], None]
 ) -> None:
-    r = topo.probe("echo-many", SRV_V4, str(ECHO_PORT), "--conns", "200", "--size", str(1 << 20),
-                   "--timeout", "180", timeout=240)
+    r = topo.probe(
+        "echo-many", SRV_V4, str(ECHO_PORT), "--conns", "200", "--size", str(1 << 20), "--timeout", "180", timeout=240
+    )
     assert r["ok"], r
     measure(f"200 x 1 MiB echo: {r['elapsed']:.1f} s, {r['mbps']:.1f} MB/s each way")
 
@@ -139,14 +141,22 @@ def test_1000_short_connections(topo: Topology, baseline: dict[str, Any], measur
     measure(f"1000 short connections: {r['rate']:.0f} conn/s")
 
 
-def test_transfer_through_lossy_relay(
-    topo: Topology, baseline: dict[str, Any], measure: Callable[[str], None]
-) -> None:
+def test_transfer_through_lossy_relay(topo: Topology, baseline: dict[str, Any], measure: Callable[[str], None]) -> None:
     relay = topo.start_relay(seed=5, loss=0.02, dup=0.01, reorder=0.03, delay_ms=0)
     try:
         topo.set_client_endpoint(relay.address)
-        r = topo.probe("echo-many", SRV_V4, str(ECHO_PORT), "--conns", "1", "--size", str(20 << 20),
-                       "--timeout", "180", timeout=240)
+        r = topo.probe(
+            "echo-many",
+            SRV_V4,
+            str(ECHO_PORT),
+            "--conns",
+            "1",
+            "--size",
+            str(20 << 20),
+            "--timeout",
+            "180",
+            timeout=240,
+        )
     finally:
         counts = relay.stop()
         topo.set_client_endpoint(topo.gateway.endpoint)
@@ -171,8 +181,12 @@ def test_gateway_releases_flows_and_fds(
         pytest.fail(f"gateway still reports flows after 15 s: {last}")
     took = time.monotonic() - t0
     try:
-        wait_until(lambda: topo.gateway.fd_count() == baseline["fds"], timeout=5, interval=0.5,
-                   what="fd count back to its starting value")
+        wait_until(
+            lambda: topo.gateway.fd_count() == baseline["fds"],
+            timeout=5,
+            interval=0.5,
+            what="fd count back to its starting value",
+        )
     except Exception:
         pytest.fail(f"gateway has {topo.gateway.fd_count()} fds, {baseline['fds']} at the start")
     measure(f"0 tcp_flows after {took:.1f} s; fds back to {baseline['fds']}")

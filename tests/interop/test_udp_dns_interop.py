@@ -5,7 +5,7 @@ families, and the default loopback policy (wgslirpy only for DNS and loopback)."
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -40,8 +40,20 @@ def tunnel_up(topo: Topology) -> None:
 @FAMILIES
 def test_udp_echo_10000(topo: Topology, srv: str, measure: Callable[[str], None]) -> None:
     largest = TUNNEL_MTU - (48 if ":" in srv else 28)
-    r = topo.probe("udp-echo", srv, str(UDP_ECHO_PORT), "--count", "10000", "--min", "4",
-                   "--max", str(largest), "--timeout", "90", timeout=120)
+    r = topo.probe(
+        "udp-echo",
+        srv,
+        str(UDP_ECHO_PORT),
+        "--count",
+        "10000",
+        "--min",
+        "4",
+        "--max",
+        str(largest),
+        "--timeout",
+        "90",
+        timeout=120,
+    )
     assert r["bad"] == 0, r
     assert r["loss"] <= 0.01, r
     measure(f"10000 datagrams 4..{largest} B: {r['rate']:.0f} datagrams/s, loss {r['loss']:.2%}")
@@ -68,8 +80,11 @@ def test_udp_closed_port_refused(topo: Topology, srv: str) -> None:
 def dig(topo: Topology, resolver: str, name: str, rtype: str, *extra: str) -> tuple[str, list[str], float]:
     """(status, answer data, seconds) from ``dig`` in the client namespace."""
     t0 = time.monotonic()
-    out = topo.client.run(["dig", f"@{resolver}", name, rtype, "+time=2", "+tries=1", "+noall", "+comments",
-                           "+answer", *extra], timeout=15, check=False).stdout
+    out = topo.client.run(
+        ["dig", f"@{resolver}", name, rtype, "+time=2", "+tries=1", "+noall", "+comments", "+answer", *extra],
+        timeout=15,
+        check=False,
+    ).stdout
     elapsed = time.monotonic() - t0
     status = ""
     answers: list[str] = []

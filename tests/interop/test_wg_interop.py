@@ -4,7 +4,7 @@ datagrams at the gateway's port, and recovery after a gateway restart."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.interop
 
 
 def test_handshake_completes(topo: Topology) -> None:
-    tx, rx, out = topo.ping(GW_PING_V4, count=1, wait=5)
+    _tx, rx, out = topo.ping(GW_PING_V4, count=1, wait=5)
     assert rx == 1, out
     assert topo.client_wg.latest_handshake(topo.gateway.public_key) > 0
 
@@ -35,7 +35,7 @@ def test_ping(topo: Topology, host: str, size: int | None) -> None:
 def test_garbage_datagrams_do_not_stop_ping(topo: Topology) -> None:
     sent = topo.send_datagrams("garbage", "--to", topo.gateway.endpoint, "--count", "400", "--seed", "7")
     assert sent["sent"] == 400
-    tx, rx, out = topo.ping(GW_PING_V4, count=3, interval=0.2, wait=2)
+    _tx, rx, out = topo.ping(GW_PING_V4, count=3, interval=0.2, wait=2)
     assert rx == 3, out
     assert topo.gateway.pid is not None, "gateway process died"
 
@@ -47,7 +47,7 @@ def test_replayed_datagrams_do_not_stop_ping(topo: Topology) -> None:
         # A fresh peer entry makes the client handshake again, so the recording holds an
         # initiation as well as transport data and keepalives.
         topo.reset_client_peer(endpoint=relay.address)
-        tx, rx, out = topo.ping(GW_PING_V4, count=5, interval=0.2, wait=3)
+        _tx, rx, out = topo.ping(GW_PING_V4, count=5, interval=0.2, wait=3)
         assert rx == 5, f"through the recording relay: {out}"
     finally:
         counts = relay.stop()
@@ -55,11 +55,11 @@ def test_replayed_datagrams_do_not_stop_ping(topo: Topology) -> None:
     assert counts.get("recorded", 0) >= 6, counts
     kinds = [(d[0], len(d)) for d in read_records(str(record)) if d]
     assert (1, 148) in kinds, f"no handshake initiation recorded: {kinds[:10]}"
-    tx, rx, out = topo.ping(GW_PING_V4, count=2, interval=0.2, wait=2)
+    _tx, rx, out = topo.ping(GW_PING_V4, count=2, interval=0.2, wait=2)
     assert rx == 2, f"after returning to the direct path: {out}"
     sent = topo.send_datagrams("replay", "--file", str(record), "--to", topo.gateway.endpoint, "--copies", "2")
     assert sent["sent"] == 2 * counts["recorded"]
-    tx, rx, out = topo.ping(GW_PING_V4, count=3, interval=0.2, wait=2)
+    _tx, rx, out = topo.ping(GW_PING_V4, count=3, interval=0.2, wait=2)
     assert rx == 3, f"after replaying {sent['sent']} datagrams: {out}"
     assert topo.gateway.pid is not None, "gateway process died"
 

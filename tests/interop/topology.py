@@ -39,8 +39,11 @@ import sys
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+from . import servers
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -82,17 +85,16 @@ CLIENT_ROUTES_V6 = ("fd00:202::/64", "fd00:203::/64", "fd00:204::/64", "fd00:205
 CLIENT_ALLOWED_IPS = CLIENT_ROUTES_V4 + CLIENT_ROUTES_V6 + ("127.0.0.1/32",)
 
 # servers.py ports in ns srv, re-exported so tests and benchmark agree with the servers.
-from .servers import (  # noqa: E402
-    CLOSED_PORT,
-    ECHO_PORT,
-    HTTP_PORT,
-    SINK_PORT,
-    TALKER_PORT,
-    TALKER_RESULT_PORT,
-    UDP_CONE_PORT,
-    UDP_CONE_REPLY_PORT,
-    UDP_ECHO_PORT,
-)
+CLOSED_PORT = servers.CLOSED_PORT
+ECHO_PORT = servers.ECHO_PORT
+HTTP_PORT = servers.HTTP_PORT
+SINK_PORT = servers.SINK_PORT
+TALKER_PORT = servers.TALKER_PORT
+TALKER_RESULT_PORT = servers.TALKER_RESULT_PORT
+UDP_CONE_PORT = servers.UDP_CONE_PORT
+UDP_CONE_REPLY_PORT = servers.UDP_CONE_REPLY_PORT
+UDP_ECHO_PORT = servers.UDP_ECHO_PORT
+
 # A TCP listener on 127.0.0.1 in ns gw: reachable only if the loopback policy were open.
 GW_LOOPBACK_PORT = 9100
 
@@ -118,15 +120,11 @@ def run(
     """Run a command to completion within ``timeout`` seconds (killed after that)."""
     full_env = None if env is None else {**os.environ, **env}
     try:
-        proc = subprocess.run(
-            list(cmd), input=input, capture_output=True, text=True, timeout=timeout, env=full_env
-        )
+        proc = subprocess.run(list(cmd), input=input, capture_output=True, text=True, timeout=timeout, env=full_env)
     except subprocess.TimeoutExpired as e:
         raise TopologyError(f"timed out after {timeout}s: {' '.join(cmd)}") from e
     if check and proc.returncode != 0:
-        raise TopologyError(
-            f"exit {proc.returncode}: {' '.join(cmd)}\n{proc.stdout}{proc.stderr}".rstrip()
-        )
+        raise TopologyError(f"exit {proc.returncode}: {' '.join(cmd)}\n{proc.stdout}{proc.stderr}".rstrip())
     return proc
 
 
@@ -145,7 +143,7 @@ class ProcessTracker:
         cwd: Path | None = None,
         stdout_pipe: bool = False,
     ) -> subprocess.Popen[bytes]:
-        log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
+        log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)
         try:
             proc = subprocess.Popen(
                 list(cmd),
@@ -394,7 +392,7 @@ class Gateway(ABC):
     #: Serves DNS at 10.202.0.53 / fd00:202::53 and has wgslirpy's policies (loopback, ICMP errors).
     is_wgslirpy: ClassVar[bool]
 
-    def __init__(self, topo: "Topology", private_key: str) -> None:
+    def __init__(self, topo: Topology, private_key: str) -> None:
         self.topo = topo
         self.private_key = private_key
         self.public_key = pubkey(private_key)
@@ -444,7 +442,7 @@ class WgSlirpyGateway(Gateway):
     is_wgslirpy = True
     STATS_PREFIX = "wgslirpy stats: "
 
-    def __init__(self, topo: "Topology", private_key: str, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, topo: Topology, private_key: str, extra_args: Sequence[str] = ()) -> None:
         super().__init__(topo, private_key)
         self.extra_args = list(extra_args)
         self.key_file = topo.workdir / "gateway.key"
@@ -456,12 +454,23 @@ class WgSlirpyGateway(Gateway):
 
     def command(self, *, initiate_to: str | None = None) -> list[str]:
         cmd = [
-            PYTHON, "-m", "wgslirpy",
-            "-f", str(self.key_file),
-            "-K", self.topo.client_wg.public_key,
-            "-b", self.endpoint,
-            "-P", GW_PING_V4, "-P", GW_PING_V6,
-            "-D", GW_DNS_V4, "-D", GW_DNS_V6,
+            PYTHON,
+            "-m",
+            "wgslirpy",
+            "-f",
+            str(self.key_file),
+            "-K",
+            self.topo.client_wg.public_key,
+            "-b",
+            self.endpoint,
+            "-P",
+            GW_PING_V4,
+            "-P",
+            GW_PING_V6,
+            "-D",
+            GW_DNS_V4,
+            "-D",
+            GW_DNS_V6,
         ]
         if initiate_to is not None:
             cmd += ["-p", initiate_to]
@@ -513,7 +522,7 @@ class WgSlirpyGateway(Gateway):
         result: list[dict[str, Any]] = []
 
         def got() -> bool:
-            lines = [l for l in self._current_log().splitlines() if self.STATS_PREFIX in l]
+            lines = [line for line in self._current_log().splitlines() if self.STATS_PREFIX in line]
             if len(lines) <= before:
                 return False
             text = lines[-1].split(self.STATS_PREFIX, 1)[1]
@@ -540,7 +549,7 @@ class KernelGateway(Gateway):
     kind = "kernel"
     is_wgslirpy = False
 
-    def __init__(self, topo: "Topology", private_key: str) -> None:
+    def __init__(self, topo: Topology, private_key: str) -> None:
         super().__init__(topo, private_key)
         self.wg = WgInterface(topo.gw, f"wgg{topo.tag}", private_key, topo.workdir)
         self._started = False
@@ -589,7 +598,7 @@ class Topology:
         client_keepalive: int | None = None,
         start_servers: bool = True,
         keep_workdir: bool = False,
-        gateway_factory: "Callable[[Topology, str], Gateway] | None" = None,
+        gateway_factory: Callable[[Topology, str], Gateway] | None = None,
     ) -> None:
         """``gateway_factory(topology, private_key)``, if given, builds another userspace
         gateway (the benchmark's third peer) in place of wgslirpy; ns gw is set up as for wgslirpy."""
@@ -622,7 +631,7 @@ class Topology:
         self._is_up = False
 
     # -- lifecycle --
-    def __enter__(self) -> "Topology":
+    def __enter__(self) -> Topology:
         self.up()
         return self
 
@@ -642,17 +651,30 @@ class Topology:
         for ns in (self.client, self.gw, self.srv):
             ns.create()
             self._created.append(ns)
-        self._veth(self.client, f"vcg{self.tag}", CLIENT_UNDERLAY_V4, CLIENT_UNDERLAY_V6,
-                   self.gw, f"vgc{self.tag}", GW_UNDERLAY_V4, GW_UNDERLAY_V6)
-        self._veth(self.gw, f"vgs{self.tag}", GW_SRV_SIDE_V4, GW_SRV_SIDE_V6,
-                   self.srv, f"vsg{self.tag}", SRV_V4, SRV_V6)
+        self._veth(
+            self.client,
+            f"vcg{self.tag}",
+            CLIENT_UNDERLAY_V4,
+            CLIENT_UNDERLAY_V6,
+            self.gw,
+            f"vgc{self.tag}",
+            GW_UNDERLAY_V4,
+            GW_UNDERLAY_V6,
+        )
+        self._veth(
+            self.gw, f"vgs{self.tag}", GW_SRV_SIDE_V4, GW_SRV_SIDE_V6, self.srv, f"vsg{self.tag}", SRV_V4, SRV_V6
+        )
         # Blackhole: ns gw routes 10.205/24 to srv, which drops it silently.
         self.gw.run(["ip", "route", "add", "10.205.0.0/24", "via", SRV_V4])
         self.gw.run(["ip", "-6", "route", "add", "fd00:205::/64", "via", SRV_V6])
-        self.srv.run(["nft", "-f", "-"], input=(
-            "table inet wgsi_blackhole {\n"
-            " chain in { type filter hook prerouting priority -300; policy accept;\n"
-            "  ip daddr 10.205.0.0/24 drop\n  ip6 daddr fd00:205::/64 drop\n }\n}\n"))
+        self.srv.run(
+            ["nft", "-f", "-"],
+            input=(
+                "table inet wgsi_blackhole {\n"
+                " chain in { type filter hook prerouting priority -300; policy accept;\n"
+                "  ip daddr 10.205.0.0/24 drop\n  ip6 daddr fd00:205::/64 drop\n }\n}\n"
+            ),
+        )
         if self.gateway_kind == "kernel":
             self.gw.sysctl("net.ipv4.ip_forward", "1")
             self.gw.sysctl("net.ipv6.conf.all.forwarding", "1")
@@ -688,18 +710,25 @@ class Topology:
         The resolver keeps name lookups inside the namespace and deterministic (every
         name not in the hosts file is NXDOMAIN at once); nothing tries the host's DNS.
         """
-        self.gw.write_etc("hosts", (
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"{SRV_V4}\t{HOSTS_NAME}\n{SRV_V6}\t{HOSTS_NAME}\n"))
+        self.gw.write_etc(
+            "hosts",
+            (
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                f"{SRV_V4}\t{HOSTS_NAME}\n{SRV_V6}\t{HOSTS_NAME}\n"
+            ),
+        )
         self.gw.write_etc("resolv.conf", "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
         self.gw_local_proc = self.gw.spawn(
             [PYTHON, str(SERVERS_PY), "gw-local", "--loopback-port", str(GW_LOOPBACK_PORT)],
-            log_path=self.workdir / "gw-local.log", stdout_pipe=True)
+            log_path=self.workdir / "gw-local.log",
+            stdout_pipe=True,
+        )
         _wait_ready(self.gw_local_proc, "gw-local")
 
     def start_servers(self) -> None:
-        self.servers_proc = self.srv.spawn([PYTHON, str(SERVERS_PY), "serve"],
-                                           log_path=self.workdir / "servers.log", stdout_pipe=True)
+        self.servers_proc = self.srv.spawn(
+            [PYTHON, str(SERVERS_PY), "serve"], log_path=self.workdir / "servers.log", stdout_pipe=True
+        )
         _wait_ready(self.servers_proc, "servers.py serve")
 
     def down(self) -> None:
@@ -729,8 +758,12 @@ class Topology:
     def reset_client_peer(self, endpoint: str | None = None) -> None:
         """Forget the session (remove and re-add the peer): the next packet starts a handshake."""
         self.client_wg.remove_peer(self.gateway.public_key)
-        self.client_wg.set_peer(self.gateway.public_key, endpoint=endpoint or self.gateway.endpoint,
-                                allowed_ips=CLIENT_ALLOWED_IPS, keepalive=self.client_keepalive)
+        self.client_wg.set_peer(
+            self.gateway.public_key,
+            endpoint=endpoint or self.gateway.endpoint,
+            allowed_ips=CLIENT_ALLOWED_IPS,
+            keepalive=self.client_keepalive,
+        )
 
     def wait_for_ping(self, host: str, *, timeout: float = 10.0) -> float | None:
         """Seconds until a single ping to ``host`` succeeds (None: not within ``timeout``)."""
@@ -746,8 +779,16 @@ class Topology:
         """Where a gateway can reach the client's wireguard-go (for ``-p``)."""
         return f"{CLIENT_UNDERLAY_V4}:{CLIENT_WG_PORT}"
 
-    def ping(self, host: str, *, count: int = 10, interval: float = 0.2, wait: float = 2.0,
-             size: int | None = None, timeout: float | None = None) -> tuple[int, int, str]:
+    def ping(
+        self,
+        host: str,
+        *,
+        count: int = 10,
+        interval: float = 0.2,
+        wait: float = 2.0,
+        size: int | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, int, str]:
         """(transmitted, received, output) of ``ping`` from the client."""
         args = ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(wait)]
         if size is not None:
@@ -765,17 +806,29 @@ class Topology:
     def probe(self, name: str, *args: str, timeout: float = 60.0) -> dict[str, Any]:
         """Run ``servers.py <name> args`` in ns client; return its JSON result line."""
         proc = self.client.run([PYTHON, str(SERVERS_PY), name, *args], timeout=timeout, check=False)
-        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         if proc.returncode != 0 or not lines:
             raise TopologyError(f"probe {name} {args} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
         result: dict[str, Any] = json.loads(lines[-1])
         return result
 
-    def start_relay(self, *, seed: int = 1, loss: float = 0.0, dup: float = 0.0, reorder: float = 0.0,
-                    delay_ms: float = 0.0, record: Path | None = None, jitter_ms: float = 0.0,
-                    reorder_ms: float = 5.0, rate_mbit: float = 0.0, queue_kb: float = 0.0,
-                    up: Mapping[str, float] | None = None, down: Mapping[str, float] | None = None,
-                    engine: str | None = None) -> "RelayProcess":
+    def start_relay(
+        self,
+        *,
+        seed: int = 1,
+        loss: float = 0.0,
+        dup: float = 0.0,
+        reorder: float = 0.0,
+        delay_ms: float = 0.0,
+        record: Path | None = None,
+        jitter_ms: float = 0.0,
+        reorder_ms: float = 5.0,
+        rate_mbit: float = 0.0,
+        queue_kb: float = 0.0,
+        up: Mapping[str, float] | None = None,
+        down: Mapping[str, float] | None = None,
+        engine: str | None = None,
+    ) -> RelayProcess:
         """A relay in ns gw at 10.201.0.2:51900 in front of the gateway (point the client at it).
 
         The keyword impairments apply to both directions; ``up`` (client -> gateway) and
@@ -783,11 +836,35 @@ class Topology:
         ``engine``: relay.py's ``--engine``; default ``$WGSLIRPY_RELAY_ENGINE`` or ``auto``.
         """
         engine = engine or os.environ.get("WGSLIRPY_RELAY_ENGINE", "auto")
-        args = [PYTHON, str(RELAY_PY), "relay", "--listen", f"{GW_UNDERLAY_V4}:{RELAY_PORT}",
-                "--upstream", self.gateway.endpoint, "--seed", str(seed), "--loss", str(loss),
-                "--dup", str(dup), "--reorder", str(reorder), "--delay-ms", str(delay_ms),
-                "--jitter-ms", str(jitter_ms), "--reorder-ms", str(reorder_ms),
-                "--rate-mbit", str(rate_mbit), "--queue-kb", str(queue_kb), "--engine", engine]
+        args = [
+            PYTHON,
+            str(RELAY_PY),
+            "relay",
+            "--listen",
+            f"{GW_UNDERLAY_V4}:{RELAY_PORT}",
+            "--upstream",
+            self.gateway.endpoint,
+            "--seed",
+            str(seed),
+            "--loss",
+            str(loss),
+            "--dup",
+            str(dup),
+            "--reorder",
+            str(reorder),
+            "--delay-ms",
+            str(delay_ms),
+            "--jitter-ms",
+            str(jitter_ms),
+            "--reorder-ms",
+            str(reorder_ms),
+            "--rate-mbit",
+            str(rate_mbit),
+            "--queue-kb",
+            str(queue_kb),
+            "--engine",
+            engine,
+        ]
         for name, spec in (("--up", up), ("--down", down)):
             if spec:
                 args += [name, ",".join(f"{k}={v}" for k, v in spec.items())]
@@ -813,13 +890,17 @@ class Topology:
         IPv6 cannot be done this way: ip6_rcv drops a ::1 source arriving on a
         non-loopback device before any netfilter hook runs.
         """
-        self.client.run(["nft", "-f", "-"], input=(
-            "table ip wgsi_loopback {\n"
-            " chain out { type filter hook postrouting priority 300; policy accept;\n"
-            f"  ip daddr {LOOPBACK_STANDIN_V4} ip daddr set 127.0.0.1\n }}\n"
-            " chain in { type filter hook prerouting priority -300; policy accept;\n"
-            f"  ip saddr 127.0.0.1 ip saddr set {LOOPBACK_STANDIN_V4}\n }}\n"
-            "}\n"))
+        self.client.run(
+            ["nft", "-f", "-"],
+            input=(
+                "table ip wgsi_loopback {\n"
+                " chain out { type filter hook postrouting priority 300; policy accept;\n"
+                f"  ip daddr {LOOPBACK_STANDIN_V4} ip daddr set 127.0.0.1\n }}\n"
+                " chain in { type filter hook prerouting priority -300; policy accept;\n"
+                f"  ip saddr 127.0.0.1 ip saddr set {LOOPBACK_STANDIN_V4}\n }}\n"
+                "}\n"
+            ),
+        )
 
 
 class RelayProcess:
@@ -861,7 +942,7 @@ class RelayProcess:
             self.topo.tracker.stop(self.proc, sig=signal.SIGKILL)
             return {}
         self.topo.tracker.stop(self.proc)
-        lines = [l for l in out.decode(errors="replace").splitlines() if l.startswith("{")]
+        lines = [line for line in out.decode(errors="replace").splitlines() if line.startswith("{")]
         result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
         return result
 

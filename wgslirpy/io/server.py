@@ -28,7 +28,8 @@ import logging
 import os
 import socket as _stdsocket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 import gevent.event
@@ -199,11 +200,9 @@ class Gateway:
         if remembered is None:
             return None
         if ":" in remembered[0] and config.bind[0].version == 4:
-            log.warning("--endpoint-file: the remembered peer %s:%d is IPv6 and we bind IPv4; not used",
-                        *remembered)
+            log.warning("--endpoint-file: the remembered peer %s:%d is IPv6 and we bind IPv4; not used", *remembered)
             return None
-        log.info("initiating to the peer's last known endpoint %s:%d (from %s)", *remembered,
-                 self.endpoint_file.path)
+        log.info("initiating to the peer's last known endpoint %s:%d (from %s)", *remembered, self.endpoint_file.path)
         return remembered
 
     # --- BaseServer-shaped surface -----------------------------------------------------
@@ -256,8 +255,13 @@ class Gateway:
                 pass
             granted.append(sock.getsockopt(_stdsocket.SOL_SOCKET, opt))
         # Linux reports twice what it accounts for, capped by net.core.[rw]mem_max.
-        log.info("WireGuard socket buffers granted: receive %d, send %d bytes (asked for %d; "
-                 "raise net.core.rmem_max/wmem_max for more)", granted[0], granted[1], WG_SOCKET_BUFFER)
+        log.info(
+            "WireGuard socket buffers granted: receive %d, send %d bytes (asked for %d; "
+            "raise net.core.rmem_max/wmem_max for more)",
+            granted[0],
+            granted[1],
+            WG_SOCKET_BUFFER,
+        )
         sock.setblocking(False)
         self._ipv6_socket = sock.family == _stdsocket.AF_INET6
         self.socket = sock
@@ -325,7 +329,7 @@ class Gateway:
         self.tcp_flows.clear()
         self.close()
 
-    def __enter__(self) -> "Gateway":
+    def __enter__(self) -> Gateway:
         self.start()
         return self
 
@@ -571,8 +575,9 @@ class Gateway:
     # --- introspection -----------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        drops = DropCounter.combined(self.endpoint.drops, self.intake.drops, self.drops,
-                                     self.stack.all_drops()).as_dict()
+        drops = DropCounter.combined(
+            self.endpoint.drops, self.intake.drops, self.drops, self.stack.all_drops()
+        ).as_dict()
         return {
             "tcp_flows": len(self.tcp_flows),
             "tcp_flows_in_stack": self.stack.open_flow_count(),

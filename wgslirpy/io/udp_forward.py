@@ -21,8 +21,9 @@ import ipaddress
 import logging
 import socket as _stdsocket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from gevent import socket as gsocket
 
@@ -58,8 +59,18 @@ _EXTENDED_ERR = struct.Struct("=IBBBBII")
 _ICMP_ERRNOS = frozenset(
     getattr(errno, name)
     for name in (
-        "ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EMSGSIZE", "EACCES", "EPERM", "EPROTO",
-        "ENOPROTOOPT", "EHOSTDOWN", "ENONET", "EOPNOTSUPP", "ETIMEDOUT",
+        "ECONNREFUSED",
+        "EHOSTUNREACH",
+        "ENETUNREACH",
+        "EMSGSIZE",
+        "EACCES",
+        "EPERM",
+        "EPROTO",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EOPNOTSUPP",
+        "ETIMEDOUT",
     )
     if hasattr(errno, name)
 )
@@ -150,7 +161,7 @@ def parse_remote(host: str) -> IPAddress | None:
 class UdpBindingRelay:
     """The shell side of one :class:`~wgslirpy.net.udp_nat.UdpBinding`."""
 
-    def __init__(self, gateway: "Gateway", binding: UdpBinding) -> None:
+    def __init__(self, gateway: Gateway, binding: UdpBinding) -> None:
         self.gw = gateway
         self.binding = binding
         self.sock: gsocket.socket | None = None

@@ -133,8 +133,16 @@ def _small_packet(
         hdr = _IP4_SMALL.pack(_VER_IHL, 0, total, 0, 0, ttl, proto, ipsum, s, d, w0, w1, w2, w3)
     else:
         hdr = _IP6_SMALL.pack(
-            _IP6_HDR_WORD, length, proto, ttl,
-            _PACKED6.get(s) or _packed6(s), _PACKED6.get(d) or _packed6(d), w0, w1, w2, w3,
+            _IP6_HDR_WORD,
+            length,
+            proto,
+            ttl,
+            _PACKED6.get(s) or _packed6(s),
+            _PACKED6.get(d) or _packed6(d),
+            w0,
+            w1,
+            w2,
+            w3,
         )
     return hdr + body
 
@@ -189,8 +197,16 @@ def build_tcp(seg: TcpSegment, *, ttl: int = DEFAULT_TTL) -> bytes:
         off_flags = (hlen << 10) | flags  # data offset (words) in the top 4 bits
         # Every TCP header field as an integer: congruent to its 16-bit words.
         tsum = (
-            s + d + _PROTO_TCP + tcp_len
-            + seg.sport + seg.dport + seg.seq + seg.ack + off_flags + seg.window
+            s
+            + d
+            + _PROTO_TCP
+            + tcp_len
+            + seg.sport
+            + seg.dport
+            + seg.seq
+            + seg.ack
+            + off_flags
+            + seg.window
             + word_sum(payload)
         )
         if opts:
@@ -200,12 +216,30 @@ def build_tcp(seg: TcpSegment, *, ttl: int = DEFAULT_TTL) -> bytes:
             total = _IP4_HEADER_LEN + tcp_len
             ipsum = fold(_ip4_header_sum(total, _DF, ttl, _PROTO_TCP, s, d))
             hdr = _IP4_TCP.pack(
-                _VER_IHL, 0, total, 0, _DF, ttl, _PROTO_TCP, ipsum, s, d,
-                seg.sport, seg.dport, seg.seq, seg.ack, hlen << 2, flags, seg.window, tcsum, 0,
+                _VER_IHL,
+                0,
+                total,
+                0,
+                _DF,
+                ttl,
+                _PROTO_TCP,
+                ipsum,
+                s,
+                d,
+                seg.sport,
+                seg.dport,
+                seg.seq,
+                seg.ack,
+                hlen << 2,
+                flags,
+                seg.window,
+                tcsum,
+                0,
             )
             return b"".join((hdr, opts, payload))
-        ip6 = _IP6.pack(_IP6_HDR_WORD, tcp_len, _PROTO_TCP, ttl, _PACKED6.get(s) or _packed6(s),
-                        _PACKED6.get(d) or _packed6(d))
+        ip6 = _IP6.pack(
+            _IP6_HDR_WORD, tcp_len, _PROTO_TCP, ttl, _PACKED6.get(s) or _packed6(s), _PACKED6.get(d) or _packed6(d)
+        )
         tcp = _TCP.pack(seg.sport, seg.dport, seg.seq, seg.ack, hlen << 2, flags, seg.window, tcsum, 0)
         return b"".join((ip6, tcp, opts, payload))
     except (struct.error, OverflowError) as exc:
@@ -227,8 +261,9 @@ def build_udp(d: UdpDatagram, *, ttl: int = DEFAULT_TTL) -> bytes:
         # Pseudo-header (addresses, protocol, length) + UDP header (ports, length again).
         csum = fold(s + t + _PROTO_UDP + length + sport + dport + length + word_sum(payload))
         # RFC 768 / RFC 8200 §8.1: a computed 0 is sent as all ones (0 means "none").
-        return _small_packet(type(src) is IPv4Address, s, t, _PROTO_UDP, sport, dport, length,
-                             csum or 0xFFFF, payload, ttl)
+        return _small_packet(
+            type(src) is IPv4Address, s, t, _PROTO_UDP, sport, dport, length, csum or 0xFFFF, payload, ttl
+        )
     except (struct.error, OverflowError) as exc:
         raise ConfigError(f"cannot encode UDP datagram to {d.dst}:{d.dport}: {exc}") from None
 
@@ -304,4 +339,3 @@ def build_icmp_unreachable(
         return _icmp(src, dst, _ICMP6_UNREACH, _ICMP6_CODES[kind], 0, 0, original[:room], ttl)
     except (struct.error, OverflowError) as exc:
         raise ConfigError(f"cannot encode ICMP error to {dst}: {exc}") from None
-

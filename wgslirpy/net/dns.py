@@ -156,11 +156,7 @@ class DnsResponder:
         labels = [label.lower() for label in qname.labels[:-1]]  # wire names are absolute
         if labels and labels[-1] == _LOCALHOST:
             types = list(_LOCALHOST_ADDRESSES) if rdtype == dns.rdatatype.ANY else [rdtype]
-            rrsets = [
-                self._rrset(qname, t, [_LOCALHOST_ADDRESSES[t]])
-                for t in types
-                if t in _LOCALHOST_ADDRESSES
-            ]
+            rrsets = [self._rrset(qname, t, [_LOCALHOST_ADDRESSES[t]]) for t in types if t in _LOCALHOST_ADDRESSES]
             return self._reply(query, max_size, dns.rcode.NOERROR, rrsets)
         if labels and labels[-1] == _INVALID:
             return self._reply(query, max_size, dns.rcode.NXDOMAIN)
@@ -193,9 +189,7 @@ class DnsResponder:
             try:
                 ip = addr if not isinstance(addr, str) else ipaddress.ip_address(addr)
             except ValueError:
-                raise ConfigError(
-                    f"resolver returned {addr!r}, which is not an IP address"
-                ) from None
+                raise ConfigError(f"resolver returned {addr!r}, which is not an IP address") from None
             if ip.version == version:
                 texts.append(str(ipaddress.ip_address(ip.packed)))  # drops any %scope
         if not texts:
@@ -219,9 +213,7 @@ class DnsResponder:
     # --- building ---------------------------------------------------------------------
 
     def _rrset(self, qname: dns.name.Name, rdtype: int, texts: list[str]) -> dns.rrset.RRset:
-        return dns.rrset.from_text_list(
-            qname, self.ttl, dns.rdataclass.IN, dns.rdatatype.RdataType.make(rdtype), texts
-        )
+        return dns.rrset.from_text_list(qname, self.ttl, dns.rdataclass.IN, dns.rdatatype.RdataType.make(rdtype), texts)
 
     def _reply(
         self,
@@ -234,9 +226,7 @@ class DnsResponder:
     ) -> bytes:
         # make_response: same id and opcode, QR, RD copied, question echoed, and an OPT
         # record (version 0) exactly when the query had one.
-        response = dns.message.make_response(
-            query, recursion_available=True, our_payload=EDNS_PAYLOAD
-        )
+        response = dns.message.make_response(query, recursion_available=True, our_payload=EDNS_PAYLOAD)
         if not echo_question:
             response.question = []
         response.set_rcode(rcode)
@@ -287,7 +277,5 @@ def split_tcp_messages(buf: bytearray) -> list[bytes]:
 def frame_tcp_message(wire: bytes) -> bytes:
     """Prefix ``wire`` with its 2-byte length for DNS over TCP."""
     if len(wire) > TCP_MAX_SIZE:
-        raise ConfigError(
-            f"a DNS message over TCP is at most {TCP_MAX_SIZE} bytes, got {len(wire)}"
-        )
+        raise ConfigError(f"a DNS message over TCP is at most {TCP_MAX_SIZE} bytes, got {len(wire)}")
     return _TCP_LENGTH.pack(len(wire)) + wire

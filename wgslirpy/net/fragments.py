@@ -136,8 +136,14 @@ def _parse(packet: bytes) -> _Fragment | None:
     next_header, offset_m, ident = _FRAG6.unpack_from(packet, off)
     key6: _Key = (packet[8:24], packet[24:40], ident)
     return _Fragment(
-        key6, offset_m & 0xFFF8, packet[off + 8 : end], bool(offset_m & 1),
-        packet[:off], nh_pos, next_header, True,
+        key6,
+        offset_m & 0xFFF8,
+        packet[off + 8 : end],
+        bool(offset_m & 1),
+        packet[:off],
+        nh_pos,
+        next_header,
+        True,
     )
 
 
@@ -238,8 +244,9 @@ class Reassembler:
             return self._discard(frag.key, DropReason.MALFORMED)  # RFC 8200 §4.5
         if not frag.more and off == 0:
             # An atomic fragment (RFC 6946): whole already; never mixed with buffers.
-            whole = _Datagram(0.0, [(0, end, data)], header=frag.header, nh_pos=frag.nh_pos,
-                              next_header=frag.next_header)
+            whole = _Datagram(
+                0.0, [(0, end, data)], header=frag.header, nh_pos=frag.nh_pos, next_header=frag.next_header
+            )
             return _assemble(whole, frag.v6)
         if len(frag.header) + end > min(self.max_datagram, _IP_MAX + (40 if frag.v6 else 0)):
             return self._discard(frag.key, DropReason.FRAGMENT_TOO_LARGE)

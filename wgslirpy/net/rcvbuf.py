@@ -16,7 +16,7 @@ in as arguments (seconds, floats); every size is an ``int`` of payload bytes.
   ``2 * copied + 16 * mss`` (2x to keep the pipe full through a loss episode, 16 MSS of
   cushion), doubled when ``copied >= 1.5 * space`` and times 1.5 when
   ``copied >= 1.25 * space`` (the sender is still growing, e.g. in slow start: the window
-  we advertise now serves the *next* RTT). This is the bounded rule of Linux 3.x–4.18;
+  we advertise now serves the *next* RTT). This is the bounded rule of Linux 3.x-4.18;
   later kernels scale by ``copied / space`` without a bound, which jumps straight to
   ``tcp_rmem[2]`` on any rate step — we keep the bound because per-flow memory matters
   with thousands of flows. The target is rounded up to whole MSS.

@@ -367,8 +367,7 @@ class ReassemblyQueue:
             new += hi - lo
         # Admission: an upper bound (coalescing only lowers the cost afterwards).
         over_blocks = len(blocks) + 1 - (j - i) - self._max_blocks
-        over_cost = (self._cost + new + CHUNK_OVERHEAD * len(pieces)
-                     + BLOCK_OVERHEAD * (1 - (j - i)) - self._max_bytes)
+        over_cost = self._cost + new + CHUNK_OVERHEAD * len(pieces) + BLOCK_OVERHEAD * (1 - (j - i)) - self._max_bytes
         evicted = 0
         if over_cost > 0 or over_blocks > 0:
             if not self._can_free(j, over_cost, over_blocks):

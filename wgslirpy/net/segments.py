@@ -129,6 +129,7 @@ class OtherIp(NamedTuple):
 
 Decoded = TcpSegment | UdpDatagram | IcmpEcho | IcmpError | OtherIp
 
+
 # ICMP unreachable kinds the builders know, independent of IP version.
 class Unreachable(enum.Enum):
     """Kinds of ICMP destination unreachable we send (ICMPv4 type 3 / ICMPv6 type 1 codes)."""

@@ -41,8 +41,8 @@ import heapq
 import itertools
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 from .. import constants as C
 from ..errors import DropCounter, DropReason
@@ -158,10 +158,17 @@ class IncomingUdpClosed:
 
 
 #: BindingOpened/BindingClosed come straight from the NAT table (net/udp_nat.py).
-StackEvent = Union[
-    TcpConnectRequested, DnsTcpRequested, UdpSend, BindingOpened, BindingClosed, DnsLookup, FlowRefused,
-    IncomingUdpReply, IncomingUdpClosed,
-]
+StackEvent = (
+    TcpConnectRequested
+    | DnsTcpRequested
+    | UdpSend
+    | BindingOpened
+    | BindingClosed
+    | DnsLookup
+    | FlowRefused
+    | IncomingUdpReply
+    | IncomingUdpClosed
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +185,20 @@ class HostIcmpError:
 
 #: RFC 7915 §4.2: ICMPv4 destination-unreachable codes as ICMPv6 (type, code)
 _UNREACH_4TO6 = {
-    0: (1, 0), 1: (1, 0), 2: (4, 1), 3: (1, 4), 5: (1, 0), 6: (1, 0), 7: (1, 0), 8: (1, 0),
-    9: (1, 1), 10: (1, 1), 11: (1, 0), 12: (1, 0), 13: (1, 1), 15: (1, 1),
+    0: (1, 0),
+    1: (1, 0),
+    2: (4, 1),
+    3: (1, 4),
+    5: (1, 0),
+    6: (1, 0),
+    7: (1, 0),
+    8: (1, 0),
+    9: (1, 1),
+    10: (1, 1),
+    11: (1, 0),
+    12: (1, 0),
+    13: (1, 1),
+    15: (1, 1),
 }
 
 
@@ -474,7 +493,7 @@ class Stack:
         remote: IPAddress,
         remote_port: int,
         payload_len: int,
-        error: "HostIcmpError",
+        error: HostIcmpError,
         *,
         offender: IPAddress | None = None,
         now: float,
@@ -643,9 +662,7 @@ class Stack:
 
     # --- incoming forwards (-t / -u; net/incoming.py) ---------------------------------
 
-    def open_tcp(
-        self, src: IPAddress, sport: int, dst: IPAddress, dport: int, *, now: float
-    ) -> TcpConnection | None:
+    def open_tcp(self, src: IPAddress, sport: int, dst: IPAddress, dport: int, *, now: float) -> TcpConnection | None:
         """Active open from ``src``:``sport`` (0: a port from the incoming range) to the
         tunnel's ``dst``:``dport``; the SYN goes out with the next ``packets_to_send``.
         None if the 4-tuple is in use, no port is free or ``max_tcp_flows`` are open."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac as _hmac
 import ipaddress
-from typing import Callable
+from collections.abc import Callable
 
 from ..constants import COOKIE_CACHE_MAX, COOKIE_REFRESH_TIME
 from . import crypto
@@ -77,8 +77,7 @@ class CookieChecker:
         mac2 = crypto.mac(self._cookie(addr, now), msg[:-MAC2_FROM_END])
         return _hmac.compare_digest(mac2, msg[-MAC2_FROM_END:])
 
-    def create_reply(self, msg: bytes, receiver: int, addr: tuple[str, int], *,
-                     now: float) -> bytes:
+    def create_reply(self, msg: bytes, receiver: int, addr: tuple[str, int], *, now: float) -> bytes:
         """A cookie reply to handshake ``msg`` whose sender index is ``receiver``."""
         nonce = self._rng(crypto.XNONCE_SIZE)
         mac1 = msg[-MAC1_FROM_END:-MAC2_FROM_END]
@@ -117,8 +116,7 @@ class CookieGenerator:
         if self._last_mac1 is None:
             return False
         try:
-            cookie = crypto.xaead_decrypt(self._cookie_key, reply.nonce, reply.encrypted_cookie,
-                                          self._last_mac1)
+            cookie = crypto.xaead_decrypt(self._cookie_key, reply.nonce, reply.encrypted_cookie, self._last_mac1)
         except crypto.CryptoError:
             return False
         self._cookie = cookie

@@ -26,14 +26,24 @@ from __future__ import annotations
 import hashlib
 import hmac as _hmac
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_decrypt as _aead_dec,
+)
+from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_encrypt as _aead_enc,
+)
+from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_decrypt as _xaead_dec,
+)
+from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_encrypt as _xaead_enc,
+)
+from nacl.bindings import (
     crypto_scalarmult as _scalarmult,
+)
+from nacl.bindings import (
     crypto_scalarmult_base as _scalarmult_base,
 )
 from nacl.exceptions import CryptoError as _NaclCryptoError
@@ -159,8 +169,7 @@ def _portable_aead_encrypt(key: bytes, counter: int, plaintext: bytes, aad: byte
     return _aead_enc(plaintext, aad, _NONCE.pack(counter), key)  # type: ignore[no-any-return]
 
 
-def _portable_aead_decrypt(key: bytes, counter: int, ciphertext: bytes,
-                           aad: bytes = b"") -> bytes:
+def _portable_aead_decrypt(key: bytes, counter: int, ciphertext: bytes, aad: bytes = b"") -> bytes:
     """Inverse of aead_encrypt: CryptoError if the tag does not verify (or there is no room
     for one). ValueError unless 32-byte key."""
     _check_key(key)
@@ -172,8 +181,9 @@ def _portable_aead_decrypt(key: bytes, counter: int, ciphertext: bytes,
         raise CryptoError("AEAD tag mismatch") from e
 
 
-def _portable_aead_encrypt_with_header(header: struct.Struct, fields: tuple[int, ...],
-                                       key: bytes, counter: int, plaintext: bytes) -> bytes:
+def _portable_aead_encrypt_with_header(
+    header: struct.Struct, fields: tuple[int, ...], key: bytes, counter: int, plaintext: bytes
+) -> bytes:
     """``header.pack(*fields) || AEAD(key, counter, plaintext, b"")``: a whole transport message."""
     return header.pack(*fields) + _portable_aead_encrypt(key, counter, plaintext)
 
@@ -194,7 +204,8 @@ _MAX_FAST_PLAINTEXT = 65536
 _HEADER_ROOM = 64
 
 try:
-    from nacl._sodium import ffi as _ffi, lib as _lib
+    from nacl._sodium import ffi as _ffi
+    from nacl._sodium import lib as _lib
 
     _c_encrypt = _lib.crypto_aead_chacha20poly1305_ietf_encrypt
     _c_decrypt = _lib.crypto_aead_chacha20poly1305_ietf_decrypt
@@ -211,8 +222,7 @@ if _ffi is not None:
     _dec_buf = _ffi.new("unsigned char[]", _MAX_FAST_PLAINTEXT)
     _dec_view = _ffi.buffer(_dec_buf)
 
-    def _fast_aead_encrypt(key: bytes, counter: int, plaintext: bytes,
-                           aad: bytes = b"") -> bytes:
+    def _fast_aead_encrypt(key: bytes, counter: int, plaintext: bytes, aad: bytes = b"") -> bytes:
         """AEAD(key, counter, plaintext, aad): ciphertext || 16-byte tag. ValueError unless
         32-byte key."""
         n = len(plaintext)
@@ -220,10 +230,9 @@ if _ffi is not None:
             return _portable_aead_encrypt(key, counter, plaintext, aad)
         # clen_p may be NULL (we know clen = n + 16); nsec is unused by this construction.
         _c_encrypt(_enc_ct, _NULL, plaintext, n, aad, len(aad), _NULL, _NONCE.pack(counter), key)
-        return _enc_view[_HEADER_ROOM:_HEADER_ROOM + n + TAG_SIZE]  # type: ignore[no-any-return]
+        return _enc_view[_HEADER_ROOM : _HEADER_ROOM + n + TAG_SIZE]  # type: ignore[no-any-return]
 
-    def _fast_aead_decrypt(key: bytes, counter: int, ciphertext: bytes,
-                           aad: bytes = b"") -> bytes:
+    def _fast_aead_decrypt(key: bytes, counter: int, ciphertext: bytes, aad: bytes = b"") -> bytes:
         """Inverse of aead_encrypt: CryptoError if the tag does not verify (or there is no
         room for one). ValueError unless 32-byte key."""
         n = len(ciphertext) - TAG_SIZE
@@ -233,13 +242,13 @@ if _ffi is not None:
             raise CryptoError("AEAD tag mismatch")
         # libsodium verifies the tag before decrypting (and zeroes the output on failure);
         # nothing is returned from the buffer unless it verified.
-        if _c_decrypt(_dec_buf, _NULL, _NULL, ciphertext, n + TAG_SIZE, aad, len(aad),
-                      _NONCE.pack(counter), key):
+        if _c_decrypt(_dec_buf, _NULL, _NULL, ciphertext, n + TAG_SIZE, aad, len(aad), _NONCE.pack(counter), key):
             raise CryptoError("AEAD tag mismatch")
         return _dec_view[:n]  # type: ignore[no-any-return]
 
-    def _fast_aead_encrypt_with_header(header: struct.Struct, fields: tuple[int, ...],
-                                       key: bytes, counter: int, plaintext: bytes) -> bytes:
+    def _fast_aead_encrypt_with_header(
+        header: struct.Struct, fields: tuple[int, ...], key: bytes, counter: int, plaintext: bytes
+    ) -> bytes:
         """``header.pack(*fields) || AEAD(key, counter, plaintext, b"")``: a whole transport
         message, packed and encrypted in one buffer and copied out once."""
         n = len(plaintext)
@@ -248,7 +257,7 @@ if _ffi is not None:
             return _portable_aead_encrypt_with_header(header, fields, key, counter, plaintext)
         header.pack_into(_enc_view, start, *fields)
         _c_encrypt(_enc_ct, _NULL, plaintext, n, b"", 0, _NULL, _NONCE.pack(counter), key)
-        return _enc_view[start:_HEADER_ROOM + n + TAG_SIZE]  # type: ignore[no-any-return]
+        return _enc_view[start : _HEADER_ROOM + n + TAG_SIZE]  # type: ignore[no-any-return]
 
     BACKEND = "cffi"
     aead_encrypt = _fast_aead_encrypt
@@ -285,7 +294,7 @@ def xaead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> by
 def tai64n(wall_clock: float) -> bytes:
     """TAI64N label of a Unix wall-clock time (seconds since 1970, UTC), whitened like wireguard-go."""
     secs = int(wall_clock // 1)
-    nanos = int(round((wall_clock - secs) * 1e9))
+    nanos = round((wall_clock - secs) * 1e9)
     if nanos >= 1_000_000_000:  # float rounding just below the next second
         secs, nanos = secs + 1, nanos - 1_000_000_000
     return _TAI64N.pack(_TAI64_BASE + secs, nanos & ~_WHITENER_MASK)

@@ -30,8 +30,9 @@ import ipaddress
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any
 
 from ..constants import (
     COOKIE_REPLY_BURST,
@@ -69,17 +70,18 @@ from .timers import PeerTimers, TimerAction, should_rekey_on_receive, should_rek
 _log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-IpNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-ALL_IPS: tuple[IpNetwork, ...] = (ipaddress.IPv4Network("0.0.0.0/0"),
-                                   ipaddress.IPv6Network("::/0"))
+ALL_IPS: tuple[IpNetwork, ...] = (ipaddress.IPv4Network("0.0.0.0/0"), ipaddress.IPv6Network("::/0"))
 
 
 # --- events ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class HandshakeCompleted:
     """A new session is usable: response consumed (initiator) or key confirmed (responder)."""
+
     is_initiator: bool
     endpoint: Address
 
@@ -92,14 +94,16 @@ class PeerKeysZeroed:
 @dataclass(frozen=True, slots=True)
 class EndpointChanged:
     """The peer's address changed (first contact or roaming) on an authenticated packet."""
+
     old: Address | None
     new: Address
 
 
-WgEvent = Union[HandshakeCompleted, PeerKeysZeroed, EndpointChanged]
+WgEvent = HandshakeCompleted | PeerKeysZeroed | EndpointChanged
 
 
 # --- configuration ------------------------------------------------------------------------
+
 
 def normalise_address(addr: tuple[Any, ...]) -> Address:
     """(host, port) from a recvfrom address (IPv6 gives (host, port, flowinfo, scope_id))."""
@@ -121,7 +125,8 @@ class PeerConfig:
         if not isinstance(self.public_key, bytes) or len(self.public_key) != 32:
             raise ConfigError("peer public key must be 32 bytes")
         if self.preshared_key is not None and (
-                not isinstance(self.preshared_key, bytes) or len(self.preshared_key) != 32):
+            not isinstance(self.preshared_key, bytes) or len(self.preshared_key) != 32
+        ):
             raise ConfigError("preshared key must be 32 bytes")
         if self.persistent_keepalive is not None and not 0 <= self.persistent_keepalive <= 65535:
             raise ConfigError("persistent keepalive must be between 0 and 65535 seconds")
@@ -159,19 +164,37 @@ class _AllowedSources:
 
 # --- the endpoint ---------------------------------------------------------------------------
 
-_STAT_NAMES = ("rx_datagrams", "rx_bytes", "tx_datagrams", "tx_bytes", "rx_packets",
-               "tx_packets", "keepalives_received", "keepalives_sent",
-               "handshake_initiations_sent", "handshake_responses_sent", "handshakes_completed",
-               "cookie_replies_sent", "cookie_replies_received")
+_STAT_NAMES = (
+    "rx_datagrams",
+    "rx_bytes",
+    "tx_datagrams",
+    "tx_bytes",
+    "rx_packets",
+    "tx_packets",
+    "keepalives_received",
+    "keepalives_sent",
+    "handshake_initiations_sent",
+    "handshake_responses_sent",
+    "handshakes_completed",
+    "cookie_replies_sent",
+    "cookie_replies_received",
+)
 
 
 class WireGuardEndpoint:
     """Our side of a WireGuard tunnel with one configured peer."""
 
-    def __init__(self, private_key: bytes, peer: PeerConfig, *, now: float,
-                 wall_clock: Callable[[], float], rng: Callable[[int], bytes] = os.urandom,
-                 queue_capacity: int = DEFAULT_TRANSMIT_QUEUE_CAPACITY,
-                 mtu: int = DEFAULT_MTU) -> None:
+    def __init__(
+        self,
+        private_key: bytes,
+        peer: PeerConfig,
+        *,
+        now: float,
+        wall_clock: Callable[[], float],
+        rng: Callable[[int], bytes] = os.urandom,
+        queue_capacity: int = DEFAULT_TRANSMIT_QUEUE_CAPACITY,
+        mtu: int = DEFAULT_MTU,
+    ) -> None:
         if not isinstance(private_key, bytes) or len(private_key) != 32:
             raise ConfigError("private key must be 32 bytes")
         if not 68 <= mtu <= 65535:
@@ -194,12 +217,10 @@ class WireGuardEndpoint:
         self._keypairs = Keypairs()
         #: receiver index -> keypair, for exactly the keypairs in ``_keypairs``.
         self._by_index: dict[int, Keypair] = {}
-        self._timers = PeerTimers(persistent_keepalive_interval=peer.persistent_keepalive,
-                                  rng=rng)
+        self._timers = PeerTimers(persistent_keepalive_interval=peer.persistent_keepalive, rng=rng)
         self._allowed = _AllowedSources(peer.allowed_ips)
         #: where we send; follows the latest authenticated packet. None until known.
-        self.endpoint: Address | None = (normalise_address(peer.endpoint)
-                                         if peer.endpoint is not None else None)
+        self.endpoint: Address | None = normalise_address(peer.endpoint) if peer.endpoint is not None else None
         #: datagrams waiting for ``datagrams_to_send``.
         self._outbox: list[tuple[bytes, Address]] = []
         #: inner packets waiting for a session; len <= queue_capacity.
@@ -242,8 +263,9 @@ class WireGuardEndpoint:
     def staged_count(self) -> int:
         return len(self._staged)
 
-    def receive_datagram(self, datagram: bytes | bytearray | memoryview, addr: tuple[Any, ...],
-                         *, now: float) -> bytes | None:
+    def receive_datagram(
+        self, datagram: bytes | bytearray | memoryview, addr: tuple[Any, ...], *, now: float
+    ) -> bytes | None:
         """Process one datagram from ``addr``; returns the inner IP packet, if any."""
         self._now = now
         data = datagram if type(datagram) is bytes else bytes(datagram)
@@ -315,8 +337,9 @@ class WireGuardEndpoint:
 
     # --- receive ------------------------------------------------------------------------------
 
-    def _receive_transport(self, data: bytes, receiver: int, counter: int, addr: tuple[Any, ...],
-                           now: float) -> bytes | None:
+    def _receive_transport(
+        self, data: bytes, receiver: int, counter: int, addr: tuple[Any, ...], now: float
+    ) -> bytes | None:
         # The cheap rejections (a flood of forged or replayed transport data takes them) are
         # counted without raising or formatting.
         kp = self._by_index.get(receiver)
@@ -349,8 +372,7 @@ class WireGuardEndpoint:
             self._handshake_completed(is_initiator=False)
             self._send_staged(now)
         current = keypairs.current
-        if (current is not None and not timers.sent_last_minute_handshake
-                and should_rekey_on_receive(current, now)):
+        if current is not None and not timers.sent_last_minute_handshake and should_rekey_on_receive(current, now):
             timers.sent_last_minute_handshake = True
             self._send_initiation(now, retry=False)
         timers.on_any_authenticated_packet_traversal(now)
@@ -408,8 +430,7 @@ class WireGuardEndpoint:
         else:
             raise _Drop(DropReason.WG_UNKNOWN_TYPE)
 
-    def _admit_handshake(self, data: bytes, size: int, addr: tuple[Any, ...],
-                         now: float) -> DropReason | None:
+    def _admit_handshake(self, data: bytes, size: int, addr: tuple[Any, ...], now: float) -> DropReason | None:
         """The checks before any DH, cheapest first; the drop reason, or None to go on.
 
         Size, then mac1; the peer's current endpoint then only needs a token from its own
@@ -476,8 +497,9 @@ class WireGuardEndpoint:
     def _receive_cookie_reply(self, data: bytes, now: float) -> None:
         reply = decode_cookie_reply(data)
         hs = self._handshake
-        ours = ((hs.state is not HandshakeState.ZEROED and reply.receiver == hs.local_index)
-                or reply.receiver in self._by_index)
+        ours = (
+            hs.state is not HandshakeState.ZEROED and reply.receiver == hs.local_index
+        ) or reply.receiver in self._by_index
         if not ours or not self._generator.consume_reply(reply, now=now):
             raise _Drop(DropReason.WG_UNEXPECTED_COOKIE)
         self.stats["cookie_replies_received"] += 1
@@ -532,8 +554,9 @@ class WireGuardEndpoint:
         if not timers.may_send_initiation(now):
             return
         timers.last_sent_handshake = now
-        msg = self._handshake.create_initiation(local_index=self._new_index(),
-                                                wall_clock=self._wall_clock(), rng=self._rng)
+        msg = self._handshake.create_initiation(
+            local_index=self._new_index(), wall_clock=self._wall_clock(), rng=self._rng
+        )
         msg = self._generator.add_macs(msg, now=now)
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent(now)

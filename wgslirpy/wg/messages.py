@@ -121,17 +121,28 @@ def decode_transport_header(data: bytes) -> tuple[int, int]:
     return receiver, counter
 
 
-def encode_initiation(sender: int, ephemeral: bytes, encrypted_static: bytes,
-                      encrypted_timestamp: bytes, mac1: bytes = bytes(16),
-                      mac2: bytes = bytes(16)) -> bytes:
-    return INITIATION.pack(MESSAGE_INITIATION_TYPE, sender, ephemeral, encrypted_static,
-                           encrypted_timestamp, mac1, mac2)
+def encode_initiation(
+    sender: int,
+    ephemeral: bytes,
+    encrypted_static: bytes,
+    encrypted_timestamp: bytes,
+    mac1: bytes = bytes(16),
+    mac2: bytes = bytes(16),
+) -> bytes:
+    return INITIATION.pack(
+        MESSAGE_INITIATION_TYPE, sender, ephemeral, encrypted_static, encrypted_timestamp, mac1, mac2
+    )
 
 
-def encode_response(sender: int, receiver: int, ephemeral: bytes, encrypted_nothing: bytes,
-                    mac1: bytes = bytes(16), mac2: bytes = bytes(16)) -> bytes:
-    return RESPONSE.pack(MESSAGE_RESPONSE_TYPE, sender, receiver, ephemeral, encrypted_nothing,
-                         mac1, mac2)
+def encode_response(
+    sender: int,
+    receiver: int,
+    ephemeral: bytes,
+    encrypted_nothing: bytes,
+    mac1: bytes = bytes(16),
+    mac2: bytes = bytes(16),
+) -> bytes:
+    return RESPONSE.pack(MESSAGE_RESPONSE_TYPE, sender, receiver, ephemeral, encrypted_nothing, mac1, mac2)
 
 
 def encode_cookie_reply(receiver: int, nonce: bytes, encrypted_cookie: bytes) -> bytes:

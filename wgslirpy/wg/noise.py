@@ -18,7 +18,7 @@ mac1/mac2 are not handled here: messages are built with zero macs and ``cookie.p
 from __future__ import annotations
 
 import enum
-from typing import Callable
+from collections.abc import Callable
 
 from ..constants import HANDSHAKE_INITIATION_RATE
 from ..errors import DropReason, _Drop
@@ -40,8 +40,7 @@ class HandshakeState(enum.Enum):
 class Handshake:
     """Handshake state with one peer whose static public key is configured."""
 
-    def __init__(self, local_private: bytes, remote_public: bytes,
-                 preshared_key: bytes | None = None) -> None:
+    def __init__(self, local_private: bytes, remote_public: bytes, preshared_key: bytes | None = None) -> None:
         """Raises crypto.CryptoError if ``remote_public`` is a low-order point."""
         self.local_private = crypto.clamp(local_private)
         self.local_public = crypto.public_key(self.local_private)
@@ -70,8 +69,7 @@ class Handshake:
 
     # --- initiator ---------------------------------------------------------------------
 
-    def create_initiation(self, *, local_index: int, wall_clock: float,
-                          rng: Callable[[int], bytes]) -> bytes:
+    def create_initiation(self, *, local_index: int, wall_clock: float, rng: Callable[[int], bytes]) -> bytes:
         """The initiation message (zero macs); state becomes INITIATION_CREATED."""
         h = self._initiator_hash0
         eph = crypto.generate_private_key(rng)
@@ -129,8 +127,10 @@ class Handshake:
             raise _Drop(DropReason.WG_HANDSHAKE_FAILED) from None
         if timestamp <= self.last_timestamp:  # big-endian TAI64N: byte order is time order
             raise _Drop(DropReason.WG_REPLAYED_INITIATION)
-        if (self.last_initiation_consumed is not None
-                and now - self.last_initiation_consumed <= HANDSHAKE_INITIATION_RATE):
+        if (
+            self.last_initiation_consumed is not None
+            and now - self.last_initiation_consumed <= HANDSHAKE_INITIATION_RATE
+        ):
             raise _Drop(DropReason.WG_INITIATION_FLOOD)
         self.hash = crypto.hash_(h, msg.encrypted_timestamp)
         self.chaining_key = c
@@ -179,8 +179,14 @@ class Handshake:
             initiator = False
         else:
             raise ValueError(f"no keys to derive in state {self.state.name}")
-        keypair = Keypair(send, recv, created=now, local_index=self.local_index,
-                          remote_index=self.remote_index, is_initiator=initiator)
+        keypair = Keypair(
+            send,
+            recv,
+            created=now,
+            local_index=self.local_index,
+            remote_index=self.remote_index,
+            is_initiator=initiator,
+        )
         self.clear()
         return keypair
 

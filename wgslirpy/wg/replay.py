@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from ..constants import REJECT_AFTER_MESSAGES, REPLAY_WINDOW_SIZE
 
-
 _BLOCK_BITS = 64
 
 

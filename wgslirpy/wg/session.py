@@ -38,11 +38,27 @@ def padded(plaintext: bytes) -> bytes:
 class Keypair:
     """One session's transport keys. Zeroed keypairs have empty keys and are never used."""
 
-    __slots__ = ("send_key", "recv_key", "send_counter", "replay", "created",
-                 "local_index", "remote_index", "is_initiator")
+    __slots__ = (
+        "send_key",
+        "recv_key",
+        "send_counter",
+        "replay",
+        "created",
+        "local_index",
+        "remote_index",
+        "is_initiator",
+    )
 
-    def __init__(self, send_key: bytes, recv_key: bytes, *, created: float, local_index: int,
-                 remote_index: int, is_initiator: bool) -> None:
+    def __init__(
+        self,
+        send_key: bytes,
+        recv_key: bytes,
+        *,
+        created: float,
+        local_index: int,
+        remote_index: int,
+        is_initiator: bool,
+    ) -> None:
         #: ChaCha20-Poly1305 keys; b"" once zeroed.
         self.send_key = send_key
         self.recv_key = recv_key
@@ -60,8 +76,9 @@ class Keypair:
 
     def can_send(self, now: float) -> bool:
         """Young enough, counter not exhausted, and not zeroed."""
-        return (now - self.created < REJECT_AFTER_TIME
-                and self.send_counter < REJECT_AFTER_MESSAGES and bool(self.send_key))
+        return (
+            now - self.created < REJECT_AFTER_TIME and self.send_counter < REJECT_AFTER_MESSAGES and bool(self.send_key)
+        )
 
     def can_receive(self, now: float) -> bool:
         return now - self.created < REJECT_AFTER_TIME and bool(self.recv_key)
@@ -83,8 +100,8 @@ class Keypair:
             if pad:
                 plaintext = plaintext + _PAD[:pad]
         return crypto.aead_encrypt_with_header(
-            TRANSPORT_HEADER, (MESSAGE_TRANSPORT_TYPE, self.remote_index, counter),
-            self.send_key, counter, plaintext)
+            TRANSPORT_HEADER, (MESSAGE_TRANSPORT_TYPE, self.remote_index, counter), self.send_key, counter, plaintext
+        )
 
     def decrypt(self, counter: int, ciphertext: bytes) -> bytes:
         """Authenticate and decrypt; raises crypto.CryptoError. Does not touch the replay filter."""

@@ -28,7 +28,7 @@ as wireguard-go counts them), which :meth:`expire` reports as GIVE_UP_HANDSHAKE.
 from __future__ import annotations
 
 import enum
-from typing import Callable
+from collections.abc import Callable
 
 from ..constants import (
     KEEPALIVE_TIMEOUT,
@@ -56,25 +56,33 @@ class TimerAction(enum.Enum):
 def should_rekey_on_send(keypair: Keypair, now: float) -> bool:
     """keepKeyFreshSending: too many messages, or (as initiator) too old."""
     return keypair.send_counter > REKEY_AFTER_MESSAGES or (
-        keypair.is_initiator and now - keypair.created >= REKEY_AFTER_TIME)
+        keypair.is_initiator and now - keypair.created >= REKEY_AFTER_TIME
+    )
 
 
 def should_rekey_on_receive(keypair: Keypair, now: float) -> bool:
     """keepKeyFreshReceiving: as initiator, the keys are about to be rejected."""
-    return keypair.is_initiator and (
-        now - keypair.created >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT)
+    return keypair.is_initiator and (now - keypair.created >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT)
 
 
 class PeerTimers:
     """Deadlines (monotonic seconds, None = not armed) of one peer's timers."""
 
-    __slots__ = ("retransmit_handshake", "send_keepalive", "new_handshake", "zero_key_material",
-                 "persistent_keepalive", "persistent_keepalive_interval", "handshake_attempts",
-                 "need_another_keepalive", "sent_last_minute_handshake", "last_sent_handshake",
-                 "_rng")
+    __slots__ = (
+        "retransmit_handshake",
+        "send_keepalive",
+        "new_handshake",
+        "zero_key_material",
+        "persistent_keepalive",
+        "persistent_keepalive_interval",
+        "handshake_attempts",
+        "need_another_keepalive",
+        "sent_last_minute_handshake",
+        "last_sent_handshake",
+        "_rng",
+    )
 
-    def __init__(self, *, persistent_keepalive_interval: float | None = None,
-                 rng: Callable[[int], bytes]) -> None:
+    def __init__(self, *, persistent_keepalive_interval: float | None = None, rng: Callable[[int], bytes]) -> None:
         self.retransmit_handshake: float | None = None
         self.send_keepalive: float | None = None
         self.new_handshake: float | None = None
@@ -156,8 +164,17 @@ class PeerTimers:
     # --- expiry ----------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        ds = [d for d in (self.retransmit_handshake, self.send_keepalive, self.new_handshake,
-                          self.zero_key_material, self.persistent_keepalive) if d is not None]
+        ds = [
+            d
+            for d in (
+                self.retransmit_handshake,
+                self.send_keepalive,
+                self.new_handshake,
+                self.zero_key_material,
+                self.persistent_keepalive,
+            )
+            if d is not None
+        ]
         return min(ds) if ds else None
 
     def expire(self, now: float) -> list[TimerAction]:
