@@ -497,3 +497,10 @@ def test_verbose_summary_line_and_stats_json_from_a_running_gateway(tmp_path: Pa
         assert data["tcp_flows"] == 0 and "wireguard" in data and "drops" in data
     finally:
         assert _stop(p) == 0
+
+
+def test_state_dir_remembers_the_peer_endpoint_by_default(tmp_path: Path) -> None:
+    assert setup("--state-dir", str(tmp_path)).config.endpoint_file == str(tmp_path / S.PEER_ENDPOINT)
+    given = str(tmp_path / "elsewhere")
+    assert setup("--state-dir", str(tmp_path), "--endpoint-file", given).config.endpoint_file == given
+    assert setup("-k", KEY_A, "-K", KEY_B).config.endpoint_file is None  # no state dir in use
