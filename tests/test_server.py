@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import time
 from collections.abc import Callable, Iterator
 
@@ -21,6 +22,7 @@ import pytest
 from gevent import socket as gsocket
 
 from wgslirpy import Config, Gateway
+from wgslirpy.errors import DropReason
 from wgslirpy.io import tcp_forward
 from wgslirpy.net.build import build_icmp_echo, build_tcp, build_udp
 from wgslirpy.net.fragments import Reassembler
@@ -366,11 +368,18 @@ def test_dual_stack_bind_initiates_to_an_ipv4_peer() -> None:
         gw.stop()
 
 
-def test_dns_lookups_beyond_the_bound_get_servfail_at_once(gateway: Gateway, client: TunnelClient) -> None:
+def test_dns_lookups_beyond_the_bound_get_servfail_at_once(
+    gateway: Gateway, client: TunnelClient, caplog: pytest.LogCaptureFixture
+) -> None:
     gateway.max_dns_lookups = 0  # every lookup is "one too many": nothing is resolved
-    q = dns.message.make_query("needs-a-lookup.test", "A")
-    client.send(build_udp(UdpDatagram(ME, DNS, 5353, 53, q.to_wire())))
-    r = client.expect(lambda x: isinstance(x, UdpDatagram) and x.sport == 53)
-    assert isinstance(r, UdpDatagram)
-    answer = dns.message.from_wire(r.payload)
-    assert answer.id == q.id and answer.rcode() == dns.rcode.SERVFAIL
+    caplog.set_level(logging.WARNING, logger="wgslirpy")
+    for i in range(3):
+        q = dns.message.make_query(f"needs-a-lookup-{i}.test", "A")
+        client.send(build_udp(UdpDatagram(ME, DNS, 5353, 53, q.to_wire())))
+        r = client.expect(lambda x: isinstance(x, UdpDatagram) and x.sport == 53)
+        assert isinstance(r, UdpDatagram)
+        answer = dns.message.from_wire(r.payload)
+        assert answer.id == q.id and answer.rcode() == dns.rcode.SERVFAIL
+    # Counted every time, logged once (rate-limited to one line a second).
+    assert gateway.stack.drops[DropReason.DNS_LOOKUP_LIMIT] == 3
+    assert sum("--max-dns-lookups" in r.getMessage() for r in caplog.records) == 1

@@ -78,6 +78,7 @@ class DropReason(enum.Enum):
     DNS_MALFORMED = "dns_malformed"
     UDP_NO_BINDING = "udp_no_binding"  # reply for a binding already closed/expired/evicted
     DNS_NOT_A_QUERY = "dns_not_a_query"  # QR=1: never answer a response (no loops)
+    DNS_LOOKUP_LIMIT = "dns_lookup_limit"  # answered SERVFAIL at once: --max-dns-lookups in progress
 
     # --- What clients send in normal use that has nowhere to go (net/stack.py) ---
     MULTICAST = "multicast"  # to a multicast/broadcast address: IPv6 router solicitations, MLD, mDNS, SSDP

@@ -516,6 +516,12 @@ class Gateway:
                 if self._dns_lookups >= self.max_dns_lookups:
                     # A query flood must not pile up greenlets: answer at once.
                     stack.dns_udp_reply(ev.client, ev.server, stack.dns.servfail(ev.question))
+                    stack.drops.add(DropReason.DNS_LOOKUP_LIMIT)
+                    self._warn_rate_limited(
+                        "DNS query from %s answered SERVFAIL: %d lookups in progress (--max-dns-lookups)",
+                        ev.client[0],
+                        self.max_dns_lookups,
+                    )
                     continue
                 self._dns_lookups += 1
                 self._group.spawn(self._dns_lookup, ev)
@@ -546,13 +552,19 @@ class Gateway:
                 ep.close()
 
     def _log_refusal(self, ev: FlowRefused) -> None:
-        """One log line per refused flow, at most one a second (a retrying client must not
-        flood the log); the rest are counted in the drop stats."""
+        """One log line per refused flow (rate-limited); every refusal is counted."""
+        self._warn_rate_limited(
+            "refused %s %s:%d -> %s:%d: %s", ev.proto, ev.src[0], ev.src[1], ev.dst[0], ev.dst[1], ev.why
+        )
+
+    def _warn_rate_limited(self, msg: str, *args: object) -> None:
+        """A warning about refused or limited traffic, at most one a second (a retrying or
+        flooding client must not flood the log); the drop counters hold the full count."""
         now = self.now()
         if now < self._next_refusal_log:
             return
         self._next_refusal_log = now + 1.0
-        log.warning("refused %s %s:%d -> %s:%d: %s", ev.proto, ev.src[0], ev.src[1], ev.dst[0], ev.dst[1], ev.why)
+        log.warning(msg, *args)
 
     def _dns_lookup(self, ev: DnsLookup) -> None:
         try:
