@@ -59,7 +59,8 @@ def test_draft_4_3_model_converges_to_the_bottleneck_and_reaches_probe_bw() -> N
     assert cc.min_rtt is not None and cc.min_rtt == pytest.approx(BASE_RTT, abs=0.002)
     bdp = cc.bdp
     assert bdp is not None and bdp == pytest.approx(BDP, rel=0.06)
-    assert cc.cwnd <= CWND_GAIN * bdp + QUANTUM_SEGMENTS * MSS
+    assert cc.cwnd <= CWND_GAIN * bdp + QUANTUM_SEGMENTS * MSS + cc.extra_acked
+    assert cc.extra_acked <= 2 * QUANTUM_SEGMENTS * MSS  # a smooth ACK clock aggregates little
     assert cc.cwnd >= 1.5 * BDP
     assert cc.pacing_rate is not None and 0.7 * RATE <= cc.pacing_rate <= 1.3 * RATE
     # The link stayed busy: delivered close to its capacity after STARTUP.
@@ -255,3 +256,42 @@ def test_bbr_asks_for_acks_during_recovery_and_keeps_its_window_there() -> None:
     assert cc.phase is Phase.OPEN and cc.cwnd >= cwnd - MSS
     cc.on_recovery_end(now=sim.now)  # the connection's own end call changes nothing
     assert cc.cwnd >= cwnd - MSS
+
+
+def test_draft_ack_aggregation_extra_acked_widens_the_cwnd_target() -> None:
+    """draft-ietf-ccwg-bbr BBRUpdateACKAggregation: ACKs that arrive in a batch (one loop
+    turn of the shell) deliver more than bw x interval; that excess is kept in flight."""
+    cc = Bbr(mss=MSS)
+    now = 0.0
+    delivered = 0
+    for _ in range(50):  # a smooth ACK clock at RATE: little aggregation
+        now += MSS / RATE
+        delivered += MSS
+        cc.on_ack(
+            acked=MSS,
+            delivered=delivered,
+            snd_max=delivered + BDP,
+            in_flight=BDP,
+            rtt=BASE_RTT,
+            min_rtt=BASE_RTT,
+            app_limited=False,
+            delivery_rate=RATE,
+            now=now,
+        )
+    smooth = cc.extra_acked
+    assert smooth <= 2 * MSS
+    now += 0.02  # then 20 segments' ACKs at once after a 20 ms gap
+    for _ in range(40):
+        delivered += MSS
+        cc.on_ack(
+            acked=MSS,
+            delivered=delivered,
+            snd_max=delivered + BDP,
+            in_flight=BDP,
+            rtt=BASE_RTT,
+            min_rtt=BASE_RTT,
+            app_limited=False,
+            delivery_rate=RATE,
+            now=now,
+        )
+    assert cc.extra_acked >= 15 * MSS

@@ -1,6 +1,6 @@
-"""EXPERIMENTAL rate-based congestion control in the spirit of BBR (draft-ietf-ccwg-bbr).
+"""Rate-based congestion control in the spirit of BBR (draft-ietf-ccwg-bbr): the default.
 
-Not the default (``cubic`` is, until a benchmark through impaired links shows this wins).
+The default since the link benchmark (benchmarks/links.py) showed it wins over CUBIC.
 It models the path instead of reacting to loss, because the gateway splits every
 connection: loss on the tunnel leg is often radio or Wi-Fi loss, not a full queue.
 
@@ -94,7 +94,8 @@ LOSS_THRESH = 0.15  # lost / (lost + delivered) over a loss window that counts a
 LOSS_WINDOW_SEGMENTS = 64  # a loss rate is judged over at least this many delivered MSS
 BETA_BBR = 0.7
 MIN_CWND_SEGMENTS = 4
-QUANTUM_SEGMENTS = 3  # headroom for ACK aggregation and delayed ACKs
+QUANTUM_SEGMENTS = 3  # headroom for delayed ACKs
+EXTRA_ACKED_ROUNDS = 10  # window (rounds) of the ACK-aggregation max filter
 _MAX_RATE = 1e12  # bytes/s: samples above this are nonsense and ignored
 
 
@@ -110,7 +111,7 @@ _BbrSnapshot = tuple[int, bool, float, int, "int | None", int, float, float, int
 
 
 class Bbr(CongestionControl):
-    """Experimental BBR-style controller (see the module docstring)."""
+    """BBR-style controller (see the module docstring)."""
 
     name: ClassVar[str] = "bbr"
     ack_in_recovery: ClassVar[bool] = True
@@ -151,6 +152,14 @@ class Bbr(CongestionControl):
         self._prior_cwnd = 0
         self._probe_rtt_done: float | None = None
         self._probe_rtt_round: int | None = None
+        # ACK aggregation (draft-ietf-ccwg-bbr "BBRUpdateACKAggregation"): bytes acked
+        # beyond bw x time in the current epoch; extra_acked = max of the per-round maxima
+        # of the last EXTRA_ACKED_ROUNDS rounds (added to the cwnd target).
+        self.extra_acked = 0
+        self._extra_ring = [0] * EXTRA_ACKED_ROUNDS
+        self._extra_index = 0
+        self._agg_start = 0.0
+        self._agg_acked = 0
 
     @property
     def in_slow_start(self) -> bool:
@@ -247,6 +256,8 @@ class Bbr(CongestionControl):
             ring[index] = 0.0
             self.bw = max(ring)
 
+        self._update_ack_aggregation(acked, round_start, now)
+
         if lost is not None:
             base = self._loss_lost
             if base is None or lost < base:
@@ -269,6 +280,33 @@ class Bbr(CongestionControl):
         self._update_pacing()
         if self.cwnd < MIN_CWND_SEGMENTS * mss and self.state != BbrState.PROBE_RTT:
             self.cwnd = MIN_CWND_SEGMENTS * mss
+
+    def _update_ack_aggregation(self, acked: int, round_start: bool, now: float) -> None:
+        """draft-ietf-ccwg-bbr §5.5.9: ACKs that come in batches (a gevent loop turn, a
+        receiver's delayed or stretched ACKs) deliver more than ``bw x interval``; the excess
+        must stay in flight too, or a flow whose RTT is little more than the loop's turn is
+        cwnd-limited below the path's rate (and measures that lower rate as ``bw``)."""
+        ring = self._extra_ring
+        if round_start:
+            index = self._extra_index = (self._extra_index + 1) % EXTRA_ACKED_ROUNDS
+            ring[index] = 0
+            self.extra_acked = max(ring)
+        bw = self.bw
+        if bw <= 0.0:
+            return
+        expected = bw * (now - self._agg_start)
+        if self._agg_acked <= expected:
+            self._agg_acked = 0
+            self._agg_start = now
+            expected = 0.0
+        self._agg_acked += acked
+        extra = int(self._agg_acked - expected)
+        if extra > self.cwnd:
+            extra = self.cwnd
+        if extra > ring[self._extra_index]:
+            ring[self._extra_index] = extra
+            if extra > self.extra_acked:
+                self.extra_acked = extra
 
     def _update_state(
         self,
@@ -374,7 +412,7 @@ class Bbr(CongestionControl):
         elif self.state == BbrState.DRAIN:
             target = bdp  # exactly one BDP: the flight falls to it and DRAIN ends
         else:
-            target = int(self.cwnd_gain * bdp) + QUANTUM_SEGMENTS * self.mss
+            target = int(self.cwnd_gain * bdp) + QUANTUM_SEGMENTS * self.mss + self.extra_acked
         hi = self._inflight_hi
         if hi is not None and (target is None or target > hi):
             target = hi
