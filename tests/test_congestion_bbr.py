@@ -295,3 +295,21 @@ def test_draft_ack_aggregation_extra_acked_widens_the_cwnd_target() -> None:
             now=now,
         )
     assert cc.extra_acked >= 15 * MSS
+
+
+def test_random_loss_below_the_congestion_threshold_raises_pacing_by_the_loss_rate() -> None:
+    """bw counts delivered bytes; on a path losing 5 % of what is sent (radio loss, not
+    congestion) the sender paces at bw / (1 - 0.05), else each round's delivery sample is
+    0.95 of the last and the estimate decays towards nothing."""
+    cc, sim, _ = run_path(3.0)
+    assert cc.loss_rate == 0.0
+    clean = cc.pacing_rate
+    gain = cc.pacing_gain
+    feed_rounds(cc, sim, 20, lost_per_round=cc.cwnd // 19)  # ~5 % of the bytes
+    assert cc._inflight_hi is None
+    assert 0.03 <= cc.loss_rate <= 0.08
+    assert cc.pacing_rate == pytest.approx(cc.pacing_gain * cc.bw * 0.99 / (1.0 - cc.loss_rate))
+    assert clean is not None and cc.pacing_rate / cc.pacing_gain > clean / gain * 1.02
+    # a congestive loss rate does not push harder than the threshold allows
+    feed_rounds(cc, sim, 10, lost_per_round=cc.cwnd // 2)
+    assert cc.loss_rate <= 0.15

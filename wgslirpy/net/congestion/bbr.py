@@ -92,6 +92,7 @@ FULL_BW_THRESH = 1.25
 FULL_BW_ROUNDS = 3
 LOSS_THRESH = 0.15  # lost / (lost + delivered) over a loss window that counts as congestion
 LOSS_WINDOW_SEGMENTS = 64  # a loss rate is judged over at least this many delivered MSS
+LOSS_RATE_WEIGHT = 0.125  # EWMA weight of one loss window in loss_rate (pacing compensation)
 BETA_BBR = 0.7
 MIN_CWND_SEGMENTS = 4
 QUANTUM_SEGMENTS = 3  # headroom for delayed ACKs
@@ -156,6 +157,8 @@ class Bbr(CongestionControl):
         # beyond bw x time in the current epoch; extra_acked = max of the per-round maxima
         # of the last EXTRA_ACKED_ROUNDS rounds (added to the cwnd target).
         self.extra_acked = 0
+        # Smoothed loss rate of the loss windows, 0 <= loss_rate <= LOSS_THRESH.
+        self.loss_rate = 0.0
         self._extra_ring = [0] * EXTRA_ACKED_ROUNDS
         self._extra_index = 0
         self._agg_start = 0.0
@@ -269,6 +272,11 @@ class Bbr(CongestionControl):
                 # At most one cut per two rounds: losses detected in the round after a cut
                 # were mostly sent before it.
                 rested = self.round_count > self._loss_cut_round + 1
+                # The loss rate (below LOSS_THRESH: not congestion) scales the pacing rate,
+                # see _update_pacing; smoothed over windows (losses are marked in bursts).
+                rate = window_lost / window if window > 0 else 0.0
+                rate = self.loss_rate + (rate - self.loss_rate) * LOSS_RATE_WEIGHT
+                self.loss_rate = rate if rate < LOSS_THRESH else LOSS_THRESH
                 if rested and window_lost > LOSS_THRESH * window:
                     self._loss_cut_round = self.round_count
                     self._on_high_loss(in_flight + acked)
@@ -434,7 +442,10 @@ class Bbr(CongestionControl):
     def _update_pacing(self) -> None:
         bw = self.bw
         if bw > 0.0:
-            rate = self.pacing_gain * bw * PACING_MARGIN
+            # bw counts delivered bytes only: on a path that loses a fraction p of what
+            # is sent (below the congestion threshold), delivering bw needs sending
+            # bw / (1 - p), or every round's sample is (1 - p) of the last and bw decays.
+            rate = self.pacing_gain * bw * PACING_MARGIN / (1.0 - self.loss_rate)
         else:
             srtt = self._srtt
             if srtt is None:
