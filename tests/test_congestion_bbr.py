@@ -9,6 +9,7 @@ from wgslirpy.net.congestion import INFINITE_SSTHRESH, Bbr, Phase, make_congesti
 from wgslirpy.net.congestion.bbr import (
     CWND_GAIN,
     DRAIN_PACING_GAIN,
+    LOSS_THRESH,
     QUANTUM_SEGMENTS,
     STARTUP_PACING_GAIN,
     BbrState,
@@ -126,8 +127,9 @@ def test_draft_4_3_4_probe_rtt_after_ten_seconds_then_restores_cwnd() -> None:
     assert cc.cwnd >= 1.5 * BDP
 
 
-def feed_rounds(cc: Bbr, sim: AckClock, rounds: int, lost_per_round: int) -> None:
-    """``rounds`` more rounds of ACKs at the path's rate, reporting ``lost_per_round``."""
+def feed_rounds(cc: Bbr, sim: AckClock, rounds: int, lost_per_round: int, rtt: float = BASE_RTT) -> None:
+    """``rounds`` more rounds of ACKs at the path's rate, reporting ``lost_per_round``, every
+    RTT sample ``rtt`` (above BASE_RTT: a standing queue)."""
     now = sim.now
     delivered = sim.delivered
     lost = getattr(cc, "_test_lost", 0)
@@ -142,7 +144,7 @@ def feed_rounds(cc: Bbr, sim: AckClock, rounds: int, lost_per_round: int) -> Non
                 delivered=delivered,
                 snd_max=delivered + cc.cwnd,
                 in_flight=cc.cwnd - MSS,
-                rtt=BASE_RTT,
+                rtt=rtt,
                 min_rtt=BASE_RTT,
                 app_limited=False,
                 lost=lost,
@@ -171,15 +173,15 @@ def test_high_loss_rate_caps_inflight_and_ends_startup() -> None:
     sim = AckClock(cc, rtt=BASE_RTT)  # only for its clock and counters
     feed_rounds(cc, sim, 2, lost_per_round=0)
     assert cc.state == BbrState.STARTUP
-    for _ in range(3):
-        feed_rounds(cc, sim, 1, lost_per_round=cc.cwnd // 2)  # a third of each round lost
+    for _ in range(3):  # a third of each round lost from a full buffer: RTTs show the queue
+        feed_rounds(cc, sim, 1, lost_per_round=cc.cwnd // 2, rtt=2 * BASE_RTT)
     assert cc.full_bw_reached and cc.state != BbrState.STARTUP
     hi = cc._inflight_hi
     assert hi is not None and cc.cwnd <= hi
     cc.on_congestion_event(in_flight=cc.cwnd, now=sim.now)
     assert cc.ssthresh <= hi
     cc.on_recovery_end(now=sim.now)
-    feed_rounds(cc, sim, 2, lost_per_round=cc.cwnd)  # it goes on: the cap shrinks again
+    feed_rounds(cc, sim, 2, lost_per_round=cc.cwnd, rtt=2 * BASE_RTT)  # it goes on: the cap shrinks again
     new_hi = cc._inflight_hi
     assert new_hi is not None and new_hi <= 0.7 * hi + 1
 
@@ -313,3 +315,17 @@ def test_random_loss_below_the_congestion_threshold_raises_pacing_by_the_loss_ra
     # a congestive loss rate does not push harder than the threshold allows
     feed_rounds(cc, sim, 10, lost_per_round=cc.cwnd // 2)
     assert cc.loss_rate <= 0.15
+
+
+def test_high_loss_without_a_queue_is_not_congestion() -> None:
+    """Loss counts as congestion only with a standing queue (every RTT of the loss window
+    above QUEUE_RTT_FACTOR x min_rtt): a lossy radio link plus reordering that RACK marks
+    lost can exceed LOSS_THRESH with no queue anywhere, and cutting inflight_hi there only
+    starves the flow (link sim, 5 % loss + 10 % reorder at 4 ms RTT: 2x the goodput)."""
+    cc = Bbr(mss=MSS)
+    sim = AckClock(cc, rtt=BASE_RTT)
+    feed_rounds(cc, sim, 2, lost_per_round=0)
+    for _ in range(3):
+        feed_rounds(cc, sim, 1, lost_per_round=cc.cwnd // 2, rtt=1.1 * BASE_RTT)
+    assert cc._inflight_hi is None
+    assert 0.05 < cc.loss_rate <= LOSS_THRESH  # pacing compensates, capped at the threshold

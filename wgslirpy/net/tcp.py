@@ -1401,7 +1401,7 @@ class TcpConnection:
         fin_pending = self._fin_seq is not None
         max_pl = self._smss - _sack_option_len(len(sack))
         prr = self._prr
-        budget = prr.sndcnt if prr is not None else self.cc.cwnd - q.pipe
+        budget = prr.sndcnt if prr is not None and self.cc.prr_in_recovery else self.cc.cwnd - q.pipe
         # Pacing (a rate-based controller asks for it): a token bucket of pacing_rate
         # bytes/s, bursts of at most PACE_BURST_TIME (the shell's timers are coarse).
         rate = self.cc.pacing_rate

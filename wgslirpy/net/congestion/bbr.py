@@ -37,10 +37,10 @@ Outputs: ``cwnd = cwnd_gain x BDP + 3 MSS`` (cwnd gain 2 outside STARTUP and DRA
 below 4 MSS once ACKs flow, never below 1 MSS) and ``pacing_rate = pacing_gain x bw x
 0.99`` bytes/s (None until the first RTT sample; before the first bandwidth sample it is
 ``gain x cwnd / RTT``; in STARTUP it never decreases). ``ssthresh`` is bookkeeping for the
-connection's PRR only.
+connection (it reports it; the window it sends by in recovery is cwnd).
 
-Loss: a congestion event keeps the window (``ssthresh = min(cwnd, inflight_hi)``: PRR
-then only conserves packets during recovery, and recovery end restores that cwnd). Loss
+Loss (see also the paragraph on ``QUEUE_RTT_FACTOR`` below): a congestion event keeps the
+window (``ssthresh = min(cwnd, inflight_hi)``; recovery end restores that cwnd). Loss
 counts as congestion only at a high loss *rate*: when on_ack's optional ``lost`` (the
 connection's monotonic total of bytes marked lost) shows that more than ``LOSS_THRESH``
 (15 %) of the bytes were lost over a window of at least ``LOSS_WINDOW_SEGMENTS`` (64)
@@ -55,6 +55,15 @@ shallow bottleneck buffer causes (about a third of the segments in the link simu
 controller never treats loss as congestion (like BBRv1). An RTO sets cwnd = 1 MSS (the
 contract); the next ACKs regrow it by the bytes acked up to the target. Undo restores the
 state machine and inflight_hi saved at the event.
+
+A high loss rate counts as congestion only while the loss window's least RTT sample
+exceeds ``QUEUE_RTT_FACTOR`` (1.5) x min_rtt: a full bottleneck buffer raises every RTT,
+while random loss plus reordering that RACK marks lost (about 10 % on a 5 % loss, 10 %
+reorder link) raises none. Below the threshold the smoothed ``loss_rate`` raises the
+pacing rate to ``bw / (1 - loss_rate)``: ``bw`` counts delivered bytes only, so without it
+each round's sample would be ``1 - p`` of the last. ACK aggregation (``extra_acked``, the
+draft's BBRUpdateACKAggregation) is added to the cwnd target. During recovery the
+connection sends by ``cwnd - pipe`` rather than PRR (``prr_in_recovery`` False).
 
 The model needs to see ACKs during loss recovery too (under steady random loss a flow is
 in recovery most of the time): ``ack_in_recovery`` is True, asking the connection to call
@@ -92,6 +101,7 @@ FULL_BW_THRESH = 1.25
 FULL_BW_ROUNDS = 3
 LOSS_THRESH = 0.15  # lost / (lost + delivered) over a loss window that counts as congestion
 LOSS_WINDOW_SEGMENTS = 64  # a loss rate is judged over at least this many delivered MSS
+QUEUE_RTT_FACTOR = 1.5  # a loss window is congestive only if its least RTT exceeds this x min_rtt
 LOSS_RATE_WEIGHT = 0.125  # EWMA weight of one loss window in loss_rate (pacing compensation)
 BETA_BBR = 0.7
 MIN_CWND_SEGMENTS = 4
@@ -116,6 +126,10 @@ class Bbr(CongestionControl):
 
     name: ClassVar[str] = "bbr"
     ack_in_recovery: ClassVar[bool] = True
+    # PRR limits sending to what the ACKs deliver (+1 MSS each in its slow-start part):
+    # under steady random loss a flow is in recovery most of the time, and that ACK clock
+    # held a paced sender at about half its model's rate (link sim, 5 % loss at 4 ms RTT).
+    prr_in_recovery: ClassVar[bool] = False
 
     # Invariants: bw >= 0.0 bytes/s and == max(_bw_ring); min_rtt None or in (0, 600] s;
     # 0 <= _cycle_index < len(PROBE_BW_GAINS); _inflight_hi None or >= 4 MSS.
@@ -144,6 +158,7 @@ class Bbr(CongestionControl):
         self._loss_lost: int | None = None
         self._loss_delivered = 0
         self._loss_cut_round = -2  # round of the last inflight_hi cut
+        self._loss_rtt: float | None = None  # least RTT sample of the loss window
         self._full_bw = 0.0
         self._full_bw_count = 0
         self.full_bw_reached = False
@@ -211,6 +226,9 @@ class Bbr(CongestionControl):
         stamp = self._min_rtt_stamp
         expired = stamp is not None and now - stamp > MIN_RTT_WINDOW
         if valid_rtt(rtt):
+            window_rtt = self._loss_rtt
+            if window_rtt is None or rtt < window_rtt:
+                self._loss_rtt = rtt
             srtt = self._srtt
             self._srtt = rtt if srtt is None else srtt + (rtt - srtt) * 0.125
             current = self.min_rtt
@@ -277,7 +295,13 @@ class Bbr(CongestionControl):
                 rate = window_lost / window if window > 0 else 0.0
                 rate = self.loss_rate + (rate - self.loss_rate) * LOSS_RATE_WEIGHT
                 self.loss_rate = rate if rate < LOSS_THRESH else LOSS_THRESH
-                if rested and window_lost > LOSS_THRESH * window:
+                # Loss is congestion only with a standing queue: a full bottleneck
+                # buffer raises every RTT of the window, random loss raises none.
+                window_rtt = self._loss_rtt
+                floor = self.min_rtt
+                queued = window_rtt is None or floor is None or window_rtt > QUEUE_RTT_FACTOR * floor
+                self._loss_rtt = None
+                if rested and queued and window_lost > LOSS_THRESH * window:
                     self._loss_cut_round = self.round_count
                     self._on_high_loss(in_flight + acked)
                 self._loss_lost = lost
@@ -470,7 +494,7 @@ class Bbr(CongestionControl):
             self.full_bw_reached = True
 
     def _reduce(self, in_flight: int, now: float) -> int:
-        # Loss alone is not congestion here: keep the window, PRR conserves packets.
+        # Loss alone is not congestion here: keep the window (recovery sends by cwnd - pipe).
         hi = self._inflight_hi
         cwnd = self.cwnd
         return cwnd if hi is None or cwnd < hi else hi
