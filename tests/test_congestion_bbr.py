@@ -329,3 +329,11 @@ def test_high_loss_without_a_queue_is_not_congestion() -> None:
         feed_rounds(cc, sim, 1, lost_per_round=cc.cwnd // 2, rtt=1.1 * BASE_RTT)
     assert cc._inflight_hi is None
     assert 0.05 < cc.loss_rate <= LOSS_THRESH  # pacing compensates, capped at the threshold
+
+
+def test_a_denormal_rtt_sample_keeps_the_pacing_rate_finite() -> None:
+    """Found by the property test: an RTT of 2e-313 s made cwnd / srtt infinite."""
+    cc = Bbr(mss=1)
+    cc.on_ack(acked=1, delivered=0, snd_max=0, in_flight=0, rtt=2.2250738585e-313, min_rtt=None,
+              app_limited=False, now=0.0)  # fmt: skip
+    assert cc.pacing_rate is None or 0.0 < cc.pacing_rate < float("inf")
