@@ -17,7 +17,7 @@ from wgslirpy.net.congestion import (
 
 def test_names_and_default() -> None:
     assert "cubic" in CONGESTION_CONTROLS and "newreno" in CONGESTION_CONTROLS
-    assert DEFAULT_CONGESTION_CONTROL == "cubic"
+    assert DEFAULT_CONGESTION_CONTROL == "bbr"
     assert DEFAULT_CONGESTION_CONTROL in CONGESTION_CONTROLS
 
 

@@ -1,8 +1,7 @@
-"""Rate-based congestion control in the spirit of BBR (draft-ietf-ccwg-bbr).
+"""Rate-based congestion control in the spirit of BBR (draft-ietf-ccwg-bbr): the default.
 
-Not the default: it wins the link benchmark (benchmarks/links.py) over CUBIC on every
-impaired profile, but a sub-millisecond clean path (the loopback download) still gets about
-half of CUBIC's rate.
+The default because it wins the link benchmark (benchmarks/links.py) over CUBIC on the
+lossy profiles and matches it on clean links (see the package docstring).
 It models the path instead of reacting to loss, because the gateway splits every
 connection: loss on the tunnel leg is often radio or Wi-Fi loss, not a full queue.
 
