@@ -184,8 +184,13 @@ def run_link(
     client_config: TcpConfig | None = None,
     max_time: float = 120.0,
     max_steps: int = 2_000_000,
+    loop_tick: float = 0.0,
 ) -> LinkResult:
-    """Run a full connection (handshake, both transfers, both closes) over the link."""
+    """Run a full connection (handshake, both transfers, both closes) over the link.
+
+    ``loop_tick`` > 0 models a busy event loop with coarse timers (the gevent shell): the
+    hosts run at most once per ``loop_tick`` to ``2 x loop_tick`` seconds (seeded), handling
+    whatever arrived meanwhile as one batch, and timers fire that late."""
     rnd = random.Random(seed)
     pc = Pipe(random.Random(rnd.random()), **(to_client or {}))
     ps = Pipe(random.Random(rnd.random()), **(to_server or {}))
@@ -204,6 +209,7 @@ def run_link(
     ch = Host(client, up)
     sh = Host(None, down)
     server: TcpConnection | None = None
+    tick_rnd = random.Random(rnd.random())
     for _ in range(max_steps):
         for s in ps.due(t):
             if server is None:
@@ -241,7 +247,10 @@ def run_link(
         ]
         if not cands:
             break
-        t = max(t, min(cands))
+        if loop_tick > 0:
+            t = max(t + loop_tick * (1.0 + tick_rnd.random()), min(cands))
+        else:
+            t = max(t, min(cands))
         if t > max_time:
             break
     assert server is not None, "no SYN arrived"

@@ -9,6 +9,7 @@ from wgslirpy.net.congestion import INFINITE_SSTHRESH, Bbr, Phase, make_congesti
 from wgslirpy.net.congestion.bbr import (
     CWND_GAIN,
     DRAIN_PACING_GAIN,
+    LOSS_THRESH,
     QUANTUM_SEGMENTS,
     STARTUP_PACING_GAIN,
     BbrState,
@@ -59,7 +60,8 @@ def test_draft_4_3_model_converges_to_the_bottleneck_and_reaches_probe_bw() -> N
     assert cc.min_rtt is not None and cc.min_rtt == pytest.approx(BASE_RTT, abs=0.002)
     bdp = cc.bdp
     assert bdp is not None and bdp == pytest.approx(BDP, rel=0.06)
-    assert cc.cwnd <= CWND_GAIN * bdp + QUANTUM_SEGMENTS * MSS
+    assert cc.cwnd <= CWND_GAIN * bdp + QUANTUM_SEGMENTS * MSS + cc.extra_acked
+    assert cc.extra_acked <= 2 * QUANTUM_SEGMENTS * MSS  # a smooth ACK clock aggregates little
     assert cc.cwnd >= 1.5 * BDP
     assert cc.pacing_rate is not None and 0.7 * RATE <= cc.pacing_rate <= 1.3 * RATE
     # The link stayed busy: delivered close to its capacity after STARTUP.
@@ -125,8 +127,9 @@ def test_draft_4_3_4_probe_rtt_after_ten_seconds_then_restores_cwnd() -> None:
     assert cc.cwnd >= 1.5 * BDP
 
 
-def feed_rounds(cc: Bbr, sim: AckClock, rounds: int, lost_per_round: int) -> None:
-    """``rounds`` more rounds of ACKs at the path's rate, reporting ``lost_per_round``."""
+def feed_rounds(cc: Bbr, sim: AckClock, rounds: int, lost_per_round: int, rtt: float = BASE_RTT) -> None:
+    """``rounds`` more rounds of ACKs at the path's rate, reporting ``lost_per_round``, every
+    RTT sample ``rtt`` (above BASE_RTT: a standing queue)."""
     now = sim.now
     delivered = sim.delivered
     lost = getattr(cc, "_test_lost", 0)
@@ -141,7 +144,7 @@ def feed_rounds(cc: Bbr, sim: AckClock, rounds: int, lost_per_round: int) -> Non
                 delivered=delivered,
                 snd_max=delivered + cc.cwnd,
                 in_flight=cc.cwnd - MSS,
-                rtt=BASE_RTT,
+                rtt=rtt,
                 min_rtt=BASE_RTT,
                 app_limited=False,
                 lost=lost,
@@ -170,15 +173,15 @@ def test_high_loss_rate_caps_inflight_and_ends_startup() -> None:
     sim = AckClock(cc, rtt=BASE_RTT)  # only for its clock and counters
     feed_rounds(cc, sim, 2, lost_per_round=0)
     assert cc.state == BbrState.STARTUP
-    for _ in range(3):
-        feed_rounds(cc, sim, 1, lost_per_round=cc.cwnd // 2)  # a third of each round lost
+    for _ in range(3):  # a third of each round lost from a full buffer: RTTs show the queue
+        feed_rounds(cc, sim, 1, lost_per_round=cc.cwnd // 2, rtt=2 * BASE_RTT)
     assert cc.full_bw_reached and cc.state != BbrState.STARTUP
     hi = cc._inflight_hi
     assert hi is not None and cc.cwnd <= hi
     cc.on_congestion_event(in_flight=cc.cwnd, now=sim.now)
     assert cc.ssthresh <= hi
     cc.on_recovery_end(now=sim.now)
-    feed_rounds(cc, sim, 2, lost_per_round=cc.cwnd)  # it goes on: the cap shrinks again
+    feed_rounds(cc, sim, 2, lost_per_round=cc.cwnd, rtt=2 * BASE_RTT)  # it goes on: the cap shrinks again
     new_hi = cc._inflight_hi
     assert new_hi is not None and new_hi <= 0.7 * hi + 1
 
@@ -255,3 +258,82 @@ def test_bbr_asks_for_acks_during_recovery_and_keeps_its_window_there() -> None:
     assert cc.phase is Phase.OPEN and cc.cwnd >= cwnd - MSS
     cc.on_recovery_end(now=sim.now)  # the connection's own end call changes nothing
     assert cc.cwnd >= cwnd - MSS
+
+
+def test_draft_ack_aggregation_extra_acked_widens_the_cwnd_target() -> None:
+    """draft-ietf-ccwg-bbr BBRUpdateACKAggregation: ACKs that arrive in a batch (one loop
+    turn of the shell) deliver more than bw x interval; that excess is kept in flight."""
+    cc = Bbr(mss=MSS)
+    now = 0.0
+    delivered = 0
+    for _ in range(50):  # a smooth ACK clock at RATE: little aggregation
+        now += MSS / RATE
+        delivered += MSS
+        cc.on_ack(
+            acked=MSS,
+            delivered=delivered,
+            snd_max=delivered + BDP,
+            in_flight=BDP,
+            rtt=BASE_RTT,
+            min_rtt=BASE_RTT,
+            app_limited=False,
+            delivery_rate=RATE,
+            now=now,
+        )
+    smooth = cc.extra_acked
+    assert smooth <= 2 * MSS
+    now += 0.02  # then 20 segments' ACKs at once after a 20 ms gap
+    for _ in range(40):
+        delivered += MSS
+        cc.on_ack(
+            acked=MSS,
+            delivered=delivered,
+            snd_max=delivered + BDP,
+            in_flight=BDP,
+            rtt=BASE_RTT,
+            min_rtt=BASE_RTT,
+            app_limited=False,
+            delivery_rate=RATE,
+            now=now,
+        )
+    assert cc.extra_acked >= 15 * MSS
+
+
+def test_random_loss_below_the_congestion_threshold_raises_pacing_by_the_loss_rate() -> None:
+    """bw counts delivered bytes; on a path losing 5 % of what is sent (radio loss, not
+    congestion) the sender paces at bw / (1 - 0.05), else each round's delivery sample is
+    0.95 of the last and the estimate decays towards nothing."""
+    cc, sim, _ = run_path(3.0)
+    assert cc.loss_rate == 0.0
+    clean = cc.pacing_rate
+    gain = cc.pacing_gain
+    feed_rounds(cc, sim, 20, lost_per_round=cc.cwnd // 19)  # ~5 % of the bytes
+    assert cc._inflight_hi is None
+    assert 0.03 <= cc.loss_rate <= 0.08
+    assert cc.pacing_rate == pytest.approx(cc.pacing_gain * cc.bw * 0.99 / (1.0 - cc.loss_rate))
+    assert clean is not None and cc.pacing_rate / cc.pacing_gain > clean / gain * 1.02
+    # a congestive loss rate does not push harder than the threshold allows
+    feed_rounds(cc, sim, 10, lost_per_round=cc.cwnd // 2)
+    assert cc.loss_rate <= 0.15
+
+
+def test_high_loss_without_a_queue_is_not_congestion() -> None:
+    """Loss counts as congestion only with a standing queue (every RTT of the loss window
+    above QUEUE_RTT_FACTOR x min_rtt): a lossy radio link plus reordering that RACK marks
+    lost can exceed LOSS_THRESH with no queue anywhere, and cutting inflight_hi there only
+    starves the flow (link sim, 5 % loss + 10 % reorder at 4 ms RTT: 2x the goodput)."""
+    cc = Bbr(mss=MSS)
+    sim = AckClock(cc, rtt=BASE_RTT)
+    feed_rounds(cc, sim, 2, lost_per_round=0)
+    for _ in range(3):
+        feed_rounds(cc, sim, 1, lost_per_round=cc.cwnd // 2, rtt=1.1 * BASE_RTT)
+    assert cc._inflight_hi is None
+    assert 0.05 < cc.loss_rate <= LOSS_THRESH  # pacing compensates, capped at the threshold
+
+
+def test_a_denormal_rtt_sample_keeps_the_pacing_rate_finite() -> None:
+    """Found by the property test: an RTT of 2e-313 s made cwnd / srtt infinite."""
+    cc = Bbr(mss=1)
+    cc.on_ack(acked=1, delivered=0, snd_max=0, in_flight=0, rtt=2.2250738585e-313, min_rtt=None,
+              app_limited=False, now=0.0)  # fmt: skip
+    assert cc.pacing_rate is None or 0.0 < cc.pacing_rate < float("inf")

@@ -17,7 +17,7 @@ from wgslirpy.net.congestion import (
 
 def test_names_and_default() -> None:
     assert "cubic" in CONGESTION_CONTROLS and "newreno" in CONGESTION_CONTROLS
-    assert DEFAULT_CONGESTION_CONTROL == "cubic"
+    assert DEFAULT_CONGESTION_CONTROL == "bbr"
     assert DEFAULT_CONGESTION_CONTROL in CONGESTION_CONTROLS
 
 
@@ -48,3 +48,11 @@ def test_unknown_name_is_config_error_listing_the_choices(name: str) -> None:
 def test_bad_mss_is_config_error() -> None:
     with pytest.raises(ConfigError):
         make_congestion_control("cubic", mss=0)
+
+
+def test_only_the_rate_based_controller_bypasses_prr_in_recovery() -> None:
+    """RFC 6937 PRR sizes recovery for the loss-based controllers; the BBR-style one sizes
+    it by its own model-based window (as Linux BBR does)."""
+    assert make_congestion_control("cubic", mss=1000).prr_in_recovery
+    assert make_congestion_control("newreno", mss=1000).prr_in_recovery
+    assert not make_congestion_control("bbr", mss=1000).prr_in_recovery

@@ -605,8 +605,9 @@ def test_rto_go_back_n_with_backoff() -> None:
 def test_rto_resends_only_what_was_sent() -> None:
     """A window-limited partial segment, then RTO: the retransmission must not carry
     never-sent bytes (beyond snd_max and the peer's window). It once did, the peer ACKed
-    them, and that ACK was then refused as "acks unsent data": both sides deadlocked."""
-    conn = established()
+    them, and that ACK was then refused as "acks unsent data": both sides deadlocked.
+    (Window-based controller: the segment counts below follow CUBIC's window.)"""
+    conn = established(TcpConfig(congestion="cubic"))
     send(conn, seg(window=1000))
     conn.send(bytes(5000), now=T0)
     assert [len(s.payload) for s in recv(conn)] == [1000]
@@ -763,8 +764,9 @@ def test_limited_transmit_on_first_dup_acks() -> None:
 
 def test_partial_ack_retransmits_next_hole_full_ack_exits() -> None:
     """RFC 6582 §3.2 step 4 (no SACK): a partial ACK resends the next hole at once; the
-    full ACK ends recovery with cwnd at ssthresh (RFC 6937 ends there too)."""
-    conn = established()
+    full ACK ends recovery with cwnd at ssthresh (RFC 6937 ends there too). CUBIC: a
+    window-based controller, whose cwnd after recovery is ssthresh."""
+    conn = established(TcpConfig(congestion="cubic"))
     conn.send(bytes(12 * MSS), now=T0)
     assert len(recv(conn)) == 10
     for _ in range(3):

@@ -50,9 +50,9 @@ Options:
   --tcp-buffer-size N              Most bytes buffered per TCP connection in each
                                    direction; buffers start at 64 KiB and grow with
                                    the path. Default: {tcp_buffer_size}.
-  --congestion NAME                TCP congestion control: cubic, newreno or bbr
-                                   (experimental, for lossy links)
-                                   [default: cubic].
+  --congestion NAME                TCP congestion control: bbr (rate-based, paced:
+                                   random loss is not congestion), cubic or newreno
+                                   [default: bbr].
   --transmit-queue-capacity N      Packets held for the peer while no session is up.
                                    Default: {transmit_queue_capacity}.
   --connect-timeout SECS           How long to wait for a TCP destination to answer

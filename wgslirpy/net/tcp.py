@@ -128,6 +128,11 @@ PACE_QUANTUM_SEGMENTS = 2
 PACE_QUANTUM_TIME = 0.001
 #: a paced sender waits at least this long (the next deadline must lie in the future).
 PACE_MIN_WAIT = 1e-5
+#: a pacing-limited sender that wakes up late (a gevent timer fires >= 1 ms after it was
+#: asked for, later on a busy loop) may still send what fell due since, up to this long at
+#: the pacing rate: otherwise every late wake-up loses send time, the delivery rate falls
+#: below the pacing rate and a rate-based controller's estimate spirals down.
+PACE_LATE_CREDIT_TIME = 0.010
 #: the counters every connection keeps (the stats line and the benchmark read them).
 COUNTER_NAMES = ("rto", "fast_recovery", "tlp", "retransmitted_bytes", "spurious_undone", "dsack_received")
 
@@ -377,6 +382,9 @@ class TcpConnection:
         self._pace_tokens = 0.0
         self._pace_t = now
         self._pace_at: float | None = None
+        #: the last send ended pacing-limited (data was due, tokens were not): the time
+        #: until the next send then counts fully (up to PACE_LATE_CREDIT_TIME).
+        self._pace_limited = False
         #: the sender was limited by cwnd the last time it sent (else app/peer limited).
         self._cwnd_limited = False
         self.rtt = RttEstimator(initial_rto=config.initial_rto, min_rto=config.min_rto, max_rto=config.max_rto)
@@ -1404,15 +1412,19 @@ class TcpConnection:
         fin_pending = self._fin_seq is not None
         max_pl = self._smss - _sack_option_len(len(sack))
         prr = self._prr
-        budget = prr.sndcnt if prr is not None else self.cc.cwnd - q.pipe
+        budget = prr.sndcnt if prr is not None and self.cc.prr_in_recovery else self.cc.cwnd - q.pipe
         # Pacing (a rate-based controller asks for it): a token bucket of pacing_rate
         # bytes/s, bursts of at most PACE_BURST_TIME (the shell's timers are coarse).
         rate = self.cc.pacing_rate
         tokens = 0.0
         window_budget = budget
         if rate is not None and rate > 0:
-            tokens = self._pace_tokens + (now - self._pace_t) * rate
-            cap = max(PACE_BURST_SEGMENTS * self._smss, rate * PACE_BURST_TIME)
+            idle = now - self._pace_t
+            tokens = self._pace_tokens + idle * rate
+            burst = PACE_BURST_TIME
+            if self._pace_limited and idle > burst:
+                burst = idle if idle < PACE_LATE_CREDIT_TIME else PACE_LATE_CREDIT_TIME
+            cap = max(PACE_BURST_SEGMENTS * self._smss, rate * burst)
             if tokens > cap:
                 tokens = cap
             self._pace_t = now
@@ -1489,7 +1501,9 @@ class TcpConnection:
             if rate is not None and rate > 0:
                 tokens -= spent
                 self._pace_tokens = tokens
+                self._pace_limited = False
                 if window_budget > spent and (nxt < data_end or q.next_lost() is not None) and tokens < self._smss:
+                    self._pace_limited = True
                     # paced, not window-limited: come back when a quantum is due (not per
                     # segment: every wake-up of the shell costs a loop turn)
                     quantum = max(PACE_QUANTUM_SEGMENTS * self._smss, rate * PACE_QUANTUM_TIME)

@@ -98,6 +98,10 @@ class CongestionControl(abc.ABC):
     # (rate-based models must keep measuring); the connection then still runs PRR towards
     # ssthresh but must call on_ack as well. False (loss-based ones): as described above.
     ack_in_recovery: ClassVar[bool] = False
+    # True: during fast recovery the connection sizes sending by PRR (RFC 6937) towards
+    # ssthresh. False (the BBR-style one, like Linux BBR, which bypasses PRR): by
+    # ``cwnd - pipe``, the controller's model-based window (paced), retransmissions first.
+    prr_in_recovery: ClassVar[bool] = True
 
     cwnd: int  # bytes that may be in flight; mss <= cwnd <= MAX_CWND
     ssthresh: int  # bytes; INFINITE_SSTHRESH until the first event, else >= 2 * mss
