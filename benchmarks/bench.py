@@ -14,7 +14,7 @@ benchmarks/links.py: TCP through the impairment relay, with a table of its own.
 It prints one table: the median of each figure for both gateways and the median of the
 per-repeat ratios, every ratio oriented so that HIGHER IS BETTER for wgslirpy
 (rates: wgslirpy/baseline; times, CPU and memory: baseline/wgslirpy), beside the targets
-of the issue. Raw per-run values go to benchmarks/out/bench-<time>.json.
+we hold ourselves to. Raw per-run values go to benchmarks/out/bench-<time>.json.
 
 All traffic stays inside the namespaces it creates (addresses 10.20x.0.0/24, fd00:20x::/64);
 nothing is sent anywhere else. Every wait and every figure is bounded in time.

@@ -311,7 +311,8 @@ def test_random_loss_below_the_congestion_threshold_raises_pacing_by_the_loss_ra
     assert cc._inflight_hi is None
     assert 0.03 <= cc.loss_rate <= 0.08
     assert cc.pacing_rate == pytest.approx(cc.pacing_gain * cc.bw * 0.99 / (1.0 - cc.loss_rate))
-    assert clean is not None and cc.pacing_rate / cc.pacing_gain > clean / gain * 1.02
+    paced = cc.pacing_rate
+    assert clean is not None and paced is not None and paced / cc.pacing_gain > clean / gain * 1.02
     # a congestive loss rate does not push harder than the threshold allows
     feed_rounds(cc, sim, 10, lost_per_round=cc.cwnd // 2)
     assert cc.loss_rate <= 0.15

@@ -289,7 +289,7 @@ def test_paced_sender_credits_late_wakeups_on_a_coarse_timer_loop(monkeypatch: p
 
 
 def test_bbr_keeps_a_third_of_a_5pct_loss_reordering_link_on_a_coarse_timer_loop() -> None:
-    """--congestion bbr on the issue's worst profile at 40 MB/s, 4 ms RTT, with timers
+    """--congestion bbr on the worst link profile (5 % loss, 10 % reorder) at 40 MB/s, 4 ms RTT, with timers
     firing 1-2 ms late (the gevent shell): random loss and reordering are not congestion
     (no standing queue), recovery sends by the model's window rather than PRR's ACK clock
     (like Linux BBR), and pacing makes up for the loss rate: >= 30 % of the capacity (it
