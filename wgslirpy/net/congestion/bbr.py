@@ -125,6 +125,44 @@ _BbrSnapshot = tuple[int, bool, float, int, "int | None", int, float, float, int
 class Bbr(CongestionControl):
     """BBR-style controller (see the module docstring)."""
 
+    # Slots: one controller per flow, so its size is part of what an idle flow costs.
+    __slots__ = (
+        "_agg_acked",
+        "_agg_start",
+        "_bw_index",
+        "_bw_ring",
+        "_cycle_index",
+        "_cycle_stamp",
+        "_extra_index",
+        "_extra_ring",
+        "_full_bw",
+        "_full_bw_count",
+        "_inflight_hi",
+        "_loss_cut_round",
+        "_loss_delivered",
+        "_loss_lost",
+        "_loss_rtt",
+        "_min_rtt_stamp",
+        "_prior_cwnd",
+        "_probe_rtt_done",
+        "_probe_rtt_round",
+        "_round_delivered",
+        "_round_end",
+        "_round_time",
+        "_srtt",
+        "bw",
+        "cwnd",
+        "cwnd_gain",
+        "extra_acked",
+        "full_bw_reached",
+        "loss_rate",
+        "min_rtt",
+        "pacing_gain",
+        "pacing_rate",
+        "round_count",
+        "state",
+    )
+
     name: ClassVar[str] = "bbr"
     ack_in_recovery: ClassVar[bool] = True
     # PRR limits sending to what the ACKs deliver (+1 MSS each in its slow-start part):
