@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import enum
 import os
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -399,7 +398,8 @@ class TcpConnection:
         self.state = State.SYN_RECEIVED
         #: True once accept() queued our SYN-ACK.
         self.accepted = False
-        self._events: deque[TcpEvent] = deque()
+        #: events for the shell, oldest first (a few at most: a list is ~700 B smaller than a deque).
+        self._events: list[TcpEvent] = []
 
         # --- options negotiated from the SYN -----------------------------------------
         v6 = syn.src.version == 6
@@ -645,7 +645,7 @@ class TcpConnection:
         return self._fin_received and not self.rx
 
     def next_event(self) -> TcpEvent | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def next_deadline(self) -> float | None:
         d = self._timer_at
