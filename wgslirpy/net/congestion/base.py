@@ -143,7 +143,6 @@ class CongestionControl(abc.ABC):
 
     # ---- per ACK --------------------------------------------------------------------------
 
-    @abc.abstractmethod
     def on_ack(
         self,
         *,
@@ -165,6 +164,30 @@ class CongestionControl(abc.ABC):
         ``lost`` -- the monotonic total of bytes the connection has marked lost so far
         (every marking counts, never decreases, also across recoveries).
         """
+        if self.phase:  # RECOVERY or LOSS (Phase.OPEN is 0)
+            self._ack_in_episode(delivered, snd_max, now)
+        if acked <= 0:
+            return
+        if acked > MAX_CWND:
+            acked = MAX_CWND
+        self._on_delivery(acked, delivered, snd_max, in_flight, rtt, min_rtt, app_limited, delivery_rate, lost, now)
+
+    @abc.abstractmethod
+    def _on_delivery(
+        self,
+        acked: int,
+        delivered: int,
+        snd_max: int,
+        in_flight: int,
+        rtt: float | None,
+        min_rtt: float | None,
+        app_limited: bool,
+        delivery_rate: float | None,
+        lost: int | None,
+        now: float,
+    ) -> None:
+        """The algorithm's growth for an ACK that delivered 0 < ``acked`` <= MAX_CWND bytes,
+        after the episode bookkeeping :meth:`on_ack` does for every algorithm."""
 
     def _ack_in_episode(self, delivered: int, snd_max: int, now: float) -> None:
         """An ``on_ack`` outside OPEN: end RECOVERY implicitly, or track the end of LOSS."""

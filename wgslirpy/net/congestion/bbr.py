@@ -239,9 +239,8 @@ class Bbr(CongestionControl):
 
     # ---- per ACK ------------------------------------------------------------------------------
 
-    def on_ack(
+    def _on_delivery(
         self,
-        *,
         acked: int,
         delivered: int,
         snd_max: int,
@@ -249,16 +248,10 @@ class Bbr(CongestionControl):
         rtt: float | None,
         min_rtt: float | None,
         app_limited: bool,
-        delivery_rate: float | None = None,
-        lost: int | None = None,
+        delivery_rate: float | None,
+        lost: int | None,
         now: float,
     ) -> None:
-        if self.phase:  # RECOVERY or LOSS (Phase.OPEN is 0)
-            self._ack_in_episode(delivered, snd_max, now)
-        if acked <= 0:
-            return
-        if acked > MAX_CWND:
-            acked = MAX_CWND
         mss = self.mss
 
         # min_rtt filter (10 s window) and a smoothed RTT for the initial pacing rate.

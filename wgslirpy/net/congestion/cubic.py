@@ -128,9 +128,8 @@ class Cubic(CongestionControl):
 
     # ---- per ACK ------------------------------------------------------------------------------
 
-    def on_ack(
+    def _on_delivery(
         self,
-        *,
         acked: int,
         delivered: int,
         snd_max: int,
@@ -138,16 +137,10 @@ class Cubic(CongestionControl):
         rtt: float | None,
         min_rtt: float | None,
         app_limited: bool,
-        delivery_rate: float | None = None,
-        lost: int | None = None,
+        delivery_rate: float | None,
+        lost: int | None,
         now: float,
     ) -> None:
-        if self.phase:  # RECOVERY or LOSS (Phase.OPEN is 0)
-            self._ack_in_episode(delivered, snd_max, now)
-        if acked <= 0:
-            return
-        if acked > MAX_CWND:
-            acked = MAX_CWND
         if valid_rtt(rtt):
             srtt = self._srtt
             self._srtt = rtt if srtt is None else srtt + (rtt - srtt) * 0.125

@@ -41,9 +41,8 @@ class NewReno(CongestionControl):
         if hystart:
             self._hystart = HyStartPlusPlus()
 
-    def on_ack(
+    def _on_delivery(
         self,
-        *,
         acked: int,
         delivered: int,
         snd_max: int,
@@ -51,16 +50,10 @@ class NewReno(CongestionControl):
         rtt: float | None,
         min_rtt: float | None,
         app_limited: bool,
-        delivery_rate: float | None = None,
-        lost: int | None = None,
+        delivery_rate: float | None,
+        lost: int | None,
         now: float,
     ) -> None:
-        if self.phase:  # RECOVERY or LOSS (Phase.OPEN is 0)
-            self._ack_in_episode(delivered, snd_max, now)
-        if acked <= 0:
-            return
-        if acked > MAX_CWND:
-            acked = MAX_CWND
         cwnd = self.cwnd
         if cwnd < self.ssthresh:
             self._slow_start(acked, delivered, snd_max, in_flight, rtt, app_limited)
