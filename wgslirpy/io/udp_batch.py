@@ -130,6 +130,9 @@ class BatchSender:
         #: GSO in use; only ever goes from True to False (support lost: EIO, early EINVAL)
         self.gso = gso and gso_supported(sock)
         self._mapped = mapped
+        #: the last address mapped and its ``::ffff:`` form (one peer: built once, not per send)
+        self._last_addr: Address | None = None
+        self._last_mapped: Address = ()
         #: a GSO send has succeeded on this socket (a later EINVAL is about one run only)
         self._gso_proven = False
         #: control messages by segment size (a flow uses one or two sizes)
@@ -159,8 +162,8 @@ class BatchSender:
                     i = j
                     continue
             data, addr = out[i]
-            if mapped and ":" not in addr[0]:
-                addr = ("::ffff:" + addr[0], addr[1])  # an IPv4 peer on a dual-stack socket
+            if mapped:
+                addr = self._map(addr)
             try:
                 sendto(data, addr)
             except (BlockingIOError, InterruptedError):
@@ -170,14 +173,22 @@ class BatchSender:
             i += 1
         return n
 
+    def _map(self, addr: Address) -> Address:
+        """``addr`` as the dual-stack socket wants it: an IPv4 peer as ``::ffff:a.b.c.d``."""
+        if addr == self._last_addr:
+            return self._last_mapped
+        mapped = addr if ":" in addr[0] else ("::ffff:" + addr[0], addr[1])
+        self._last_addr, self._last_mapped = addr, mapped
+        return mapped
+
     def _send_run(self, out: Sequence[Datagram], i: int, j: int) -> bool:
         """One GSO send of ``out[i:j]`` (j - i >= 2): True when sent (or failed and skipped),
         False when the socket would block. Raises _GsoOff when the run must go unbatched."""
         run = out[i:j]
         size = len(run[0][0])
         addr = run[0][1]
-        if self._mapped and ":" not in addr[0]:
-            addr = ("::ffff:" + addr[0], addr[1])
+        if self._mapped:
+            addr = self._map(addr)
         cmsg = self._cmsgs.get(size)
         if cmsg is None:
             cmsg = self._cmsgs[size] = [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))]
