@@ -309,6 +309,9 @@ def test_gateway_answers_a_burst_through_both_paths(batching: bool) -> None:
             assert isinstance(item, IcmpEcho)
             seen.add(item.seq)
         assert seen == set(range(1, 41))
+        batch = gw.stats()["udp_batch"]
+        assert batch["gso"] is gw._sender.gso and batch["gro"] is gw._receiver.gro
+        assert batch["gso_datagrams"] == gw._sender.gso_datagrams
         if batching and _kernel_has_gso():
             assert gw._sender.gso_datagrams >= 2
         if not batching:

@@ -626,6 +626,19 @@ class Gateway:
             "drops": drops,
             "tcp": self.stack.tcp_counters(),
             "flows": [flow.describe() for flow in list(self.tcp_flows.values())[: self.stats_flow_detail]],
+            "udp_batch": self._batch_stats(),
+        }
+
+    def _batch_stats(self) -> dict[str, Any]:
+        """UDP GSO/GRO on the WireGuard socket: on or off, and how much each carried."""
+        tx, rx = self._sender, self._receiver
+        return {
+            "gso": tx is not None and tx.gso,
+            "gso_sends": tx.gso_sends if tx is not None else 0,
+            "gso_datagrams": tx.gso_datagrams if tx is not None else 0,
+            "gro": rx is not None and rx.gro,
+            "gro_reads": rx.gro_reads if rx is not None else 0,
+            "gro_datagrams": rx.gro_datagrams if rx is not None else 0,
         }
 
     def stats_line(self) -> str:
