@@ -270,6 +270,10 @@ def test_einval_after_a_gso_success_resends_only_that_run_unbatched() -> None:
     assert sender.gso  # still on: only the refused run went one by one
     assert [len(c) for c in sock.sendmsg_calls] == [4, 2]
     assert sock.sendto_calls == [d for d, _ in out[4:7]]
+    # That size is not offered to GSO again; the others still are.
+    assert sender.send(out) == len(out)
+    assert [len(c) for c in sock.sendmsg_calls] == [4, 2, 4, 2]
+    assert sock.sendto_calls == [d for d, _ in out[4:7]] * 2
 
 
 def test_other_send_errors_skip_the_run_like_a_lost_datagram() -> None:

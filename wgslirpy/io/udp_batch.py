@@ -21,8 +21,9 @@ Contract:
 * Support is detected once per socket (:func:`gso_supported`, and enabling ``UDP_GRO`` on the
   socket); a GSO send that fails with EIO (no checksum offload on the route's device) or,
   before any GSO send succeeded, EINVAL turns GSO off for good: that run is resent datagram by
-  datagram and one line is logged at info level. A later EINVAL (a run the path cannot carry in
-  one piece) resends just that run unbatched.
+  datagram and one line is logged at info level. A later EINVAL (segments of a size the path
+  cannot carry in one piece, e.g. larger than its MTU) resends that run unbatched, and that
+  size goes unbatched from then on.
 * Tests force the per-datagram paths with ``gso=False`` / ``gro=False``; the environment
   variable ``WGSLIRPY_UDP_BATCH=0`` does the same for a whole process (:func:`batching_allowed`,
   used by the gateway and the benchmark's A/B runs).
@@ -135,6 +136,8 @@ class BatchSender:
         self._last_mapped: Address = ()
         #: a GSO send has succeeded on this socket (a later EINVAL is about one run only)
         self._gso_proven = False
+        #: segment sizes the kernel refused (EINVAL) after GSO worked: sent unbatched from then on
+        self._refused: set[int] = set()
         #: control messages by segment size (a flow uses one or two sizes)
         self._cmsgs: dict[int, list[tuple[int, int, bytes]]] = {}
         #: counters for stats and tests: GSO sends, datagrams they carried
@@ -152,7 +155,7 @@ class BatchSender:
         while i < n:
             if self.gso and i + 1 < n and i >= plain_until:
                 j = _run_end(out, i, n)
-                if j - i > 1:
+                if j - i > 1 and len(out[i][0]) not in self._refused:
                     try:
                         if not self._send_run(out, i, j):
                             return i  # would block: nothing of the run left
@@ -202,7 +205,11 @@ class BatchSender:
                 log.info("UDP GSO unavailable on the WireGuard socket (%s): one sendto per datagram", e)
                 raise _GsoOff from None
             if e.errno == errno.EINVAL:
-                raise _GsoOff from None  # this run only (e.g. larger than the path's MTU)
+                # This size only (e.g. a segment larger than the path's MTU, which only IP
+                # fragmentation can carry): never tried again in one piece.
+                self._refused.add(size)
+                log.debug("UDP GSO refused %d-byte segments (%s): they go one sendto each", size, e)
+                raise _GsoOff from None
             log.debug("sendmsg of %d datagrams to %s failed: %s", j - i, addr, e)
             return True
         self._gso_proven = True
