@@ -13,9 +13,16 @@ processed after the burst, under load (the queue's depth) demanding cookies. It 
 timers, flushes every outbox through the socket, dispatches the stack's
 events (spawning flow greenlets into one ``gevent.pool.Group``) and wakes the flow greenlets
 whose TCP connection moved. Cores never block, so each call into them is atomic under
-gevent and no locks guard them; only ``sendto`` is serialised, because a full socket
+gevent and no locks guard them; only sending is serialised, because a full socket
 buffer makes it wait — at most ``send_wait`` per batch, then the rest of the batch is
 dropped and counted (WG_SEND_BLOCKED), so the reader never stalls on it.
+
+The WireGuard socket is batched where Linux allows (``io/udp_batch.py``): runs of equal-sized
+datagrams leave in one UDP GSO ``sendmsg``, and a UDP GRO read may carry several datagrams,
+split before classification, so intake, budgets and the endpoint see each datagram as if it
+had come alone; ``max_burst`` counts datagrams, not reads (a GRO read may overshoot it by at
+most 63). Without kernel support (or with ``udp_batching = False``) it is one ``sendto`` and
+one ``recvfrom`` per datagram.
 
 Importing this module never monkey-patches; it uses ``gevent.socket`` explicitly.
 """
@@ -65,6 +72,7 @@ from .dns_server import serve_dns_tcp, serve_dns_udp_lookup
 from .endpoint_file import EndpointFile
 from .incoming import IncomingForwards
 from .tcp_forward import TcpFlow, forward_tcp
+from .udp_batch import BatchReceiver, BatchSender, batching_allowed
 from .udp_forward import UdpBindingRelay, forward_udp
 
 log = logging.getLogger("wgslirpy")
@@ -101,6 +109,9 @@ class Gateway:
     max_dns_lookups: int = 256
     #: longest wait for a full WireGuard socket per batch of datagrams sent, in seconds
     send_wait: float = WG_SEND_WAIT_PER_BATCH
+    #: use UDP GSO/GRO on the WireGuard socket when the kernel has them (False, or the
+    #: environment's WGSLIRPY_UDP_BATCH=0: one system call per datagram)
+    udp_batching: bool = True
 
     def __init__(
         self,
@@ -125,6 +136,9 @@ class Gateway:
         #: because ``socket.family`` builds an enum on every access
         self._ipv6_socket = False
         self._send_lock = gevent.lock.Semaphore()
+        #: batched send/receive on ``socket`` (made with it in init_socket)
+        self._sender: BatchSender | None = None
+        self._receiver: BatchReceiver | None = None
         self._group = gevent.pool.Group()
         self._reader: gevent.Greenlet | None = None
         self._stop_event = gevent.event.Event()
@@ -264,6 +278,14 @@ class Gateway:
         )
         sock.setblocking(False)
         self._ipv6_socket = sock.family == _stdsocket.AF_INET6
+        batch = self.udp_batching and batching_allowed()
+        self._sender = BatchSender(sock, gso=batch, mapped=self._ipv6_socket)
+        self._receiver = BatchReceiver(sock, gro=batch, size=self.recv_size)
+        log.info(
+            "WireGuard socket: UDP GSO %s, UDP GRO %s",
+            "on" if self._sender.gso else "off",
+            "on" if self._receiver.gro else "off",
+        )
         self.socket = sock
 
     def start(self) -> None:
@@ -351,8 +373,10 @@ class Gateway:
         assert sock is not None
         fd = sock.fileno()
         endpoint, stack = self.endpoint, self.stack
-        recv = sock.recvfrom
-        size = self.recv_size
+        receiver = self._receiver
+        if receiver is None or receiver.sock is not sock:
+            receiver = self._receiver = BatchReceiver(sock, gro=False, size=self.recv_size)
+        recv = receiver.recv
         burst = self.max_burst
         offer = self.intake.offer
         while not self._stopped:
@@ -364,29 +388,33 @@ class Gateway:
                 self._fatal(e)
                 return
             now = self.now()
-            for _ in range(burst):
+            left = burst  # datagrams this turn (a GRO read carries up to 64)
+            while left > 0:
                 try:
-                    data, addr = recv(size)
+                    datagrams, addr = recv()
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as e:
                     if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                        left -= 1
                         continue  # an ICMP error about an earlier send: not fatal
                     self._fatal(e)
                     return
-                if data and data[0] != MESSAGE_TRANSPORT_TYPE and is_handshake(data):
-                    # Before any crypto: queued (or dropped and counted when the queue is full).
-                    ep = endpoint.endpoint
-                    offer(data, addr, from_peer=ep is not None and addr[1] == ep[1] and addr[0] == ep[0])
-                    continue
-                try:
-                    # the clock per datagram: a burst takes ms, and TCP's RTT samples
-                    # (min_rtt, RACK, BBR's BDP) must not see a stale arrival time
-                    inner = endpoint.receive_datagram(data, addr, now=(now := self.now()))
-                    if inner is not None:
-                        stack.receive_ip(inner, now=now)
-                except Exception:  # a bug in a core must not kill the gateway
-                    log.exception("internal error while handling a datagram from %s", addr)
+                left -= len(datagrams)
+                for data in datagrams:
+                    if data and data[0] != MESSAGE_TRANSPORT_TYPE and is_handshake(data):
+                        # Before any crypto: queued (or dropped and counted when the queue is full).
+                        ep = endpoint.endpoint
+                        offer(data, addr, from_peer=ep is not None and addr[1] == ep[1] and addr[0] == ep[0])
+                        continue
+                    try:
+                        # the clock per datagram: a burst takes ms, and TCP's RTT samples
+                        # (min_rtt, RACK, BBR's BDP) must not see a stale arrival time
+                        inner = endpoint.receive_datagram(data, addr, now=(now := self.now()))
+                        if inner is not None:
+                            stack.receive_ip(inner, now=now)
+                    except Exception:  # a bug in a core must not kill the gateway
+                        log.exception("internal error while handling a datagram from %s", addr)
             self._handshake_turn(now)
             self._after_turn()
 
@@ -442,34 +470,29 @@ class Gateway:
             self._send_batch(sock, out)
 
     def _send_batch(self, sock: _stdsocket.socket, out: list[tuple[bytes, tuple[str, int]]]) -> None:
-        """Send ``out``, waiting for a full socket at most ``send_wait`` seconds in all; what
-        is left after that is dropped and counted (WG_SEND_BLOCKED)."""
+        """Send ``out`` (batched by ``io/udp_batch.py``), waiting for a full socket at most
+        ``send_wait`` seconds in all; what is left after that is dropped and counted
+        (WG_SEND_BLOCKED)."""
+        sender = self._sender
+        if sender is None or sender.sock is not sock:
+            sender = self._sender = BatchSender(sock, gso=False, mapped=self._ipv6_socket)
         wait_left = self.send_wait
-        mapped = self._ipv6_socket
-        for i, (data, addr) in enumerate(out):
-            if mapped and ":" not in addr[0]:
-                addr = ("::ffff:" + addr[0], addr[1])  # an IPv4 peer on a dual-stack socket
-            while True:
-                try:
-                    sock.sendto(data, addr)
-                    break
-                except (BlockingIOError, InterruptedError):
-                    if wait_left <= 0:
-                        self.drops.add(DropReason.WG_SEND_BLOCKED, len(out) - i)
-                        return
-                    t0 = self.now()
-                    try:
-                        gsocket.wait_write(sock.fileno(), timeout=wait_left, timeout_exc=_Timeout)
-                    except _Timeout:
-                        wait_left = 0.0
-                    except OSError:
-                        return  # the socket was closed under us
-                    else:
-                        # Never wait again without a bound, even if the clock stands still.
-                        wait_left -= max(self.now() - t0, wait_left / 8)
-                except OSError as e:
-                    log.debug("sendto %s failed: %s", addr, e)
-                    break
+        n = len(out)
+        i = 0
+        while (i := sender.send(out, i)) < n:  # stopped at out[i]: the socket is full
+            if wait_left <= 0:
+                self.drops.add(DropReason.WG_SEND_BLOCKED, n - i)
+                return
+            t0 = self.now()
+            try:
+                gsocket.wait_write(sock.fileno(), timeout=wait_left, timeout_exc=_Timeout)
+            except _Timeout:
+                wait_left = 0.0
+            except OSError:
+                return  # the socket was closed under us
+            else:
+                # Never wait again without a bound, even if the clock stands still.
+                wait_left -= max(self.now() - t0, wait_left / 8)
 
     def _log_endpoint_events(self) -> None:
         while (ev := self.endpoint.next_event()) is not None:
@@ -603,6 +626,19 @@ class Gateway:
             "drops": drops,
             "tcp": self.stack.tcp_counters(),
             "flows": [flow.describe() for flow in list(self.tcp_flows.values())[: self.stats_flow_detail]],
+            "udp_batch": self._batch_stats(),
+        }
+
+    def _batch_stats(self) -> dict[str, Any]:
+        """UDP GSO/GRO on the WireGuard socket: on or off, and how much each carried."""
+        tx, rx = self._sender, self._receiver
+        return {
+            "gso": tx is not None and tx.gso,
+            "gso_sends": tx.gso_sends if tx is not None else 0,
+            "gso_datagrams": tx.gso_datagrams if tx is not None else 0,
+            "gro": rx is not None and rx.gro,
+            "gro_reads": rx.gro_reads if rx is not None else 0,
+            "gro_datagrams": rx.gro_datagrams if rx is not None else 0,
         }
 
     def stats_line(self) -> str:
