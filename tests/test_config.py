@@ -45,6 +45,37 @@ def test_mtu_bounds_are_the_constants(mtu: int, ok: bool) -> None:
             Config(private_key=KEY_A, peer_public_key=KEY_B, mtu=mtu)
 
 
+@pytest.mark.parametrize("mtu, ok", [(C.MIN_MTU - 1, False), (C.MIN_MTU, True), (C.MAX_MTU + 1, False)])
+def test_the_cores_check_the_same_mtu_bounds(mtu: int, ok: bool) -> None:
+    """WireGuardEndpoint and TcpConfig hold the one MTU rule, not floors of their own."""
+    from wgslirpy.net.tcp import TcpConfig
+    from wgslirpy.wg.endpoint import PeerConfig, WireGuardEndpoint
+
+    peer_key = WireGuardEndpoint(KEY_B, PeerConfig(public_key=KEY_A), now=0.0, wall_clock=lambda: 0.0).public_key
+
+    builders = (
+        lambda: TcpConfig(mtu=mtu),
+        lambda: WireGuardEndpoint(KEY_A, PeerConfig(public_key=peer_key), now=0.0, wall_clock=lambda: 0.0, mtu=mtu),
+    )
+    for build in builders:
+        if ok:
+            build()
+        else:
+            with pytest.raises(ConfigError, match=rf"MTU {mtu} out of range \({C.MIN_MTU}..{C.MAX_MTU}\)"):
+                build()
+
+
+def test_the_wireguard_core_checks_keys_with_the_one_rule() -> None:
+    from wgslirpy.wg.endpoint import PeerConfig, WireGuardEndpoint
+
+    with pytest.raises(ConfigError, match=r"^peer public key: a key must be 32 bytes, this one has 31$"):
+        PeerConfig(public_key=bytes(31))
+    with pytest.raises(ConfigError, match=r"^preshared key: a key must be 32 bytes, this one has 3$"):
+        PeerConfig(public_key=KEY_A, preshared_key=bytes(3))
+    with pytest.raises(ConfigError, match=r"^private key: a key must be 32 bytes, not str$"):
+        WireGuardEndpoint("x" * 32, PeerConfig(public_key=KEY_A), now=0.0, wall_clock=lambda: 0.0)  # type: ignore[arg-type]
+
+
 def test_pingable_and_dns_take_any_number_of_addresses_of_either_family() -> None:
     # -P/-D are repeatable without a per-family limit (the stack answers at every one);
     # repeats of one address are folded, order is kept.

@@ -164,7 +164,7 @@ class Config:
         if self.preshared_key is not None:
             keys.check_key(self.preshared_key, "preshared_key")
         if not C.MIN_MTU <= self.mtu <= C.MAX_MTU:
-            raise ConfigError(f"--mtu: must be between 1280 and 65535, got {self.mtu}")
+            raise ConfigError(f"--mtu: must be between {C.MIN_MTU} and {C.MAX_MTU}, got {self.mtu}")
         if self.tcp_buffer_size < 1024 or self.tcp_buffer_size > 0xFFFF << 14:
             raise ConfigError(
                 f"--tcp-buffer-size: must be between 1024 and {0xFFFF << 14} (the largest TCP window), "
