@@ -15,8 +15,12 @@ Contract (the vocabulary of *The sans-IO contract* in docs/ARCHITECTURE.md):
   state moved since the last call (the shell wakes their greenlets).
 * ``next_deadline()`` / ``handle_timer(now=)``: the minimum over reassembly, the NAT table
   and every TCP connection (a lazy heap, so idle flows cost nothing per turn).
-* Shell callbacks: ``udp_reply``, ``udp_port_unreachable``, ``dns_udp_reply``,
-  ``tcp_unreachable`` and ``mark`` (call after driving a connection from a flow greenlet).
+* Host-side operations on a TCP flow: ``tcp_accept``, ``tcp_refuse``, ``tcp_unreachable``,
+  ``tcp_send``, ``tcp_read``, ``tcp_close`` (shut our write side: FIN), ``tcp_abort`` (RST).
+  The shell drives a :class:`~wgslirpy.net.tcp.TcpConnection` only through them; each marks
+  the flow, so what it produced leaves with the next ``packets_to_send`` (the gateway's one
+  flush) without the shell remembering to. Other shell callbacks: ``udp_reply``,
+  ``udp_icmp_error``, ``udp_port_unreachable``, ``udp_binding_failed``, ``dns_udp_reply``.
 * Incoming forwards (``-t``/``-u``, net/incoming.py): ``open_tcp`` makes an active open
   (an ICMP unreachable quoting its SYN fails it, RFC 1122 §4.2.3.9); ``incoming_udp_send``
   sends a host client's datagram through its binding, whose replies come back as
@@ -467,12 +471,61 @@ class Stack:
         while (ev := self.nat.next_event()) is not None:
             self._events.append(ev)
 
-    # --- shell callbacks ---------------------------------------------------------------
+    # --- host-side operations on a TCP flow ------------------------------------------
+    # The shell drives a connection only through these: each marks the flow, so its
+    # output goes out with the next ``packets_to_send`` (the gateway's flush) and its new
+    # deadline is armed. Reading the connection's state (``send_space``, ``peer_eof``,
+    # ``next_event``, ...) needs no operation.
+
+    def tcp_accept(self, conn: TcpConnection, *, now: float) -> None:
+        """The dial succeeded: answer the peer's SYN with SYN-ACK."""
+        conn.accept(now=now)
+        self.mark(conn)
+
+    def tcp_refuse(self, conn: TcpConnection) -> None:
+        """The destination refused: answer the peer's SYN with RST (and forget the flow)."""
+        conn.refuse()
+        self.mark(conn)
+
+    def tcp_send(self, conn: TcpConnection, data: bytes | memoryview, *, now: float) -> int:
+        """Queue host bytes for the peer; returns how many the connection took (at most
+        ``conn.send_space``: the backpressure)."""
+        n = conn.send(data, now=now)
+        if n:
+            self.mark(conn)
+        return n
+
+    def tcp_read(self, conn: TcpConnection, max_bytes: int | None = None) -> bytes:
+        """Take in-order peer bytes for the host (``b""``: none now); the window that opens
+        goes out as a window update when it is worth one."""
+        data = conn.read(max_bytes)
+        if data:
+            self.mark(conn)
+        return data
+
+    def tcp_close(self, conn: TcpConnection, *, now: float) -> None:
+        """Host EOF (shutdown of our write side): FIN after the queued data."""
+        conn.close(now=now)
+        self.mark(conn)
+
+    def tcp_abort(self, conn: TcpConnection) -> None:
+        """Reset the flow (RST to the peer) and close it; a no-op once closed."""
+        conn.abort()
+        self.mark(conn)
+
+    def tcp_unreachable(self, conn: TcpConnection, kind: Unreachable) -> None:
+        """The dial for ``conn`` failed (no route, timeout): ICMP error quoting its SYN; forget it."""
+        syn = conn.syn
+        self._emit(build_icmp_unreachable(syn.dst, syn.src, kind, build_tcp(syn)))
+        self.forget(conn)
 
     def mark(self, conn: TcpConnection) -> None:
-        """Note that ``conn`` may have output, a new deadline or news for its greenlet."""
+        """Note that ``conn`` may have output, a new deadline or news for its greenlet.
+        The stack's own paths and the ``tcp_*`` operations call it; the shell never does."""
         self._dirty[conn] = None
         self._touched[conn] = None
+
+    # --- shell callbacks ---------------------------------------------------------------
 
     def udp_reply(self, binding_id: int, remote: IPAddress, remote_port: int, payload: bytes, *, now: float) -> None:
         d = self.nat.inbound(binding_id, remote, remote_port, payload, now=now)
@@ -528,12 +581,6 @@ class Stack:
 
     def dns_udp_reply(self, client: tuple[IPAddress, int], server: tuple[IPAddress, int], wire: bytes) -> None:
         self._emit(build_udp(UdpDatagram(server[0], client[0], server[1], client[1], wire)))
-
-    def tcp_unreachable(self, conn: TcpConnection, kind: Unreachable) -> None:
-        """The dial for ``conn`` failed (no route, timeout): ICMP error quoting its SYN; forget it."""
-        syn = conn.syn
-        self._emit(build_icmp_unreachable(syn.dst, syn.src, kind, build_tcp(syn)))
-        self.forget(conn)
 
     def forget(self, conn: TcpConnection) -> None:
         """Drop ``conn`` from the tables without sending anything; its drop reasons and
