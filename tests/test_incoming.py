@@ -285,7 +285,7 @@ def test_icmp_unreachable_fails_the_active_open(src: IPAddress, dst: IPAddress, 
     [syn] = tcp_out(stack)
     stack.receive_ip(build_icmp_unreachable(dst, src, kind, build_tcp(syn)), now=T0)
     assert conn.is_closed and any(isinstance(e, PeerReset) for e in events(conn))
-    assert stack.stats["tcp_incoming_unreachable"] == 1
+    assert stack.stats.tcp_incoming_unreachable == 1
 
 
 def test_icmp_unreachable_needs_our_syn() -> None:

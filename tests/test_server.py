@@ -289,6 +289,7 @@ def test_loopback_refused_by_default_with_one_log_line(caplog: pytest.LogCapture
                     assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST
             lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
             assert len(lines) == 1 and "127.0.0.1:22" in lines[0] and "--allow-loopback" in lines[0]
+            assert lines[0].startswith(f"refused TCP {ME}:41000 -> 127.0.0.1:22: ")  # the protocol by name
         finally:
             c.close()
 

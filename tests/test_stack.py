@@ -12,7 +12,16 @@ import pytest
 from wgslirpy.errors import DropReason
 from wgslirpy.net.build import build_icmp_echo, build_tcp, build_udp
 from wgslirpy.net.packet import decode_ip
-from wgslirpy.net.segments import IcmpEcho, IcmpError, IPAddress, TcpFlags, TcpSegment, UdpDatagram, Unreachable
+from wgslirpy.net.segments import (
+    IcmpEcho,
+    IcmpError,
+    IPAddress,
+    IpProto,
+    TcpFlags,
+    TcpSegment,
+    UdpDatagram,
+    Unreachable,
+)
 from wgslirpy.net.stack import (
     DnsLookup,
     DnsTcpRequested,
@@ -161,7 +170,7 @@ def test_loopback_is_refused_by_default(dst: str) -> None:
     src = CLIENT6 if d.version == 6 else CLIENT
     s.receive_ip(build_tcp(syn(dst=d, src=src)), now=NOW)
     (refused,) = events(s)
-    assert isinstance(refused, FlowRefused) and refused.proto == "TCP" and refused.dst == (d, 80)
+    assert isinstance(refused, FlowRefused) and refused.proto is IpProto.TCP and refused.dst == (d, 80)
     (rst,) = sent(s)
     assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST
     assert s.drops[DropReason.TCP_LOOPBACK_REFUSED] == 1
@@ -276,7 +285,7 @@ def test_denied_udp_gets_administratively_prohibited(src: IPAddress, dst: str, t
     evs = events(s)
     assert [e for e in evs if isinstance(e, UdpSend)] == []
     (refused,) = [e for e in evs if isinstance(e, FlowRefused)]
-    assert refused.proto == "UDP" and "--allow" in refused.why
+    assert refused.proto is IpProto.UDP and "--allow" in refused.why
     (err,) = sent(s)
     assert isinstance(err, IcmpError) and (err.type, err.code) == type_code
     assert s.nat.get(1) is None  # no binding was made
@@ -439,7 +448,7 @@ def test_acceptable_syn_in_time_wait_reopens_at_once(ts: bool) -> None:
     assert isinstance(ev, TcpConnectRequested) and ev.conn is not old
     assert s.flows[ev.conn.key] is ev.conn
     assert sent(s, NOW + 1) == []  # no challenge ACK: the shell dials the new flow
-    assert s.stats["tcp_time_wait_reopened"] == 1
+    assert s.stats.tcp_time_wait_reopened == 1
 
 
 def test_old_syn_in_time_wait_still_gets_a_challenge_ack() -> None:
@@ -614,3 +623,22 @@ def test_host_operations_wake_the_flow() -> None:
     s.tcp_send(conn, b"x", now=NOW)
     assert s.next_deadline() == float("-inf")  # output pending: flush now
     assert s.touched_flows() == [conn]
+
+
+def test_stack_stats_keep_their_reported_names() -> None:
+    """The typed counters give the stats line the names it always had; the -t counters
+    appear once used."""
+    s = make_stack()
+    s.receive_ip(build_icmp_echo(IcmpEcho(CLIENT, PING, True, 7, 3, b"x")), now=NOW)
+    sent(s)
+    assert s.stats.as_dict() == {
+        "rx_packets": 1,
+        "tx_packets": 1,
+        "tcp_flows_opened": 0,
+        "icmp_echo_replies": 1,
+        "dns_queries": 0,
+        "tcp_time_wait_reopened": 0,
+        "udp_icmp_errors_relayed": 0,
+    }
+    assert s.open_tcp(CLIENT, 5000, SERVER, 80, now=NOW) is not None
+    assert s.stats.as_dict()["tcp_incoming_opened"] == 1 and "tcp_incoming_unreachable" not in s.stats.as_dict()

@@ -516,7 +516,7 @@ class Gateway:
     def _log_refusal(self, ev: FlowRefused) -> None:
         """One log line per refused flow (rate-limited); every refusal is counted."""
         self._warn_rate_limited(
-            "refused %s %s:%d -> %s:%d: %s", ev.proto, ev.src[0], ev.src[1], ev.dst[0], ev.dst[1], ev.why
+            "refused %s %s:%d -> %s:%d: %s", ev.proto.name, ev.src[0], ev.src[1], ev.dst[0], ev.dst[1], ev.why
         )
 
     def _warn_rate_limited(self, msg: str, *args: object) -> None:
@@ -561,7 +561,7 @@ class Gateway:
             "handshake_queue": self.intake.pending,
             "under_load": self.endpoint.under_load,
             "peer_endpoint": self.endpoint.endpoint,
-            "stack": dict(self.stack.stats),
+            "stack": self.stack.stats.as_dict(),
             "drops": drops,
             "tcp": self.stack.tcp_counters(),
             "flows": [flow.describe() for flow in list(self.tcp_flows.values())[: self.stats_flow_detail]],

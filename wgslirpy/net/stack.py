@@ -137,7 +137,7 @@ class DnsLookup:
 class FlowRefused:
     """A flow was refused by policy (e.g. a loopback destination); the shell logs it."""
 
-    proto: str  # "TCP" or "UDP"
+    proto: IpProto  # IpProto.TCP or IpProto.UDP (the log line writes its name)
     src: tuple[IPAddress, int]
     dst: tuple[IPAddress, int]
     reason: DropReason
@@ -160,6 +160,34 @@ class IncomingUdpClosed:
 
     binding: IncomingUdpBinding
 
+
+@dataclass(slots=True)
+class StackStats:
+    """The stack's counters (``Gateway.stats()["stack"]``); each only grows."""
+
+    rx_packets: int = 0
+    tx_packets: int = 0
+    tcp_flows_opened: int = 0
+    icmp_echo_replies: int = 0
+    dns_queries: int = 0
+    tcp_time_wait_reopened: int = 0
+    udp_icmp_errors_relayed: int = 0
+    #: active opens of -t forwards, and those an ICMP unreachable failed; reported only once
+    #: non-zero (a gateway without -t never shows them)
+    tcp_incoming_opened: int = 0
+    tcp_incoming_unreachable: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name, as the stats line and ``--stats-json`` show them."""
+        out = {name: getattr(self, name) for name in _ALWAYS_REPORTED}
+        for name in _REPORTED_ONCE_USED:
+            if n := getattr(self, name):
+                out[name] = n
+        return out
+
+
+_REPORTED_ONCE_USED = ("tcp_incoming_opened", "tcp_incoming_unreachable")
+_ALWAYS_REPORTED = tuple(n for n in StackStats.__dataclass_fields__ if n not in _REPORTED_ONCE_USED)
 
 #: BindingOpened/BindingClosed come straight from the NAT table (net/udp_nat.py).
 StackEvent = (
@@ -302,20 +330,12 @@ class Stack:
         #: added when asked: ``all_drops``, ``tcp_counters``)
         self._retired_tcp_drops = DropCounter()
         self._retired_tcp_counters: dict[str, int] = {}
-        self.stats: dict[str, int] = {
-            "rx_packets": 0,
-            "tx_packets": 0,
-            "tcp_flows_opened": 0,
-            "icmp_echo_replies": 0,
-            "dns_queries": 0,
-            "tcp_time_wait_reopened": 0,
-            "udp_icmp_errors_relayed": 0,
-        }
+        self.stats = StackStats()
 
     # --- input from the tunnel ---------------------------------------------------------
 
     def receive_ip(self, packet: bytes, *, now: float) -> None:
-        self.stats["rx_packets"] += 1
+        self.stats.rx_packets += 1
         whole = self.reassembler.receive(packet, now=now)
         if whole is None:
             return
@@ -348,7 +368,7 @@ class Stack:
                 # RFC 6191 / RFC 1122 4.2.2.13: a SYN beyond the old incarnation (by
                 # timestamp, else by sequence number) reopens at once, no challenge ACK.
                 self.forget(conn)
-                self.stats["tcp_time_wait_reopened"] += 1
+                self.stats.tcp_time_wait_reopened += 1
                 self._open_flow(seg, key, now)
                 return
             conn.handle_segment(seg, now=now)
@@ -380,17 +400,17 @@ class Stack:
         decision = self.policy.decide(dst, syn.dport)
         if not decision.allowed:
             reason = DropReason.TCP_LOOPBACK_REFUSED if decision.category == "loopback" else DropReason.TCP_DENIED
-            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, reason, decision.explain())
+            self._refuse(IpProto.TCP, syn.src, syn.sport, dst, syn.dport, reason, decision.explain())
             self._reset_for(syn)
             return
         if len(self.flows) >= self.config.max_tcp_flows:
             why = f"{self.config.max_tcp_flows} TCP flows are open (--max-tcp-flows)"
-            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, DropReason.TCP_FLOW_LIMIT, why)
+            self._refuse(IpProto.TCP, syn.src, syn.sport, dst, syn.dport, DropReason.TCP_FLOW_LIMIT, why)
             self._reset_for(syn)
             return
         if len(self._dialing) >= self.config.max_pending_connects:
             why = f"{self.config.max_pending_connects} connects are in progress (--max-pending-connects)"
-            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, DropReason.TCP_CONNECT_LIMIT, why)
+            self._refuse(IpProto.TCP, syn.src, syn.sport, dst, syn.dport, DropReason.TCP_CONNECT_LIMIT, why)
             self._reset_for(syn)
             return
         conn = self._new_flow(syn, key, now)
@@ -400,11 +420,11 @@ class Stack:
     def _new_flow(self, syn: TcpSegment, key: FlowKey, now: float) -> TcpConnection:
         conn = TcpConnection(syn, self.config.tcp, now=now, rng=self._rng)
         self.flows[key] = conn
-        self.stats["tcp_flows_opened"] += 1
+        self.stats.tcp_flows_opened += 1
         return conn
 
     def _refuse(
-        self, proto: str, src: IPAddress, sport: int, dst: IPAddress, dport: int, reason: DropReason, why: str
+        self, proto: IpProto, src: IPAddress, sport: int, dst: IPAddress, dport: int, reason: DropReason, why: str
     ) -> None:
         self.drops.add(reason)
         self._events.append(FlowRefused(proto, (src, sport), (dst, dport), reason, why))
@@ -442,7 +462,7 @@ class Stack:
                 self.drops.add(DropReason.UDP_DENIED)
                 return
             reason = DropReason.UDP_LOOPBACK_REFUSED if decision.category == "loopback" else DropReason.UDP_DENIED
-            self._refuse("UDP", d.src, d.sport, dst, d.dport, reason, decision.explain())
+            self._refuse(IpProto.UDP, d.src, d.sport, dst, d.dport, reason, decision.explain())
             self._out.append(build_icmp_unreachable(d.dst, d.src, Unreachable.ADMIN, raw))
             return
         binding = self.nat.outbound(d, now=now)
@@ -450,7 +470,7 @@ class Stack:
         self._events.append(UdpSend(binding, d.dst, d.dport, d.payload))
 
     def _receive_dns(self, d: UdpDatagram) -> None:
-        self.stats["dns_queries"] += 1
+        self.stats.dns_queries += 1
         result = self.dns.handle_query(d.payload)
         if result is None:
             return  # counted in self.dns.drops
@@ -465,7 +485,7 @@ class Stack:
             return
         reply = IcmpEcho(e.dst, e.src, False, e.ident, e.seq, e.payload)
         self._emit(build_icmp_echo(reply))
-        self.stats["icmp_echo_replies"] += 1
+        self.stats.icmp_echo_replies += 1
 
     def _pull_nat_events(self) -> None:
         while (ev := self.nat.next_event()) is not None:
@@ -571,7 +591,7 @@ class Stack:
         if src is None or src.version != dst.version:
             src = dst
         original = build_udp(UdpDatagram(b.client_addr, dst, b.client_port, remote_port, bytes(min(payload_len, 8))))
-        self.stats["udp_icmp_errors_relayed"] += 1
+        self.stats.udp_icmp_errors_relayed += 1
         self._emit(build_icmp_error(src, b.client_addr, *relayed, original))
 
     def udp_binding_failed(self, binding_id: int) -> None:
@@ -619,7 +639,7 @@ class Stack:
                 else:
                     self._arm(conn)
         out, self._out = self._out, []
-        self.stats["tx_packets"] += len(out)
+        self.stats.tx_packets += len(out)
         return out
 
     def _arm(self, conn: TcpConnection) -> None:
@@ -730,8 +750,8 @@ class Stack:
             local=src, lport=sport, peer=dst, pport=dport, config=self.config.tcp, now=now, rng=self._rng
         )
         self.flows[key] = conn
-        self.stats["tcp_flows_opened"] += 1
-        self.stats["tcp_incoming_opened"] = self.stats.get("tcp_incoming_opened", 0) + 1
+        self.stats.tcp_flows_opened += 1
+        self.stats.tcp_incoming_opened += 1
         self.mark(conn)
         return conn
 
@@ -748,7 +768,7 @@ class Stack:
         conn = self.flows.get((dst, dport, src, sport))
         if conn is None or seq != conn.iss or not conn.peer_unreachable():
             return False
-        self.stats["tcp_incoming_unreachable"] = self.stats.get("tcp_incoming_unreachable", 0) + 1
+        self.stats.tcp_incoming_unreachable += 1
         self.mark(conn)
         return True
 
