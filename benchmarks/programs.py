@@ -23,6 +23,7 @@ Probes (ns client) print JSON lines:
 The pattern is ``PATTERN_LEN`` seeded pseudo-random bytes repeated; the length is odd and
 about 1 MB, so a TCP relay that drops, duplicates or misplaces any segment changes the sha256.
 Every program bounds its run time; each raises its own open-file limit to the hard limit.
+Helpers shared with the interop bed (``errname``) come from tests/interop/servers.py.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+# The interop bed's servers.py (stdlib only, like this file) holds the helpers both share.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "interop"))
+from servers import errname
 
 HTTP_PORT = 8180
 HOLD_PORT = 9180
@@ -77,14 +83,6 @@ def raise_nofile() -> int:
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def errname(e: BaseException) -> str:
-    if isinstance(e, (socket.timeout, TimeoutError)):
-        return "timeout"
-    if isinstance(e, OSError) and e.errno is not None:
-        return errno.errorcode.get(e.errno, str(e.errno))
-    return type(e).__name__
 
 
 def log(*args: object) -> None:

@@ -10,7 +10,6 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Iterator
 
 import gevent
 import gevent.queue
@@ -125,25 +124,6 @@ def test_relay_icmp_error(err: HostIcmpError, v6: bool, expect: tuple[int, int, 
 
 
 # --- a real binding: the error arrives, the binding survives ------------------------------
-
-
-@pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    gw = Gateway(make_config())
-    gw.start()
-    try:
-        yield gw
-    finally:
-        gw.stop()
-
-
-@pytest.fixture
-def client(gateway: Gateway) -> Iterator[TunnelClient]:
-    c = TunnelClient(gateway.address)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _forge_icmp(type_: int, code: int, rest: int, sport: int, dport: int) -> None:

@@ -11,7 +11,7 @@ import errno
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dns.message
 import dns.rcode
@@ -106,25 +106,6 @@ def make_config(**kw: object) -> Config:
         dns=((DNS, 53),),
         **fields,  # type: ignore[arg-type]
     )
-
-
-@pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    gw = Gateway(make_config())
-    gw.start()
-    try:
-        yield gw
-    finally:
-        gw.stop()
-
-
-@pytest.fixture
-def client(gateway: Gateway) -> Iterator[TunnelClient]:
-    c = TunnelClient(gateway.address)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def test_start_stop_repeatable() -> None:
