@@ -44,6 +44,7 @@ import gevent.event
 from ..errors import DropReason
 from ..net.segments import IPAddress, Unreachable
 from ..net.udp_nat import UdpBinding
+from .host import FlowClosed
 from .udp_forward import RelayHost, parse_remote
 
 if TYPE_CHECKING:
@@ -163,19 +164,16 @@ class TcpConn:
         if self._rd_shut or bufsize == 0:
             return b""
         flow = self._flow
-        conn = flow.conn
         event = flow._rx_event
         deadline = self._deadline()
         while True:
             event.clear()
-            flow._handle_events()
-            data = flow.read(bufsize)
-            if data:
+            try:
+                data = flow.poll_peer(bufsize)
+            except FlowClosed:
+                raise _reset() from None
+            if data is not None:
                 return data
-            if conn.peer_eof:
-                return b""
-            if conn.is_closed or flow._aborted:
-                raise _reset()
             _wait(event, deadline)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:

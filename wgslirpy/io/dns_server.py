@@ -17,7 +17,8 @@ import gevent
 from gevent import socket as gsocket
 
 from ..net.dns import DnsQuestion, frame_tcp_message, split_tcp_messages
-from .tcp_forward import FlowClosed, TcpFlow
+from .host import FlowClosed
+from .tcp_forward import TcpFlow
 
 if TYPE_CHECKING:
     from ..net.stack import DnsLookup

@@ -17,6 +17,8 @@ imports them all) and the list below is the whole of what a flow may use:
 * ``config``: the validated :class:`~wgslirpy.config.Config` (e.g. ``connect_timeout``);
 * ``drops``: the shell's own drop counter (merged into the stats).
 
+:class:`FlowClosed` is what a TCP flow's blocking operations raise once its connection is gone.
+
 A module that also registers flows with the gateway (incoming forwards, ``forward_udp``)
 extends this protocol next to the flow type it registers, so this module names no flow class.
 Everything here is called from greenlets of the gateway's hub; nothing is thread-safe.
@@ -35,7 +37,12 @@ if TYPE_CHECKING:
     from ..net.stack import Stack
     from ..net.tcp import TcpConnection
 
-__all__ = ["FlowHost"]
+__all__ = ["FlowClosed", "FlowHost"]
+
+
+class FlowClosed(Exception):
+    """A TCP flow's connection to the peer is gone (reset, timed out or fully closed):
+    raised by the flow's blocking operations (``TcpFlow.recv_from_peer``, ``send_to_peer``)."""
 
 
 class FlowHost(Protocol):

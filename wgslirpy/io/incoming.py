@@ -26,7 +26,6 @@ import errno
 import ipaddress
 import logging
 import socket as _stdsocket
-import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -39,7 +38,7 @@ from ..net.segments import IPAddress
 from ..net.stack import IncomingUdpClosed, IncomingUdpReply
 from ..net.tcp import State, TcpConnection
 from .host import FlowHost
-from .tcp_forward import TcpFlow
+from .tcp_forward import TcpFlow, close_host_socket
 
 log = logging.getLogger("wgslirpy.incoming")
 
@@ -58,14 +57,7 @@ def _client_address(addr: Any) -> tuple[IPAddress, int]:
 
 def _reset(sock: Any) -> None:
     """Close ``sock`` abortively (RST to the host client)."""
-    try:
-        sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
+    close_host_socket(sock, abortive=True)
 
 
 class IncomingHost(FlowHost, Protocol):

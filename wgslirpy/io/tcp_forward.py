@@ -29,7 +29,7 @@ import errno
 import logging
 import socket as _stdsocket
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
@@ -38,6 +38,7 @@ from gevent import socket as gsocket
 from ..net.segments import Unreachable
 from ..net.tcp import PeerFin, PeerReset, TcpConnection, TimedOut
 from .conn import TcpConn
+from .host import FlowClosed
 
 if TYPE_CHECKING:
     from .conn import Address, TcpHandler
@@ -60,10 +61,6 @@ _UNREACHABLE_BY_ERRNO = {
     errno.EADDRNOTAVAIL: Unreachable.NET,
     errno.EAFNOSUPPORT: Unreachable.NET,
 }
-
-
-class FlowClosed(Exception):
-    """The connection to the peer is gone (reset, timed out or fully closed)."""
 
 
 class TcpFlow:
@@ -168,22 +165,28 @@ class TcpFlow:
             self.gw.flush()  # a window update, if the peer needs one
         return data
 
+    def poll_peer(self, max_bytes: int | None = None) -> bytes | None:
+        """Without waiting: the peer's data, ``b""`` at its EOF, None if nothing yet;
+        FlowClosed once the connection was reset or given up."""
+        self._handle_events()
+        data = self.read(max_bytes)
+        if data:
+            return data
+        conn = self.conn
+        if conn.peer_eof:
+            return b""
+        if conn.is_closed or self._aborted:
+            raise FlowClosed()
+        return None
+
     def recv_from_peer(self, idle_timeout: float | None = None) -> bytes | None:
         """Block until the peer sent data (returned) or EOF (``b""``); FlowClosed on reset;
         None if nothing happened for ``idle_timeout`` seconds."""
-        conn = self.conn
-        while True:
-            self._handle_events()
-            data = self.read()
-            if data:
-                return data
-            if conn.peer_eof:
-                return b""
-            if conn.is_closed or self._aborted:
-                raise FlowClosed()
+        while (data := self.poll_peer()) is None:
             self._rx_event.clear()
             if not self._rx_event.wait(idle_timeout):
                 return None
+        return data
 
     def send_to_peer(self, data: bytes | memoryview) -> None:
         """Block until the core took all of ``data``; FlowClosed if the connection died."""
@@ -353,17 +356,21 @@ class TcpFlow:
 
     def _close_socket(self, *, abortive: bool) -> None:
         sock, self.sock = self.sock, None
-        if sock is None:
-            return
-        if abortive:
-            try:  # SO_LINGER 0: close sends RST to the host side
-                sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
+        if sock is not None:
+            close_host_socket(sock, abortive=abortive)
+
+
+def close_host_socket(sock: Any, *, abortive: bool) -> None:
+    """Close a host TCP socket; ``abortive``: with SO_LINGER 0, so the host side sees RST."""
+    if abortive:
         try:
-            sock.close()
+            sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError:
             pass
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 def forward_tcp(conn: TcpConn, src: Address, dst: Address) -> None:
