@@ -326,6 +326,45 @@ def test_half_close_survives_idle_writer_exit(
         server.stop()
 
 
+def test_idle_flow_has_no_writer_greenlet_until_the_peer_sends(
+    gateway: Gateway, client: TunnelClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle-flow memory: after the handshake and ACKs an idle flow keeps only its own
+    greenlet (a writer greenlet costs ~10 KB while it lives); data from the peer starts the
+    writer, which delivers it and exits after WRITER_IDLE."""
+    monkeypatch.setattr(tcp_forward, "WRITER_IDLE", 0.05)
+    got: list[bytes] = []
+
+    def reader(sock: gsocket.socket, addr: object) -> None:
+        while data := sock.recv(65536):
+            got.append(data)
+
+    server = gevent.server.StreamServer(("127.0.0.1", 0), reader)
+    server.start()
+    try:
+        port = server.server_port
+        client.send(build_tcp(TcpSegment(ME, LOOP, 40011, port, 100, 0, TcpFlags.SYN, 65535)))
+        synack = client.expect(lambda x: isinstance(x, TcpSegment))
+        assert isinstance(synack, TcpSegment)
+        ack = synack.seq + 1
+        for _ in range(3):  # the handshake's ACK and two window updates: no work for a writer
+            client.send(build_tcp(TcpSegment(ME, LOOP, 40011, port, 101, ack, TcpFlags.ACK, 65535)))
+            gevent.sleep(0.02)
+        (flow,) = gateway.tcp_flows.values()
+        assert flow._pumping and flow._writer is None and not flow._writer_finished.is_set()
+        client.send(build_tcp(TcpSegment(ME, LOOP, 40011, port, 101, ack, TcpFlags.ACK, 65535, payload=b"hello")))
+        with gevent.Timeout(5):
+            while not got:
+                gevent.sleep(0.01)
+        assert got == [b"hello"]
+        with gevent.Timeout(5):
+            while flow._writer is not None:  # idle again: the writer goes after WRITER_IDLE
+                gevent.sleep(0.02)
+        assert not flow._writer_finished.is_set()
+    finally:
+        server.stop()
+
+
 def test_dual_stack_bind_initiates_to_an_ipv4_peer() -> None:
     """-b [::]:port with -p 127.0.0.1:port: the gateway's own handshake reaches the peer."""
     probe = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)

@@ -4,8 +4,9 @@ A :class:`TcpFlow` owns the host socket of one :class:`~wgslirpy.net.tcp.TcpConn
 ``run`` (the flow's greenlet) dials with a timeout, answers the peer's SYN (SYN-ACK, RST,
 or an ICMP unreachable through the stack) and then pumps host -> peer itself while a child
 greenlet pumps peer -> host. The child exits after ``WRITER_IDLE`` seconds without work and
-``wake`` restarts it, so an idle flow costs one greenlet. A pending dial blocks only this
-greenlet, never another flow or the tunnel reader.
+``wake`` starts it again when there is data, EOF or an end to deliver, so an idle flow
+costs one greenlet. A pending dial blocks only this greenlet, never another flow or the
+tunnel reader.
 
 Backpressure both ways comes from the core: ``conn.send`` takes at most ``send_space``
 bytes (we stop reading the host socket while the peer's window and our buffer are full),
@@ -92,13 +93,20 @@ class TcpFlow:
         self._rx_event.set()
         self._tx_event.set()
         if self._pumping and self._writer is None:
-            if not self._writer_finished.is_set():
+            if not self._writer_finished.is_set() and self._writer_has_work():
                 self._writer = gevent.spawn(self._peer_to_host)
             else:
-                # No writer will read the connection's events any more (the peer's FIN was
-                # delivered), and the host -> peer pump may sit in recv(): a reset or a
-                # give-up must close the host socket (abortively) from here.
+                # No writer is reading the connection's events (none is needed yet, or the
+                # peer's FIN was delivered), and the host -> peer pump may sit in recv(): a
+                # reset or a give-up must close the host socket (abortively) from here.
                 self._handle_events()
+
+    def _writer_has_work(self) -> bool:
+        """Data, EOF or the end for the peer -> host pump. An idle flow gets no writer
+        greenlet at all: the ACKs and window updates of an idle connection wake the flow
+        but give a writer nothing to do (and a greenlet costs ~10 KB while it lives)."""
+        conn = self.conn
+        return bool(conn.readable) or conn.peer_eof or conn.is_closed or self._aborted
 
     def abort(self) -> None:
         """Reset the peer side (the RST leaves at once) and close the host socket abortively."""
@@ -279,7 +287,7 @@ class TcpFlow:
 
     def _pump(self) -> None:
         self._pumping = True
-        self._writer = gevent.spawn(self._peer_to_host)
+        self.wake()  # starts the writer if the peer sent something during the dial
         try:
             self._host_to_peer()
         finally:

@@ -13,7 +13,8 @@ module owns *what is in flight*:
   no SACK, RFC 6582 / RFC 3042 limited transmit);
 * the SACK scoreboard (:class:`~wgslirpy.net.sack.SackScoreboard`): only *newly* SACKed
   ranges touch records, so an ACK repeating its blocks costs O(log n);
-* RACK (RFC 8985 §6): a deque of (send time, record) in send order; loss detection walks it
+* RACK (RFC 8985 §6): a deque of (send time, record) in send order (made by a send, dropped
+  when drained, so an idle flow holds none); loss detection walks it
   from the oldest send and stops at the first segment not yet overdue, so each ACK costs
   amortized O(1) per segment, whatever the window;
 * a heap of records marked lost and not yet retransmitted: the lowest goes first
@@ -113,7 +114,9 @@ class SentQueue:
         self.spurious_lost = 0
         self.board = SackScoreboard()
         self.rack = RackState()
-        self._timeq: deque[tuple[float, int, Sent]] = deque()
+        #: RACK's send-order queue; None while nothing is in flight (an idle flow keeps no
+        #: deque: an empty one costs ~0.7 KB).
+        self._timeq: deque[tuple[float, int, Sent]] | None = None
         self._lostq: list[tuple[int, int, Sent]] = []
         self._lost_tie = 0
 
@@ -165,14 +168,20 @@ class SentQueue:
         self.records.append(r)
         self._starts.append(start)
         self.snd_max = end
-        self._timeq.append((now, 0, r))
+        self._timeq_for_append().append((now, 0, r))
         return r
+
+    def _timeq_for_append(self) -> deque[tuple[float, int, Sent]]:
+        q = self._timeq
+        if q is None:
+            q = self._timeq = deque()
+        return q
 
     def on_retransmit(self, r: Sent, now: float) -> None:
         r.gen += 1
         r.xmit_ts = now
         r.ever_retrans = True
-        self._timeq.append((now, r.gen, r))
+        self._timeq_for_append().append((now, r.gen, r))
         if r.lost and not r.retrans:
             r.retrans = True
             self.retrans_out += r.end - r.start
@@ -213,7 +222,7 @@ class SentQueue:
             self._lost_tie += 1
             lostq.append((r.start, self._lost_tie, r))
         self._lostq = lostq  # ascending starts: already a heap
-        self._timeq.clear()
+        self._timeq = None
         self.reno_sacked = 0
 
     def unmark_lost(self) -> None:
@@ -231,7 +240,7 @@ class SentQueue:
                 live.append(r)
         self._lostq = []
         live.sort(key=lambda r: r.xmit_ts)
-        self._timeq = deque((r.xmit_ts, r.gen, r) for r in live)
+        self._timeq = deque((r.xmit_ts, r.gen, r) for r in live) if live else None
 
     # --- acknowledgements -------------------------------------------------------------
 
@@ -362,6 +371,8 @@ class SentQueue:
         if rack.xmit_ts is None:
             return 0, None
         q = self._timeq
+        if q is None:
+            return 0, None
         una = self.una
         marked = 0
         while q:
@@ -377,6 +388,8 @@ class SentQueue:
             q.popleft()
             if self.mark_lost(r):
                 marked += 1
+        if not q:
+            self._timeq = None
         return marked, None
 
     def check(self) -> None:
