@@ -285,9 +285,7 @@ def test_peer_reset_after_its_fin_resets_the_host_and_ends_the_flow(gateway: Gat
     server.start()
     try:
         port = server.server_port
-        client.send(build_tcp(TcpSegment(ME, LOOP, 40020, port, 100, 0, TcpFlags.SYN, 65535)))
-        synack = client.expect(lambda x: isinstance(x, TcpSegment))
-        assert isinstance(synack, TcpSegment) and synack.flags & TcpFlags.SYN
+        synack = client.open_tcp(40020, port)
         ack = synack.seq + 1
         client.send(
             build_tcp(TcpSegment(ME, LOOP, 40020, port, 101, ack, TcpFlags.ACK | TcpFlags.FIN, 65535, payload=b"bye"))

@@ -78,6 +78,13 @@ class TunnelClient:
         self.ep.send_ip(packet, now=time.monotonic())
         self.flush()
 
+    def open_tcp(self, sport: int, port: int, seq: int = 100) -> TcpSegment:
+        """A bare SYN from ME:``sport`` to 127.0.0.1:``port``; returns the gateway's SYN-ACK."""
+        self.send(build_tcp(TcpSegment(ME, LOOP, sport, port, seq, 0, TcpFlags.SYN, 65535)))
+        synack = self.expect(lambda x: isinstance(x, TcpSegment))
+        assert isinstance(synack, TcpSegment) and synack.flags & TcpFlags.SYN, synack
+        return synack
+
     def expect(self, pred: Callable[[object], bool], timeout: float = 5.0) -> object:
         deadline = time.monotonic() + timeout
         while True:
@@ -294,9 +301,7 @@ def test_half_close_survives_idle_writer_exit(
     server.start()
     try:
         port = server.server_port
-        client.send(build_tcp(TcpSegment(ME, LOOP, 40010, port, 100, 0, TcpFlags.SYN, 65535)))
-        synack = client.expect(lambda x: isinstance(x, TcpSegment))
-        assert isinstance(synack, TcpSegment)
+        synack = client.open_tcp(40010, port)
         ack = synack.seq + 1
         client.send(
             build_tcp(
@@ -343,9 +348,7 @@ def test_idle_flow_has_no_writer_greenlet_until_the_peer_sends(
     server.start()
     try:
         port = server.server_port
-        client.send(build_tcp(TcpSegment(ME, LOOP, 40011, port, 100, 0, TcpFlags.SYN, 65535)))
-        synack = client.expect(lambda x: isinstance(x, TcpSegment))
-        assert isinstance(synack, TcpSegment)
+        synack = client.open_tcp(40011, port)
         ack = synack.seq + 1
         for _ in range(3):  # the handshake's ACK and two window updates: no work for a writer
             client.send(build_tcp(TcpSegment(ME, LOOP, 40011, port, 101, ack, TcpFlags.ACK, 65535)))
