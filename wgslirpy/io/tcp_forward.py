@@ -30,7 +30,7 @@ import errno
 import logging
 import socket as _stdsocket
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
@@ -368,7 +368,7 @@ class TcpFlow:
             close_host_socket(sock, abortive=abortive)
 
 
-def close_host_socket(sock: Any, *, abortive: bool) -> None:
+def close_host_socket(sock: gsocket.socket, *, abortive: bool) -> None:
     """Close a host TCP socket; ``abortive``: with SO_LINGER 0, so the host side sees RST."""
     if abortive:
         try:
