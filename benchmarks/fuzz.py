@@ -845,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     tcp = st.stack.tcp_counters()
     if tcp:
         print("tcp counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(tcp.items())))
-    print("stack stats: " + ", ".join(f"{k} {v:,}" for k, v in st.stack.stats.items()))
+    print("stack stats: " + ", ".join(f"{k} {v:,}" for k, v in st.stack.stats.as_dict().items()))
     print("\nRESULT: " + ("ok" if ok else "FAILED"))
     return 0 if ok else 1
 

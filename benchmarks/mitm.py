@@ -25,7 +25,7 @@ from pathlib import Path
 from tests.interop.topology import (
     GATEWAY_PORT,
     GW_UNDERLAY_V4,
-    Gateway,
+    ProcessGateway,
     Topology,
     TopologyError,
     wait_until,
@@ -96,7 +96,7 @@ def mitmdump_version(mitmdump: Path) -> str:
     return out.splitlines()[0].strip() if out.strip() else "?"
 
 
-class MitmproxyGateway(Gateway):
+class MitmproxyGateway(ProcessGateway):
     """mitmdump's WireGuard mode in ns gw, relaying TCP and UDP to ns srv untouched."""
 
     kind = "mitmproxy"
@@ -139,17 +139,6 @@ class MitmproxyGateway(Gateway):
         )
         if proc.poll() is not None:
             raise TopologyError(f"mitmdump exited with {proc.returncode}: {self.log_tail()}")
-
-    def stop(self, *, timeout: float = 10.0) -> int | None:
-        if self.proc is None:
-            return None
-        code = self.topo.tracker.stop(self.proc, timeout=timeout)
-        self.proc = None
-        return code
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     def log_tail(self, chars: int = 4000) -> str:
         try:

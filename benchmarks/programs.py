@@ -23,6 +23,7 @@ Probes (ns client) print JSON lines:
 The pattern is ``PATTERN_LEN`` seeded pseudo-random bytes repeated; the length is odd and
 about 1 MB, so a TCP relay that drops, duplicates or misplaces any segment changes the sha256.
 Every program bounds its run time; each raises its own open-file limit to the hard limit.
+Helpers shared with the interop bed (``errname``, ``serve_tcp``) come from tests/interop/servers.py.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+# The interop bed's servers.py (stdlib only, like this file) holds the helpers both share.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "interop"))
+from servers import errname, serve_tcp
 
 HTTP_PORT = 8180
 HOLD_PORT = 9180
@@ -77,14 +83,6 @@ def raise_nofile() -> int:
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def errname(e: BaseException) -> str:
-    if isinstance(e, (socket.timeout, TimeoutError)):
-        return "timeout"
-    if isinstance(e, OSError) and e.errno is not None:
-        return errno.errorcode.get(e.errno, str(e.errno))
-    return type(e).__name__
 
 
 def log(*args: object) -> None:
@@ -132,18 +130,7 @@ def http_one(conn: socket.socket, doubled: memoryview) -> None:
 
 def serve_http(lst: socket.socket) -> None:
     doubled = memoryview(pattern() * 2)
-
-    def one(conn: socket.socket) -> None:
-        try:
-            http_one(conn, doubled)
-        except OSError as e:
-            log("http:", errname(e))
-        finally:
-            conn.close()
-
-    while True:
-        conn, _ = lst.accept()
-        threading.Thread(target=one, args=(conn,), daemon=True).start()
+    serve_tcp(lst, lambda conn: http_one(conn, doubled), what="http")
 
 
 def serve_hold(lst: socket.socket) -> None:
@@ -261,28 +248,14 @@ def link_sink_one(conn: socket.socket) -> None:
 
 
 def serve_link_sink(lst: socket.socket) -> None:
-    def one(conn: socket.socket) -> None:
-        try:
-            link_sink_one(conn)
-        except (OSError, ValueError) as e:
-            log("link sink:", errname(e))
-        finally:
-            conn.close()
-
-    while True:
-        conn, _ = lst.accept()
-        threading.Thread(target=one, args=(conn,), daemon=True).start()
+    serve_tcp(lst, link_sink_one, what="link sink", errors=(OSError, ValueError))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     raise_nofile()
-    threads = [
-        threading.Thread(target=serve_http, args=(listener(HTTP_PORT),), daemon=True),
-        threading.Thread(target=serve_hold, args=(listener(HOLD_PORT),), daemon=True),
-        threading.Thread(target=serve_link_sink, args=(listener(LINK_SINK_PORT),), daemon=True),
-    ]
-    for t in threads:
-        t.start()
+    serve_http(listener(HTTP_PORT))  # accept threads of their own
+    serve_link_sink(listener(LINK_SINK_PORT))
+    threading.Thread(target=serve_hold, args=(listener(HOLD_PORT),), daemon=True).start()
     print("ready", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:

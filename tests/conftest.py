@@ -1,11 +1,18 @@
-"""Shared fixtures: a fake clock, a seeded rng and fixed test keys."""
+"""Shared fixtures: a fake clock, a seeded rng, fixed test keys, and a started gateway on
+loopback with a tunnel client (``gateway``, ``client``: tests/test_server.py's setup)."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from wgslirpy import Gateway
+
+    from .test_server import TunnelClient
 
 
 class FakeClock:
@@ -36,3 +43,30 @@ def clock() -> FakeClock:
 @pytest.fixture
 def rng() -> Callable[[int], bytes]:
     return seeded_rng(1)
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    """A started Gateway on loopback (tests/test_server.py's ``make_config``), stopped after."""
+    from wgslirpy import Gateway
+
+    from .test_server import make_config
+
+    gw = Gateway(make_config())
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Iterator[TunnelClient]:
+    """Our own WireGuard core as the gateway's peer, over loopback UDP."""
+    from .test_server import TunnelClient
+
+    c = TunnelClient(gateway.address)
+    try:
+        yield c
+    finally:
+        c.close()

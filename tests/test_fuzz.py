@@ -50,8 +50,7 @@ def drive(stack: Stack, packets: list[bytes]) -> None:
         stack.receive_ip(p, now=now)
         while (ev := stack.next_event()) is not None:
             if isinstance(ev, TcpConnectRequested):
-                ev.conn.accept(now=now)
-                stack.mark(ev.conn)
+                stack.tcp_accept(ev.conn, now=now)
         stack.packets_to_send(now=now)
         now += 0.5
         stack.handle_timer(now=now)

@@ -10,7 +10,6 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Iterator
 
 import gevent
 import gevent.queue
@@ -125,25 +124,6 @@ def test_relay_icmp_error(err: HostIcmpError, v6: bool, expect: tuple[int, int, 
 
 
 # --- a real binding: the error arrives, the binding survives ------------------------------
-
-
-@pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    gw = Gateway(make_config())
-    gw.start()
-    try:
-        yield gw
-    finally:
-        gw.stop()
-
-
-@pytest.fixture
-def client(gateway: Gateway) -> Iterator[TunnelClient]:
-    c = TunnelClient(gateway.address)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _forge_icmp(type_: int, code: int, rest: int, sport: int, dport: int) -> None:
@@ -305,9 +285,7 @@ def test_peer_reset_after_its_fin_resets_the_host_and_ends_the_flow(gateway: Gat
     server.start()
     try:
         port = server.server_port
-        client.send(build_tcp(TcpSegment(ME, LOOP, 40020, port, 100, 0, TcpFlags.SYN, 65535)))
-        synack = client.expect(lambda x: isinstance(x, TcpSegment))
-        assert isinstance(synack, TcpSegment) and synack.flags & TcpFlags.SYN
+        synack = client.open_tcp(40020, port)
         ack = synack.seq + 1
         client.send(
             build_tcp(TcpSegment(ME, LOOP, 40020, port, 101, ack, TcpFlags.ACK | TcpFlags.FIN, 65535, payload=b"bye"))

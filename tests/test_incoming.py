@@ -210,8 +210,7 @@ def test_active_open_with_options(src: IPAddress, dst: IPAddress) -> None:
     assert ack.flags == TcpFlags.ACK and ack.ack == PEER_ISN + 1 and ack.seq == OUR_ISN + 1
     assert ack.ts_ecr == 555
     # data both ways, the peer's window scaled by its shift of 7
-    assert conn.send(b"hello", now=T0 + 0.02) == 5
-    stack.mark(conn)
+    assert stack.tcp_send(conn, b"hello", now=T0 + 0.02) == 5
     [data] = tcp_out(stack, T0 + 0.02)
     assert data.payload == b"hello"
     back = TcpSegment(
@@ -241,8 +240,7 @@ def test_active_open_without_options() -> None:
     assert conn.mss == 536  # RFC 9293 default without an MSS option
     [ack] = tcp_out(stack, T0 + 0.01)
     assert ack.ts_val is None and not ack.sack_blocks
-    assert conn.send(b"x" * 3000, now=T0 + 0.02) == 3000
-    stack.mark(conn)
+    assert stack.tcp_send(conn, b"x" * 3000, now=T0 + 0.02) == 3000
     sent = tcp_out(stack, T0 + 0.02)
     assert sent and all(len(s.payload) <= 536 for s in sent) and sent[0].window <= 0xFFFF
 
@@ -287,7 +285,7 @@ def test_icmp_unreachable_fails_the_active_open(src: IPAddress, dst: IPAddress, 
     [syn] = tcp_out(stack)
     stack.receive_ip(build_icmp_unreachable(dst, src, kind, build_tcp(syn)), now=T0)
     assert conn.is_closed and any(isinstance(e, PeerReset) for e in events(conn))
-    assert stack.stats["tcp_incoming_unreachable"] == 1
+    assert stack.stats.tcp_incoming_unreachable == 1
 
 
 def test_icmp_unreachable_needs_our_syn() -> None:
@@ -346,8 +344,7 @@ def test_simultaneous_close() -> None:
     [syn] = tcp_out(stack)
     stack.receive_ip(synack(syn, options=False), now=T0)
     tcp_out(stack)
-    conn.close(now=T0 + 1)
-    stack.mark(conn)
+    stack.tcp_close(conn, now=T0 + 1)
     [fin] = tcp_out(stack, T0 + 1)
     assert fin.flags & TcpFlags.FIN and st(conn) is State.FIN_WAIT_1
     # the peer's FIN crosses ours: it does not acknowledge our FIN

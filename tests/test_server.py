@@ -11,7 +11,7 @@ import errno
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dns.message
 import dns.rcode
@@ -78,6 +78,13 @@ class TunnelClient:
         self.ep.send_ip(packet, now=time.monotonic())
         self.flush()
 
+    def open_tcp(self, sport: int, port: int, seq: int = 100) -> TcpSegment:
+        """A bare SYN from ME:``sport`` to 127.0.0.1:``port``; returns the gateway's SYN-ACK."""
+        self.send(build_tcp(TcpSegment(ME, LOOP, sport, port, seq, 0, TcpFlags.SYN, 65535)))
+        synack = self.expect(lambda x: isinstance(x, TcpSegment))
+        assert isinstance(synack, TcpSegment) and synack.flags & TcpFlags.SYN, synack
+        return synack
+
     def expect(self, pred: Callable[[object], bool], timeout: float = 5.0) -> object:
         deadline = time.monotonic() + timeout
         while True:
@@ -106,25 +113,6 @@ def make_config(**kw: object) -> Config:
         dns=((DNS, 53),),
         **fields,  # type: ignore[arg-type]
     )
-
-
-@pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    gw = Gateway(make_config())
-    gw.start()
-    try:
-        yield gw
-    finally:
-        gw.stop()
-
-
-@pytest.fixture
-def client(gateway: Gateway) -> Iterator[TunnelClient]:
-    c = TunnelClient(gateway.address)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def test_start_stop_repeatable() -> None:
@@ -289,6 +277,7 @@ def test_loopback_refused_by_default_with_one_log_line(caplog: pytest.LogCapture
                     assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST
             lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
             assert len(lines) == 1 and "127.0.0.1:22" in lines[0] and "--allow-loopback" in lines[0]
+            assert lines[0].startswith(f"refused TCP {ME}:41000 -> 127.0.0.1:22: ")  # the protocol by name
         finally:
             c.close()
 
@@ -312,9 +301,7 @@ def test_half_close_survives_idle_writer_exit(
     server.start()
     try:
         port = server.server_port
-        client.send(build_tcp(TcpSegment(ME, LOOP, 40010, port, 100, 0, TcpFlags.SYN, 65535)))
-        synack = client.expect(lambda x: isinstance(x, TcpSegment))
-        assert isinstance(synack, TcpSegment)
+        synack = client.open_tcp(40010, port)
         ack = synack.seq + 1
         client.send(
             build_tcp(
@@ -361,9 +348,7 @@ def test_idle_flow_has_no_writer_greenlet_until_the_peer_sends(
     server.start()
     try:
         port = server.server_port
-        client.send(build_tcp(TcpSegment(ME, LOOP, 40011, port, 100, 0, TcpFlags.SYN, 65535)))
-        synack = client.expect(lambda x: isinstance(x, TcpSegment))
-        assert isinstance(synack, TcpSegment)
+        synack = client.open_tcp(40011, port)
         ack = synack.seq + 1
         for _ in range(3):  # the handshake's ACK and two window updates: no work for a writer
             client.send(build_tcp(TcpSegment(ME, LOOP, 40011, port, 101, ack, TcpFlags.ACK, 65535)))

@@ -12,7 +12,16 @@ import pytest
 from wgslirpy.errors import DropReason
 from wgslirpy.net.build import build_icmp_echo, build_tcp, build_udp
 from wgslirpy.net.packet import decode_ip
-from wgslirpy.net.segments import IcmpEcho, IcmpError, IPAddress, TcpFlags, TcpSegment, UdpDatagram, Unreachable
+from wgslirpy.net.segments import (
+    IcmpEcho,
+    IcmpError,
+    IPAddress,
+    IpProto,
+    TcpFlags,
+    TcpSegment,
+    UdpDatagram,
+    Unreachable,
+)
 from wgslirpy.net.stack import (
     DnsLookup,
     DnsTcpRequested,
@@ -109,8 +118,7 @@ def test_bare_syn_opens_one_flow_and_retransmits_are_absorbed() -> None:
     assert isinstance(ev, TcpConnectRequested)
     assert ev.conn.key == (CLIENT, 40000, SERVER, 80)
     assert sent(s) == []  # nothing until the shell accepts
-    ev.conn.accept(now=NOW + 2)
-    s.mark(ev.conn)
+    s.tcp_accept(ev.conn, now=NOW + 2)  # marks the flow: no s.mark() needed
     (synack,) = sent(s, NOW + 2)
     assert isinstance(synack, TcpSegment)
     assert synack.flags == TcpFlags.SYN | TcpFlags.ACK and synack.ack == 1001
@@ -120,8 +128,7 @@ def test_refused_flow_gets_rst() -> None:
     s = make_stack()
     s.receive_ip(build_tcp(syn()), now=NOW)
     (ev,) = events(s)
-    ev.conn.refuse()
-    s.mark(ev.conn)
+    s.tcp_refuse(ev.conn)
     (rst,) = sent(s)
     assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST and rst.ack == 1001
     assert s.open_flow_count() == 0
@@ -163,7 +170,7 @@ def test_loopback_is_refused_by_default(dst: str) -> None:
     src = CLIENT6 if d.version == 6 else CLIENT
     s.receive_ip(build_tcp(syn(dst=d, src=src)), now=NOW)
     (refused,) = events(s)
-    assert isinstance(refused, FlowRefused) and refused.proto == "TCP" and refused.dst == (d, 80)
+    assert isinstance(refused, FlowRefused) and refused.proto is IpProto.TCP and refused.dst == (d, 80)
     (rst,) = sent(s)
     assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST
     assert s.drops[DropReason.TCP_LOOPBACK_REFUSED] == 1
@@ -209,8 +216,7 @@ def test_ipv6_flow() -> None:
     s = make_stack()
     s.receive_ip(build_tcp(syn(src=CLIENT6, dst=SERVER6)), now=NOW)
     (ev,) = events(s)
-    ev.conn.accept(now=NOW)
-    s.mark(ev.conn)
+    s.tcp_accept(ev.conn, now=NOW)
     (synack,) = sent(s)
     assert isinstance(synack, TcpSegment) and synack.src == SERVER6 and synack.mss == 1420 - 60
 
@@ -219,8 +225,7 @@ def test_flow_timer_retransmits_syn_ack() -> None:
     s = make_stack()
     s.receive_ip(build_tcp(syn()), now=NOW)
     (ev,) = events(s)
-    ev.conn.accept(now=NOW)
-    s.mark(ev.conn)
+    s.tcp_accept(ev.conn, now=NOW)
     assert len(sent(s)) == 1
     deadline = s.next_deadline()
     assert deadline is not None and NOW < deadline < NOW + 5
@@ -280,7 +285,7 @@ def test_denied_udp_gets_administratively_prohibited(src: IPAddress, dst: str, t
     evs = events(s)
     assert [e for e in evs if isinstance(e, UdpSend)] == []
     (refused,) = [e for e in evs if isinstance(e, FlowRefused)]
-    assert refused.proto == "UDP" and "--allow" in refused.why
+    assert refused.proto is IpProto.UDP and "--allow" in refused.why
     (err,) = sent(s)
     assert isinstance(err, IcmpError) and (err.type, err.code) == type_code
     assert s.nat.get(1) is None  # no binding was made
@@ -336,8 +341,7 @@ def test_pending_connect_limit_gets_rst_and_frees_up() -> None:
     assert "--max-pending-connects" in ev.why
     (rst,) = sent(s)
     assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST
-    conns[0].accept(now=NOW)  # one dial finished: room for a new one
-    s.mark(conns[0])
+    s.tcp_accept(conns[0], now=NOW)  # one dial finished: room for a new one
     s.tcp_unreachable(conns[1], Unreachable.HOST)  # the other failed
     sent(s)
     assert s.pending_connect_count() == 0
@@ -404,8 +408,7 @@ def _time_wait_flow(s: Stack, *, ts: bool = True) -> tuple[TcpConnection, int, i
     s.receive_ip(build_tcp(first), now=NOW)
     (ev,) = events(s)
     conn = ev.conn
-    conn.accept(now=NOW)
-    s.mark(conn)
+    s.tcp_accept(conn, now=NOW)
     (synack,) = sent(s)
     assert isinstance(synack, TcpSegment)
     our = (synack.seq + 1) & 0xFFFFFFFF
@@ -426,8 +429,7 @@ def _time_wait_flow(s: Stack, *, ts: bool = True) -> tuple[TcpConnection, int, i
         )
 
     s.receive_ip(build_tcp(seg(TcpFlags.ACK, peer, our, 2)), now=NOW)
-    conn.close(now=NOW)  # the host closed first: we send FIN
-    s.mark(conn)
+    s.tcp_close(conn, now=NOW)  # the host closed first: we send FIN
     sent(s)
     s.receive_ip(build_tcp(seg(TcpFlags.ACK, peer, our + 1, 3)), now=NOW)
     s.receive_ip(build_tcp(seg(TcpFlags.FIN | TcpFlags.ACK, peer, our + 1, 4)), now=NOW)
@@ -446,7 +448,7 @@ def test_acceptable_syn_in_time_wait_reopens_at_once(ts: bool) -> None:
     assert isinstance(ev, TcpConnectRequested) and ev.conn is not old
     assert s.flows[ev.conn.key] is ev.conn
     assert sent(s, NOW + 1) == []  # no challenge ACK: the shell dials the new flow
-    assert s.stats["tcp_time_wait_reopened"] == 1
+    assert s.stats.tcp_time_wait_reopened == 1
 
 
 def test_old_syn_in_time_wait_still_gets_a_challenge_ack() -> None:
@@ -463,8 +465,7 @@ def test_old_syn_in_time_wait_still_gets_a_challenge_ack() -> None:
 def _established(s: Stack, sport: int = 40000) -> TcpConnection:
     s.receive_ip(build_tcp(syn(sport=sport)), now=NOW)
     (ev,) = events(s)
-    ev.conn.accept(now=NOW)
-    s.mark(ev.conn)
+    s.tcp_accept(ev.conn, now=NOW)
     sent(s)
     conn: TcpConnection = ev.conn
     return conn
@@ -518,8 +519,7 @@ def test_tcp_drops_and_counters_survive_their_flow() -> None:
     conn.counters = {"rto": 2, "tlp": 1}  # type: ignore[attr-defined]
     assert s.all_drops()[DropReason.TCP_OUT_OF_WINDOW] == 3  # live flows count
     assert s.tcp_counters() == {"rto": 2, "tlp": 1}
-    conn.abort()  # type: ignore[attr-defined]
-    s.mark(conn)  # type: ignore[arg-type]
+    s.tcp_abort(conn)  # type: ignore[arg-type]
     sent(s)
     assert s.open_flow_count() == 0
     assert s.all_drops()[DropReason.TCP_OUT_OF_WINDOW] == 3
@@ -544,3 +544,101 @@ def test_host_icmp_error_for_an_ipv6_client_of_an_ipv4_remote_is_translated() ->
     assert isinstance(err, IcmpError) and (err.type, err.code) == (1, 1) and err.dst == CLIENT6
     assert err.src == ipaddress.ip_address("::ffff:198.51.100.1")
     assert err.quoted[24:40] == mapped.packed  # the quoted datagram is the client's own
+
+
+# --- host-side operations: each one's output leaves with the next flush, no mark() ---------
+
+
+def _open_established(s: Stack) -> tuple[TcpConnection, TcpSegment]:
+    """One flow the shell accepted and the client ACKed; returns it and our SYN-ACK."""
+    s.receive_ip(build_tcp(syn()), now=NOW)
+    (ev,) = events(s)
+    s.tcp_accept(ev.conn, now=NOW)
+    (synack,) = sent(s)
+    assert isinstance(synack, TcpSegment) and synack.flags == TcpFlags.SYN | TcpFlags.ACK
+    s.receive_ip(build_tcp(_from_client(synack, TcpFlags.ACK, 1001)), now=NOW)
+    assert sent(s) == [] and ev.conn.state is State.ESTABLISHED
+    conn: TcpConnection = ev.conn
+    return conn, synack
+
+
+def _from_client(synack: TcpSegment, flags: TcpFlags, seq: int, payload: bytes = b"") -> TcpSegment:
+    ack = (synack.seq + 1) & 0xFFFFFFFF
+    return TcpSegment(CLIENT, SERVER, 40000, 80, seq, ack, flags, 502, ts_val=2, ts_ecr=synack.ts_val, payload=payload)
+
+
+def test_tcp_send_and_close_leave_with_the_next_flush() -> None:
+    s = make_stack()
+    conn, _ = _open_established(s)
+    assert s.tcp_send(conn, b"hello", now=NOW) == 5
+    (data,) = sent(s)
+    assert isinstance(data, TcpSegment) and data.payload == b"hello"
+    s.tcp_close(conn, now=NOW)
+    (fin,) = sent(s)
+    assert isinstance(fin, TcpSegment) and fin.flags & TcpFlags.FIN and conn.state is State.FIN_WAIT_1
+
+
+def test_tcp_read_sends_the_window_update_it_opens() -> None:
+    from wgslirpy.net.tcp import TcpConfig
+
+    s = make_stack(tcp=TcpConfig(rcv_buffer=2000))
+    conn, synack = _open_established(s)
+    s.receive_ip(build_tcp(_from_client(synack, TcpFlags.ACK, 1001, b"a" * 1000)), now=NOW)
+    s.receive_ip(build_tcp(_from_client(synack, TcpFlags.ACK, 2001, b"b" * 1000)), now=NOW)
+    sent(s)  # whatever the data itself was answered with
+    assert s.tcp_read(conn) == b"a" * 1000 + b"b" * 1000
+    (update,) = sent(s)
+    assert isinstance(update, TcpSegment) and update.flags == TcpFlags.ACK
+    assert update.ack == 3001 and update.window == 2000  # the whole buffer is free again
+    assert s.tcp_read(conn) == b"" and sent(s) == []  # nothing read: nothing to say
+
+
+def test_tcp_abort_emits_the_rst_on_the_next_flush_and_forgets_the_flow() -> None:
+    s = make_stack()
+    conn, synack = _open_established(s)
+    s.tcp_abort(conn)
+    (rst,) = sent(s)
+    assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST and rst.seq == synack.seq + 1
+    assert s.open_flow_count() == 0 and conn.is_closed
+    s.tcp_abort(conn)  # a no-op once closed
+    assert sent(s) == []
+
+
+def test_tcp_refuse_before_the_dial_answers_rst() -> None:
+    s = make_stack()
+    s.receive_ip(build_tcp(syn()), now=NOW)
+    (ev,) = events(s)
+    assert s.pending_connect_count() == 1
+    s.tcp_refuse(ev.conn)
+    (rst,) = sent(s)
+    assert isinstance(rst, TcpSegment) and rst.flags == TcpFlags.RST | TcpFlags.ACK and rst.ack == 1001
+    assert s.open_flow_count() == 0 and s.pending_connect_count() == 0
+
+
+def test_host_operations_wake_the_flow() -> None:
+    """Each operation marks the flow: its greenlet is woken with the flush (touched_flows)."""
+    s = make_stack()
+    conn, _ = _open_established(s)
+    s.touched_flows()
+    s.tcp_send(conn, b"x", now=NOW)
+    assert s.next_deadline() == float("-inf")  # output pending: flush now
+    assert s.touched_flows() == [conn]
+
+
+def test_stack_stats_keep_their_reported_names() -> None:
+    """The typed counters give the stats line the names it always had; the -t counters
+    appear once used."""
+    s = make_stack()
+    s.receive_ip(build_icmp_echo(IcmpEcho(CLIENT, PING, True, 7, 3, b"x")), now=NOW)
+    sent(s)
+    assert s.stats.as_dict() == {
+        "rx_packets": 1,
+        "tx_packets": 1,
+        "tcp_flows_opened": 0,
+        "icmp_echo_replies": 1,
+        "dns_queries": 0,
+        "tcp_time_wait_reopened": 0,
+        "udp_icmp_errors_relayed": 0,
+    }
+    assert s.open_tcp(CLIENT, 5000, SERVER, 80, now=NOW) is not None
+    assert s.stats.as_dict()["tcp_incoming_opened"] == 1 and "tcp_incoming_unreachable" not in s.stats.as_dict()

@@ -4,11 +4,12 @@ handshake intake queue and its load state, and the endpoint's admission checks b
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
 from tests.conftest import seeded_rng
-from tests.wg_helpers import B_ADDR, B_PUBLIC, WgPair, assert_dropped, ipv4_packet
+from tests.wg_helpers import B_ADDR, B_PUBLIC, WgPair, assert_dropped, ipv4_packet, record_calls
 from wgslirpy import errors
 from wgslirpy.constants import (
     COOKIE_REFRESH_TIME,
@@ -128,19 +129,11 @@ def _initiations(p: WgPair, n: int, src: WireGuardEndpoint | None = None) -> lis
 
 
 @pytest.fixture
-def dh_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    real = crypto.dh
-
-    def counting(priv: bytes, pub: bytes) -> bytes:
-        calls.append(1)
-        return real(priv, pub)
-
-    monkeypatch.setattr(crypto, "dh", counting)
-    return calls
+def dh_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    return record_calls(monkeypatch, crypto, "dh")
 
 
-def test_rate_limit_before_any_dh(dh_calls: list[int]) -> None:
+def test_rate_limit_before_any_dh(dh_calls: list[tuple[Any, ...]]) -> None:
     p = WgPair()
     inits = _initiations(p, 30)
     dh_calls.clear()
@@ -234,14 +227,7 @@ def test_a_sources_cookie_is_computed_once_per_secret_rotation(monkeypatch: pyte
 def test_rejections_raise_nothing_and_log_nothing(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    made: list[object] = []
-    real_init = errors._Drop.__init__
-
-    def counting(self: errors._Drop, *a: object) -> None:
-        made.append(a)
-        real_init(self, *a)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(errors._Drop, "__init__", counting)
+    made = record_calls(monkeypatch, errors._Drop, "__init__")
     caplog.set_level(logging.DEBUG, logger="wgslirpy")
     p = WgPair()
     inits = _initiations(p, 30)
@@ -269,14 +255,7 @@ def test_forged_and_replayed_transport_is_rejected_without_raising(monkeypatch: 
     p.a.send_ip(ipv4_packet(), now=p.now)
     ((data, _),) = p.a.datagrams_to_send()
     assert p.b.receive_datagram(data, p.a_addr, now=p.now) is not None
-    made: list[object] = []
-    real_init = errors._Drop.__init__
-
-    def counting(self: errors._Drop, *a: object) -> None:
-        made.append(a)
-        real_init(self, *a)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(errors._Drop, "__init__", counting)
+    made = record_calls(monkeypatch, errors._Drop, "__init__")
     forged = bytes([4, 0, 0, 0]) + b"\xee" * 4 + bytes(8) + bytes(32)
     for _ in range(100):
         p.b.receive_datagram(forged, ("203.0.113.9", 1), now=p.now)

@@ -19,7 +19,7 @@ import gevent
 import pytest
 
 from tests.test_server import ME, PING, TunnelClient, make_config
-from tests.wg_helpers import WgPair
+from tests.wg_helpers import WgPair, record_calls
 from wgslirpy import Config, Gateway
 from wgslirpy.cli import config_from_options, parse_args
 from wgslirpy.constants import MESSAGE_INITIATION_SIZE
@@ -52,14 +52,7 @@ def _is_echo_reply(x: object, *, seq: int) -> bool:
 
 
 def test_handshake_flood_is_queued_bounded_and_the_tunnel_keeps_working(monkeypatch: pytest.MonkeyPatch) -> None:
-    dh_calls: list[int] = []
-    real_dh = crypto.dh
-
-    def counting_dh(a: bytes, b: bytes) -> bytes:
-        dh_calls.append(1)
-        return real_dh(a, b)
-
-    monkeypatch.setattr(crypto, "dh", counting_dh)
+    dh_calls = record_calls(monkeypatch, crypto, "dh")
     gw = Gateway(make_config())
     gw.start()
     client = TunnelClient(gw.address)

@@ -10,6 +10,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.conftest import FakeClock, seeded_rng
 from wgslirpy.errors import DropReason
 from wgslirpy.wg import crypto
@@ -226,3 +228,17 @@ if __name__ == "__main__":  # regenerate: python -m tests.wg_helpers (only on pu
             sort_keys=True,
         )
         f.write("\n")
+
+
+def record_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[tuple[Any, ...]]:
+    """Wrap ``owner.name`` (for this test) so each call's positional arguments are recorded
+    before the original runs; returns the record (e.g. how many DH operations a flood cost)."""
+    calls: list[tuple[Any, ...]] = []
+    real = getattr(owner, name)
+
+    def recording(*args: Any) -> Any:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, recording)
+    return calls

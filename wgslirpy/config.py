@@ -11,9 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import constants as C
 from . import keys
@@ -23,6 +23,11 @@ from .net.incoming import DEFAULT_PORT_RANGE, IncomingForward, check_port_range,
 from .net.policy import Rule, parse_rules
 from .net.segments import IPAddress
 from .redact import redacted_repr
+
+if TYPE_CHECKING:
+    from .net.stack import StackConfig
+    from .net.tcp import TcpConfig
+    from .wg.endpoint import PeerConfig, WireGuardEndpoint
 
 
 def parse_key(text: str, what: str) -> bytes:
@@ -164,7 +169,7 @@ class Config:
         if self.preshared_key is not None:
             keys.check_key(self.preshared_key, "preshared_key")
         if not C.MIN_MTU <= self.mtu <= C.MAX_MTU:
-            raise ConfigError(f"--mtu: must be between 1280 and 65535, got {self.mtu}")
+            raise ConfigError(f"--mtu: must be between {C.MIN_MTU} and {C.MAX_MTU}, got {self.mtu}")
         if self.tcp_buffer_size < 1024 or self.tcp_buffer_size > 0xFFFF << 14:
             raise ConfigError(
                 f"--tcp-buffer-size: must be between 1024 and {0xFFFF << 14} (the largest TCP window), "
@@ -197,6 +202,75 @@ class Config:
                 raise ConfigError(f"{f.option}: {f.describe()}: another forward listens on the same host address")
         if self.private_key == self.peer_public_key:
             raise ConfigError("--peer-key: this is our own private key, not the peer's public key")
+
+    # --- the cores' configurations (built without gevent: the cores can be driven alone) ---
+
+    def tcp_config(self) -> TcpConfig:
+        """Every TCP connection's settings (net/tcp.py)."""
+        from .net.tcp import TcpConfig
+
+        return TcpConfig(
+            mtu=self.mtu,
+            rcv_buffer=self.tcp_buffer_size,
+            snd_buffer=self.tcp_buffer_size,
+            congestion=self.congestion,
+            idle_timeout=self.tcp_idle_timeout,
+        )
+
+    def stack_config(self) -> StackConfig:
+        """The IP stack's settings (net/stack.py): TCP, UDP NAT, DNS, ICMP, policy, limits."""
+        from .net.stack import StackConfig
+
+        return StackConfig(
+            mtu=self.mtu,
+            tcp=self.tcp_config(),
+            pingable=frozenset(self.pingable),
+            dns=frozenset(self.dns),
+            allow_loopback=self.allow_loopback,
+            udp_idle_timeout=self.udp_idle_timeout,
+            max_udp_bindings=self.max_udp_bindings,
+            dns_ttl=self.dns_ttl,
+            max_tcp_flows=self.max_tcp_flows,
+            max_pending_connects=self.max_pending_connects,
+            max_reassembly_bytes=self.max_reassembly_bytes,
+            rules=self.destination_rules,
+            incoming_ports=self.incoming_port_range,
+        )
+
+    def peer_config(self, endpoint: tuple[str, int] | None = None) -> PeerConfig:
+        """The WireGuard peer (wg/endpoint.py); ``endpoint`` is where to initiate to first
+        (the gateway passes ``peer_endpoint`` or the remembered one, see ``endpoint_file``)."""
+        from .wg.endpoint import PeerConfig
+
+        return PeerConfig(
+            public_key=self.peer_public_key,
+            preshared_key=self.preshared_key,
+            endpoint=endpoint,
+            persistent_keepalive=self.keepalive_interval,
+            allowed_ips=self.allowed_ips,
+        )
+
+    def wireguard_endpoint(
+        self,
+        endpoint: tuple[str, int] | None = None,
+        *,
+        now: float,
+        wall_clock: Callable[[], float],
+        rng: Callable[[int], bytes] | None = None,
+    ) -> WireGuardEndpoint:
+        """The WireGuard core for this configuration (see :meth:`peer_config` for ``endpoint``)."""
+        from .wg.endpoint import WireGuardEndpoint
+
+        extra: dict[str, Any] = {} if rng is None else {"rng": rng}
+        return WireGuardEndpoint(
+            self.private_key,
+            self.peer_config(endpoint),
+            now=now,
+            wall_clock=wall_clock,
+            queue_capacity=self.transmit_queue_capacity,
+            mtu=self.mtu,
+            **extra,
+        )
 
     @classmethod
     def create(

@@ -31,7 +31,6 @@ class DropReason(enum.Enum):
     WG_UNKNOWN_TYPE = "wg_unknown_type"
     WG_BAD_SIZE = "wg_bad_size"  # handshake message of the wrong exact size
     WG_BAD_MAC1 = "wg_bad_mac1"
-    WG_BAD_MAC2 = "wg_bad_mac2"
     WG_UNDER_LOAD = "wg_under_load"  # answered with a cookie reply instead
     WG_HANDSHAKE_FAILED = "wg_handshake_failed"  # DH/AEAD failure, unknown peer key
     WG_REPLAYED_INITIATION = "wg_replayed_initiation"  # TAI64N not newer
@@ -74,7 +73,6 @@ class DropReason(enum.Enum):
 
     # --- UDP / DNS (net/udp_nat.py, net/dns.py) ---
     UDP_LOOPBACK_REFUSED = "udp_loopback_refused"
-    UDP_TOO_LARGE = "udp_too_large"
     DNS_MALFORMED = "dns_malformed"
     UDP_NO_BINDING = "udp_no_binding"  # reply for a binding already closed/expired/evicted
     DNS_NOT_A_QUERY = "dns_not_a_query"  # QR=1: never answer a response (no loops)

@@ -22,10 +22,10 @@ from __future__ import annotations
 import base64
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .atomicfile import write_atomic
 from .config import read_key_file
 from .errors import ConfigError
 from .wg import crypto
@@ -96,21 +96,7 @@ class StateDir:
         self.ensure()
         target = self.file(name)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.path)  # mkstemp: mode 0600
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if exclusive:
-                    os.link(tmp, target)
-                else:
-                    os.replace(tmp, target)
-            finally:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            write_atomic(target, text, exclusive=exclusive, prefix=f".{name}.")  # mode 0600
         except FileExistsError:
             raise
         except OSError as e:

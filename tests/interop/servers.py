@@ -107,12 +107,21 @@ def dual_stack_listener(port: int, kind: int = socket.SOCK_STREAM, host: str = "
     return s
 
 
-def serve_tcp(listener: socket.socket, handler: Callable[[socket.socket], None]) -> None:
+def serve_tcp(
+    listener: socket.socket,
+    handler: Callable[[socket.socket], None],
+    *,
+    what: str = "handler error",
+    errors: tuple[type[Exception], ...] = (OSError,),
+) -> None:
+    """Accept on ``listener`` in a thread, each connection in a thread of its own: ``handler``,
+    then close; ``errors`` it raises are logged as ``what: ERRNAME``."""
+
     def one(conn: socket.socket) -> None:
         try:
             handler(conn)
-        except OSError as e:
-            log("handler error:", errname(e))
+        except errors as e:
+            log(f"{what}:", errname(e))
         finally:
             conn.close()
 
@@ -132,6 +141,14 @@ def recv_to_eof(conn: socket.socket, h: hashlib._Hash) -> int:
             return count
         h.update(data)
         count += len(data)
+
+
+def read_to_eof(conn: socket.socket, bufsize: int = 65536) -> bytes:
+    """Everything ``conn`` receives until the other side's EOF."""
+    chunks = []
+    while data := conn.recv(bufsize):
+        chunks.append(data)
+    return b"".join(chunks)
 
 
 def handle_sink(conn: socket.socket) -> None:
@@ -307,12 +324,7 @@ def small_echo(host: str, port: int, timeout: float, size: int = 1024) -> dict[s
             payload = os.urandom(size)
             s.sendall(payload)
             s.shutdown(socket.SHUT_WR)
-            got = b""
-            while True:
-                data = s.recv(65536)
-                if not data:
-                    break
-                got += data
+            got = read_to_eof(s)
         return {"ok": got == payload, "errno": None, "elapsed": time.monotonic() - t0}
     except OSError as e:
         return {"ok": False, "errno": errname(e), "elapsed": time.monotonic() - t0}
@@ -343,12 +355,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
             h.update(chunk)
             s.sendall(chunk)
         s.shutdown(socket.SHUT_WR)
-        reply = b""
-        while True:
-            data = s.recv(4096)
-            if not data:
-                break
-            reply += data
+        reply = read_to_eof(s, 4096)
         s.close()
     except OSError as e:
         return emit({"ok": False, "errno": errname(e), "elapsed": time.monotonic() - t0})

@@ -51,15 +51,8 @@ def topo(socket_buffers: None) -> Generator[Topology, None, None]:
         gateway_factory=lambda topo, key: ExampleGateway(topo, key),
         keep_workdir=os.environ.get("WGSLIRPY_INTEROP_KEEP") == "1",
     )
-    try:
-        t.up()
-    except BaseException:
-        t.down()
-        raise
-    try:
+    with t:  # up() cleans up after itself if it fails; down() at the end
         yield t
-    finally:
-        t.down()
 
 
 def run_example(topo: Topology, script: str, *env: str) -> ExampleGateway:

@@ -98,16 +98,9 @@ def printed_config(log: str) -> list[Section]:
 def zc(socket_buffers: None) -> Generator[Topology, None, None]:
     t = Topology("wgslirpy", keep_workdir=os.environ.get("WGSLIRPY_INTEROP_KEEP") == "1")
     t.gateway = ZeroConfigGateway(t)
-    try:
-        t.up()
+    with t:  # up() cleans up after itself if it fails; down() at the end (also if this fails)
         apply_client_config(t, printed_config(t.gateway.printed))
-    except BaseException:
-        t.down()
-        raise
-    try:
         yield t
-    finally:
-        t.down()
 
 
 def apply_client_config(t: Topology, sections: list[Section]) -> None:

@@ -12,15 +12,13 @@ datagrams, IPv6, and IPv4 on the host mixed with IPv6 inside the tunnel.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from . import servers
+from . import fetch
 from .conftest import require_interop
 from .servers import CLOSED_PORT, ECHO_PORT, HTTP_PORT, SINK_PORT, TALKER_PORT, TALKER_RESULT_PORT, UDP_ECHO_PORT
 from .topology import (
@@ -103,30 +101,12 @@ def host_probe(topo: Topology, name: str, *args: str, timeout: float = 60.0) -> 
 
 
 def download(ns_cmd: list[str], size: int, seed: int) -> float:
-    """Run curl (already wrapped for its namespace), check count and sha256; MB/s."""
-    h = hashlib.sha256()
-    count = 0
-    t0 = time.monotonic()
-    with subprocess.Popen(ns_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        try:
-            while chunk := proc.stdout.read(1 << 20):
-                h.update(chunk)
-                count += len(chunk)
-            rc = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        err = proc.stderr.read().decode(errors="replace")
-    elapsed = time.monotonic() - t0
-    assert rc == 0, f"curl exit {rc}: {err}"
-    assert count == size and h.hexdigest() == servers.blob_sha256(size, seed), "downloaded bytes differ"
-    return size / elapsed / 1e6
+    """Run curl (already wrapped for its namespace), check every byte; MB/s."""
+    return size / fetch.download(ns_cmd, size, seed) / 1e6
 
 
 def curl(host: str, port: int, size: int, seed: int) -> list[str]:
-    h = f"[{host}]" if ":" in host else host
-    return ["curl", "-sS", "-g", "--fail", "--max-time", "300", "-o", "-", f"http://{h}:{port}/blob/{size}/{seed}"]
+    return fetch.blob_curl(host, port, size, seed)
 
 
 def test_throughput_through_forward_vs_outbound(topo: Topology, measure: Callable[[str], None]) -> None:

@@ -7,16 +7,14 @@ The last test checks the gateway's counters after everything above, so keep it l
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from . import servers
+from . import fetch
 from .topology import (
     BLACKHOLE_V4,
     BLACKHOLE_V6,
@@ -47,34 +45,11 @@ def baseline(topo: Topology) -> dict[str, Any]:
     return {"fds": topo.gateway.fd_count()}
 
 
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 @FAMILIES
 def test_http_download(topo: Topology, baseline: dict[str, Any], srv: str, measure: Callable[[str], None]) -> None:
     seed = 11
-    expected = servers.blob_sha256(BIG, seed)
-    url = f"http://{url_host(srv)}:{HTTP_PORT}/blob/{BIG}/{seed}"
-    cmd = topo.client.cmd(["curl", "-sS", "-g", "--fail", "--max-time", "240", "-o", "-", url])
-    h = hashlib.sha256()
-    count = 0
-    t0 = time.monotonic()
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        try:
-            while chunk := proc.stdout.read(1 << 20):
-                h.update(chunk)
-                count += len(chunk)
-            rc = proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        err = proc.stderr.read().decode(errors="replace")
-    elapsed = time.monotonic() - t0
-    assert rc == 0, f"curl exit {rc}: {err}"
-    assert count == BIG
-    assert h.hexdigest() == expected, "downloaded bytes differ"
+    cmd = topo.client.cmd(fetch.blob_curl(srv, HTTP_PORT, BIG, seed, max_time=240))
+    elapsed = fetch.download(cmd, BIG, seed, wait=30)
     measure(f"download {BIG >> 20} MiB: {BIG / elapsed / 1e6:.1f} MB/s ({elapsed:.1f} s)")
 
 

@@ -13,18 +13,15 @@ of the bed's own); ``lossy``: 5 ms + up to 1 ms jitter, 1.5 % loss, 5 % reordere
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from . import servers
+from . import fetch
 from .servers import HTTP_PORT, SINK_PORT
 from .topology import GW_PING_V4, SRV_V4, RelayProcess, Topology
 
@@ -74,26 +71,8 @@ def link(topo: Topology, request: pytest.FixtureRequest) -> Iterator[Link]:
 
 def test_download_through_link(topo: Topology, link: Link, measure: Callable[[str], None]) -> None:
     size, seed = link.profile.size, 23
-    url = f"http://{SRV_V4}:{HTTP_PORT}/blob/{size}/{seed}"
-    cmd = topo.client.cmd(["curl", "-sS", "--fail", "--max-time", str(int(link.profile.timeout)), "-o", "-", url])
-    h = hashlib.sha256()
-    count = 0
-    t0 = time.monotonic()
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        try:
-            while chunk := proc.stdout.read(MIB):  # curl's --max-time bounds this loop
-                h.update(chunk)
-                count += len(chunk)
-            rc = proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        err = proc.stderr.read().decode(errors="replace")
-    elapsed = time.monotonic() - t0
-    assert rc == 0, f"curl exit {rc} after {count} of {size} bytes: {err}"
-    assert count == size, f"got {count} of {size} bytes"
-    assert h.hexdigest() == servers.blob_sha256(size, seed), "downloaded bytes differ"
+    cmd = topo.client.cmd(fetch.blob_curl(str(SRV_V4), HTTP_PORT, size, seed, max_time=link.profile.timeout))
+    elapsed = fetch.download(cmd, size, seed, wait=30)
     measure(f"{link.profile.name}: download {size / MIB:.0f} MiB in {elapsed:.1f} s")
 
 

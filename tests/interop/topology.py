@@ -435,7 +435,24 @@ class Gateway(ABC):
         return ""
 
 
-class WgSlirpyGateway(Gateway):
+class ProcessGateway(Gateway):
+    """A gateway that is one process, ``proc``, which ``start`` spawns with ``topo.gw.spawn``."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self, *, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        code = self.topo.tracker.stop(self.proc, timeout=timeout)
+        self.proc = None
+        return code
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+
+class WgSlirpyGateway(ProcessGateway):
     """``python -m wgslirpy`` in ns gw; stderr goes to ``workdir/wgslirpy.log``."""
 
     kind = "wgslirpy"
@@ -492,17 +509,6 @@ class WgSlirpyGateway(Gateway):
         wait_until(ready, timeout=timeout, interval=0.1, what="wgslirpy to listen")
         if proc.poll() is not None:
             raise TopologyError(f"wgslirpy exited with {proc.returncode}:\n{self.log_tail()}")
-
-    def stop(self, *, timeout: float = 10.0) -> int | None:
-        if self.proc is None:
-            return None
-        code = self.topo.tracker.stop(self.proc, timeout=timeout)
-        self.proc = None
-        return code
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     def _current_log(self) -> str:
         try:

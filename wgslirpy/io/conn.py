@@ -44,10 +44,10 @@ import gevent.event
 from ..errors import DropReason
 from ..net.segments import IPAddress, Unreachable
 from ..net.udp_nat import UdpBinding
-from .udp_forward import parse_remote
+from .host import FlowClosed
+from .udp_forward import RelayHost, parse_remote
 
 if TYPE_CHECKING:
-    from .server import Gateway
     from .tcp_forward import TcpFlow
 
 log = logging.getLogger("wgslirpy.conn")
@@ -138,12 +138,7 @@ class TcpConn:
         flow = self._flow
         if flow.conn.is_closed:
             return
-        if icmp is None:
-            flow.conn.refuse()
-            flow._commit()
-        else:
-            flow.gw.stack.tcp_unreachable(flow.conn, icmp)
-            flow.gw.flush()
+        flow.refuse(icmp)
 
     def _ready(self) -> None:
         if self._closed:
@@ -169,20 +164,16 @@ class TcpConn:
         if self._rd_shut or bufsize == 0:
             return b""
         flow = self._flow
-        conn = flow.conn
         event = flow._rx_event
         deadline = self._deadline()
         while True:
             event.clear()
-            flow._handle_events()
-            data = conn.read(bufsize)
-            if data:
-                flow._commit()  # the window opened: let the peer know
+            try:
+                data = flow.poll_peer(bufsize)
+            except FlowClosed:
+                raise _reset() from None
+            if data is not None:
                 return data
-            if conn.peer_eof:
-                return b""
-            if conn.is_closed or flow._aborted:
-                raise _reset()
             _wait(event, deadline)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
@@ -211,9 +202,8 @@ class TcpConn:
             if conn.is_closed or flow._aborted:
                 raise _reset()
             if conn.send_space > 0:
-                n = conn.send(view, now=flow.gw.now())
+                n = flow.send(view)
                 if n:
-                    flow._commit()
                     return n
             _wait(event, deadline)
 
@@ -295,15 +285,13 @@ class TcpConn:
         while True:
             event.clear()
             flow._handle_events()
-            if conn.read():
-                flow._commit()
+            if flow.read():
                 continue
             if conn.peer_eof or conn.is_closed or flow._aborted:
                 return
             if not event.wait(max(0.0, deadline - time.monotonic())):
                 log.debug("%s: the peer did not close within %.0f s; resetting", flow.label, CLOSE_LINGER)
                 flow.abort()
-                flow.gw.flush()
                 return
 
     def __enter__(self) -> TcpConn:
@@ -403,7 +391,7 @@ class UdpEndpoint:
     #: datagrams from the peer held for the handler at most
     max_queue: int = 256
 
-    def __init__(self, gateway: Gateway, binding: UdpBinding, src: Address, dst: Address) -> None:
+    def __init__(self, gateway: RelayHost, binding: UdpBinding, src: Address, dst: Address) -> None:
         self._gw = gateway
         self._binding = binding
         self._id = binding.id

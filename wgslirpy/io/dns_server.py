@@ -17,11 +17,12 @@ import gevent
 from gevent import socket as gsocket
 
 from ..net.dns import DnsQuestion, frame_tcp_message, split_tcp_messages
+from .host import FlowClosed
+from .tcp_forward import TcpFlow
 
 if TYPE_CHECKING:
     from ..net.stack import DnsLookup
-    from .server import Gateway
-    from .tcp_forward import TcpFlow
+    from .host import FlowHost
 
 log = logging.getLogger("wgslirpy.dns")
 
@@ -32,7 +33,7 @@ _NXDOMAIN_ERRORS = {getattr(_stdsocket, n) for n in ("EAI_NONAME",) if hasattr(_
 _NODATA_ERRORS = {getattr(_stdsocket, n) for n in ("EAI_NODATA", "EAI_ADDRFAMILY") if hasattr(_stdsocket, n)}
 
 
-def resolve(gw: Gateway, q: DnsQuestion) -> bytes:
+def resolve(gw: FlowHost, q: DnsQuestion) -> bytes:
     """The response to ``q``, from the host's resolver."""
     responder = gw.stack.dns
     family = _stdsocket.AF_INET6 if q.rdtype == 28 else _stdsocket.AF_INET
@@ -56,17 +57,15 @@ def resolve(gw: Gateway, q: DnsQuestion) -> bytes:
     return responder.answer(q, addresses)
 
 
-def serve_dns_udp_lookup(gw: Gateway, ev: DnsLookup) -> None:
+def serve_dns_udp_lookup(gw: FlowHost, ev: DnsLookup) -> None:
     """Greenlet: resolve one UDP query and send the answer back through the tunnel."""
     wire = resolve(gw, ev.question)
     gw.stack.dns_udp_reply(ev.client, ev.server, wire)
     gw.flush()
 
 
-def serve_dns_tcp(gw: Gateway, flow: TcpFlow) -> None:
+def serve_dns_tcp(gw: FlowHost, flow: TcpFlow) -> None:
     """Greenlet: DNS over TCP (RFC 7766) on a flow to a ``-D`` address."""
-    from .tcp_forward import FlowClosed
-
     responder = gw.stack.dns
     try:
         flow.accept()
@@ -89,6 +88,6 @@ def serve_dns_tcp(gw: Gateway, flow: TcpFlow) -> None:
         pass
     except Exception:
         log.exception("DNS over TCP failed")
-        flow.abort()
+        flow.abort()  # the RST leaves at once (abort flushes)
     finally:
         gw.flow_finished(flow.conn)

@@ -18,9 +18,8 @@ File format: one line, ``IPv4:port`` or ``[IPv6]:port`` (IPv4-mapped IPv6 is wri
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 
+from ..atomicfile import write_atomic
 from ..config import parse_socket_address
 from ..constants import ENDPOINT_FILE_MIN_INTERVAL
 from ..errors import ConfigError
@@ -92,17 +91,4 @@ class EndpointFile:
         self._written = addr
 
     def _write(self, text: str) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(prefix=".endpoint-", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(self.path, text, prefix=".endpoint-")

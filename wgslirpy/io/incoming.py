@@ -26,9 +26,8 @@ import errno
 import ipaddress
 import logging
 import socket as _stdsocket
-import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gevent
 from gevent import socket as gsocket
@@ -38,10 +37,8 @@ from ..net.incoming import IncomingForward, tunnel_source
 from ..net.segments import IPAddress
 from ..net.stack import IncomingUdpClosed, IncomingUdpReply
 from ..net.tcp import State, TcpConnection
-from .tcp_forward import TcpFlow
-
-if TYPE_CHECKING:
-    from .server import Gateway
+from .host import FlowHost
+from .tcp_forward import TcpFlow, close_host_socket
 
 log = logging.getLogger("wgslirpy.incoming")
 
@@ -60,20 +57,21 @@ def _client_address(addr: Any) -> tuple[IPAddress, int]:
 
 def _reset(sock: Any) -> None:
     """Close ``sock`` abortively (RST to the host client)."""
-    try:
-        sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
+    close_host_socket(sock, abortive=True)
+
+
+class IncomingHost(FlowHost, Protocol):
+    """A :class:`~wgslirpy.io.host.FlowHost` that keeps the TCP flows (each accepted host
+    connection adds one)."""
+
+    @property
+    def tcp_flows(self) -> dict[TcpConnection, TcpFlow]: ...
 
 
 class IncomingTcpFlow(TcpFlow):
     """A forwarded host connection: the active open stands in for the dial."""
 
-    def __init__(self, gateway: Gateway, conn: TcpConnection, host_sock: gsocket.socket, client: str) -> None:
+    def __init__(self, gateway: FlowHost, conn: TcpConnection, host_sock: gsocket.socket, client: str) -> None:
         super().__init__(gateway, conn)
         self.sock = host_sock
         self.label = f"{client} -> {self.label.split(' -> ')[0]} (incoming)"
@@ -102,7 +100,7 @@ class IncomingTcpFlow(TcpFlow):
 class IncomingForwards:
     """Listeners of every ``-t``/``-u`` forward of one gateway; see the module docstring."""
 
-    def __init__(self, gateway: Gateway, forwards: tuple[IncomingForward, ...]) -> None:
+    def __init__(self, gateway: IncomingHost, forwards: tuple[IncomingForward, ...]) -> None:
         self.gw = gateway
         self.forwards = forwards
         #: listener socket per forward index (None before open / after close)

@@ -59,13 +59,12 @@ from ..net.stack import (
     IncomingUdpClosed,
     IncomingUdpReply,
     Stack,
-    StackConfig,
     TcpConnectRequested,
     UdpSend,
 )
-from ..net.tcp import TcpConfig, TcpConnection
+from ..net.tcp import TcpConnection
 from ..net.udp_nat import BindingClosed, BindingOpened
-from ..wg.endpoint import EndpointChanged, HandshakeCompleted, PeerConfig, PeerKeysZeroed, WireGuardEndpoint
+from ..wg.endpoint import EndpointChanged, HandshakeCompleted, PeerKeysZeroed
 from ..wg.intake import HandshakeIntake, is_handshake
 from .conn import TcpHandler, UdpEndpoint, UdpHandler
 from .dns_server import serve_dns_tcp, serve_dns_udp_lookup
@@ -158,45 +157,8 @@ class Gateway:
         now = clock()
         #: the peer's last endpoint on disk (--endpoint-file); None when not configured
         self.endpoint_file = EndpointFile(config.endpoint_file) if config.endpoint_file else None
-        peer = PeerConfig(
-            public_key=config.peer_public_key,
-            preshared_key=config.preshared_key,
-            endpoint=self._initial_peer_endpoint(),
-            persistent_keepalive=config.keepalive_interval,
-            allowed_ips=config.allowed_ips,
-        )
-        self.endpoint = WireGuardEndpoint(
-            config.private_key,
-            peer,
-            now=now,
-            wall_clock=wall_clock,
-            queue_capacity=config.transmit_queue_capacity,
-            mtu=config.mtu,
-        )
-        tcp = TcpConfig(
-            mtu=config.mtu,
-            rcv_buffer=config.tcp_buffer_size,
-            snd_buffer=config.tcp_buffer_size,
-            congestion=config.congestion,
-            idle_timeout=config.tcp_idle_timeout,
-        )
-        self.stack = Stack(
-            StackConfig(
-                mtu=config.mtu,
-                tcp=tcp,
-                pingable=frozenset(config.pingable),
-                dns=frozenset(config.dns),
-                allow_loopback=config.allow_loopback,
-                udp_idle_timeout=config.udp_idle_timeout,
-                max_udp_bindings=config.max_udp_bindings,
-                dns_ttl=config.dns_ttl,
-                max_tcp_flows=config.max_tcp_flows,
-                max_pending_connects=config.max_pending_connects,
-                max_reassembly_bytes=config.max_reassembly_bytes,
-                rules=config.destination_rules,
-                incoming_ports=config.incoming_port_range,
-            )
-        )
+        self.endpoint = config.wireguard_endpoint(self._initial_peer_endpoint(), now=now, wall_clock=wall_clock)
+        self.stack = Stack(config.stack_config())
         #: the -t/-u listeners (io/incoming.py); bound in start(), closed in stop()
         self.incoming = IncomingForwards(self, config.incoming)
         self.max_dns_lookups = config.max_dns_lookups
@@ -577,7 +539,7 @@ class Gateway:
     def _log_refusal(self, ev: FlowRefused) -> None:
         """One log line per refused flow (rate-limited); every refusal is counted."""
         self._warn_rate_limited(
-            "refused %s %s:%d -> %s:%d: %s", ev.proto, ev.src[0], ev.src[1], ev.dst[0], ev.dst[1], ev.why
+            "refused %s %s:%d -> %s:%d: %s", ev.proto.name, ev.src[0], ev.src[1], ev.dst[0], ev.dst[1], ev.why
         )
 
     def _warn_rate_limited(self, msg: str, *args: object) -> None:
@@ -622,7 +584,7 @@ class Gateway:
             "handshake_queue": self.intake.pending,
             "under_load": self.endpoint.under_load,
             "peer_endpoint": self.endpoint.endpoint,
-            "stack": dict(self.stack.stats),
+            "stack": self.stack.stats.as_dict(),
             "drops": drops,
             "tcp": self.stack.tcp_counters(),
             "flows": [flow.describe() for flow in list(self.tcp_flows.values())[: self.stats_flow_detail]],

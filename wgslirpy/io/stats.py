@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from typing import Any
 
 import gevent
+
+from ..atomicfile import write_atomic
 
 log = logging.getLogger("wgslirpy")
 
@@ -52,20 +52,8 @@ def summary_line(stats: dict[str, Any]) -> str:
 
 def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     """Replace ``path`` with ``data`` as JSON in one step (mode 0644 like any report file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".stats.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, default=str, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    text = json.dumps(data, default=str, sort_keys=True) + "\n"
+    write_atomic(path, text, mode=0o644, fsync=False, prefix=".stats.")
 
 
 class StatsReporter:

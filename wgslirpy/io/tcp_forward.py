@@ -13,6 +13,12 @@ bytes (we stop reading the host socket while the peer's window and our buffer ar
 and ``conn.read`` is called only after the previous ``sendall`` finished, so the window we
 advertise to the peer shrinks while the host is slow.
 
+The flow drives its connection only through the stack's host-side operations (wrapped
+here as :meth:`TcpFlow.accept`, :meth:`~TcpFlow.refuse`, :meth:`~TcpFlow.send`,
+:meth:`~TcpFlow.read`, :meth:`~TcpFlow.close_to_peer`, :meth:`~TcpFlow.abort`), each followed
+by the gateway's flush, so whatever it made the connection say leaves at once. The gateway is
+seen through :class:`~wgslirpy.io.host.FlowHost`.
+
 Wake-ups: the central greenlet calls :meth:`wake` whenever the stack touched the
 connection (new data, ACKs, FIN, RST, timers). Each pump waits on its own event with the
 clear-check-wait pattern, which is race-free because greenlets switch only on waits.
@@ -33,10 +39,11 @@ from gevent import socket as gsocket
 from ..net.segments import Unreachable
 from ..net.tcp import PeerFin, PeerReset, TcpConnection, TimedOut
 from .conn import TcpConn
+from .host import FlowClosed
 
 if TYPE_CHECKING:
     from .conn import Address, TcpHandler
-    from .server import Gateway
+    from .host import FlowHost
 
 log = logging.getLogger("wgslirpy.tcp")
 
@@ -57,14 +64,10 @@ _UNREACHABLE_BY_ERRNO = {
 }
 
 
-class FlowClosed(Exception):
-    """The connection to the peer is gone (reset, timed out or fully closed)."""
-
-
 class TcpFlow:
     """The shell side of one TCP connection; see the module docstring."""
 
-    def __init__(self, gateway: Gateway, conn: TcpConnection) -> None:
+    def __init__(self, gateway: FlowHost, conn: TcpConnection) -> None:
         self.gw = gateway
         self.conn = conn
         self.sock: gsocket.socket | None = None
@@ -106,10 +109,9 @@ class TcpFlow:
         return bool(conn.readable) or conn.peer_eof or conn.is_closed or self._aborted
 
     def abort(self) -> None:
-        """Reset the peer side and close the host socket at once; the caller flushes
-        (the gateway's stop flushes once for all flows)."""
-        self.conn.abort()
-        self.gw.stack.mark(self.conn)
+        """Reset the peer side (the RST leaves at once) and close the host socket abortively."""
+        self.gw.stack.tcp_abort(self.conn)
+        self.gw.flush()
         self._aborted = True
         self._close_socket(abortive=True)
         self.wake()
@@ -141,33 +143,58 @@ class TcpFlow:
             "drops": c.drops.as_dict(),
         }
 
-    # --- helpers for the pumps and for in-process services (DNS over TCP) -------------
-
-    def _commit(self) -> None:
-        self.gw.stack.mark(self.conn)
-        self.gw.flush()
+    # --- host-side operations: the stack's, each flushed (pumps, TcpConn, DNS over TCP) ---
 
     def accept(self) -> None:
-        self.conn.accept(now=self.gw.now())
-        self._commit()
+        """Answer the peer's SYN with SYN-ACK."""
+        self.gw.stack.tcp_accept(self.conn, now=self.gw.now())
+        self.gw.flush()
+
+    def refuse(self, icmp: Unreachable | None = None) -> None:
+        """Answer the peer's SYN with RST, or with an ICMP destination unreachable of kind ``icmp``."""
+        stack = self.gw.stack
+        if icmp is None:
+            stack.tcp_refuse(self.conn)
+        else:
+            stack.tcp_unreachable(self.conn, icmp)
+        self.gw.flush()
+
+    def send(self, data: bytes | memoryview) -> int:
+        """Queue bytes for the peer without waiting; how many the connection took."""
+        n = self.gw.stack.tcp_send(self.conn, data, now=self.gw.now())
+        if n:
+            self.gw.flush()
+        return n
+
+    def read(self, max_bytes: int | None = None) -> bytes:
+        """The peer's in-order bytes available now (``b""``: none); the window opens."""
+        data = self.gw.stack.tcp_read(self.conn, max_bytes)
+        if data:
+            self.gw.flush()  # a window update, if the peer needs one
+        return data
+
+    def poll_peer(self, max_bytes: int | None = None) -> bytes | None:
+        """Without waiting: the peer's data, ``b""`` at its EOF, None if nothing yet;
+        FlowClosed once the connection was reset or given up."""
+        self._handle_events()
+        data = self.read(max_bytes)
+        if data:
+            return data
+        conn = self.conn
+        if conn.peer_eof:
+            return b""
+        if conn.is_closed or self._aborted:
+            raise FlowClosed()
+        return None
 
     def recv_from_peer(self, idle_timeout: float | None = None) -> bytes | None:
         """Block until the peer sent data (returned) or EOF (``b""``); FlowClosed on reset;
         None if nothing happened for ``idle_timeout`` seconds."""
-        conn = self.conn
-        while True:
-            self._handle_events()
-            data = conn.read()
-            if data:
-                self._commit()  # the window opened: let the peer know
-                return data
-            if conn.peer_eof:
-                return b""
-            if conn.is_closed or self._aborted:
-                raise FlowClosed()
+        while (data := self.poll_peer()) is None:
             self._rx_event.clear()
             if not self._rx_event.wait(idle_timeout):
                 return None
+        return data
 
     def send_to_peer(self, data: bytes | memoryview) -> None:
         """Block until the core took all of ``data``; FlowClosed if the connection died."""
@@ -176,10 +203,9 @@ class TcpFlow:
         while view:
             if conn.is_closed or self._aborted:
                 raise FlowClosed()
-            n = conn.send(view, now=self.gw.now()) if conn.send_space > 0 else 0
+            n = self.send(view) if conn.send_space > 0 else 0
             if n:
                 view = view[n:]
-                self._commit()
                 continue
             self._tx_event.clear()
             if conn.send_space > 0 or conn.is_closed:
@@ -187,9 +213,9 @@ class TcpFlow:
             self._tx_event.wait()
 
     def close_to_peer(self) -> None:
-        """Our side is done sending: FIN after the queued data."""
-        self.conn.close(now=self.gw.now())
-        self._commit()
+        """Our side is done sending (shutdown of the write side): FIN after the queued data."""
+        self.gw.stack.tcp_close(self.conn, now=self.gw.now())
+        self.gw.flush()
 
     def _handle_events(self) -> None:
         while (ev := self.conn.next_event()) is not None:
@@ -221,7 +247,6 @@ class TcpFlow:
                 what = "internal error" if handler is None or handler is forward_tcp else "handler raised"
                 log.exception("%s: %s; resetting the flow", self.label, what)
             self.abort()
-            self.gw.flush()
         finally:
             self._close_socket(abortive=self._aborted)
             self.gw.flow_finished(self.conn)
@@ -242,15 +267,13 @@ class TcpFlow:
             sock.connect((host, port))
         except ConnectionRefusedError:
             log.debug("%s: refused", self.label)
-            conn.refuse()
-            self._commit()
+            self.refuse()
             return False
         except (TimeoutError, OSError) as e:
             err = getattr(e, "errno", None)
             kind = _UNREACHABLE_BY_ERRNO.get(err or errno.ETIMEDOUT, Unreachable.HOST)
             log.info("%s: cannot connect: %s", self.label, e if str(e) else "timed out")
-            gw.stack.tcp_unreachable(conn, kind)
-            gw.flush()
+            self.refuse(kind)
             return False
         if conn.is_closed:  # the peer gave up while we dialled
             return False
@@ -338,21 +361,24 @@ class TcpFlow:
             return  # we closed the socket ourselves
         log.debug("%s: host socket error: %s", self.label, e)
         self.abort()
-        self.gw.flush()
 
     def _close_socket(self, *, abortive: bool) -> None:
         sock, self.sock = self.sock, None
-        if sock is None:
-            return
-        if abortive:
-            try:  # SO_LINGER 0: close sends RST to the host side
-                sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
+        if sock is not None:
+            close_host_socket(sock, abortive=abortive)
+
+
+def close_host_socket(sock: gsocket.socket, *, abortive: bool) -> None:
+    """Close a host TCP socket; ``abortive``: with SO_LINGER 0, so the host side sees RST."""
+    if abortive:
         try:
-            sock.close()
+            sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError:
             pass
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 def forward_tcp(conn: TcpConn, src: Address, dst: Address) -> None:

@@ -23,7 +23,7 @@ import socket as _stdsocket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gevent import socket as gsocket
 
@@ -31,10 +31,10 @@ from ..errors import DropReason
 from ..net.segments import IPAddress
 from ..net.stack import HostIcmpError
 from ..net.udp_nat import UdpBinding
+from .host import FlowHost
 
 if TYPE_CHECKING:
     from .conn import Address, UdpEndpoint
-    from .server import Gateway
 
 log = logging.getLogger("wgslirpy.udp")
 
@@ -161,7 +161,7 @@ def parse_remote(host: str) -> IPAddress | None:
 class UdpBindingRelay:
     """The shell side of one :class:`~wgslirpy.net.udp_nat.UdpBinding`."""
 
-    def __init__(self, gateway: Gateway, binding: UdpBinding) -> None:
+    def __init__(self, gateway: FlowHost, binding: UdpBinding) -> None:
         self.gw = gateway
         self.binding = binding
         self.sock: gsocket.socket | None = None
@@ -290,6 +290,13 @@ class UdpBindingRelay:
                 sock.close()
             except OSError:
                 pass
+
+
+class RelayHost(FlowHost, Protocol):
+    """A :class:`~wgslirpy.io.host.FlowHost` that keeps the relays (``forward_udp`` adds one)."""
+
+    @property
+    def udp_relays(self) -> dict[int, UdpBindingRelay]: ...
 
 
 def forward_udp(endpoint: UdpEndpoint, src: Address, dst: Address) -> None:

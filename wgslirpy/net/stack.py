@@ -15,8 +15,12 @@ Contract (the vocabulary of *The sans-IO contract* in docs/ARCHITECTURE.md):
   state moved since the last call (the shell wakes their greenlets).
 * ``next_deadline()`` / ``handle_timer(now=)``: the minimum over reassembly, the NAT table
   and every TCP connection (a lazy heap, so idle flows cost nothing per turn).
-* Shell callbacks: ``udp_reply``, ``udp_port_unreachable``, ``dns_udp_reply``,
-  ``tcp_unreachable`` and ``mark`` (call after driving a connection from a flow greenlet).
+* Host-side operations on a TCP flow: ``tcp_accept``, ``tcp_refuse``, ``tcp_unreachable``,
+  ``tcp_send``, ``tcp_read``, ``tcp_close`` (shut our write side: FIN), ``tcp_abort`` (RST).
+  The shell drives a :class:`~wgslirpy.net.tcp.TcpConnection` only through them; each marks
+  the flow, so what it produced leaves with the next ``packets_to_send`` (the gateway's one
+  flush) without the shell remembering to. Other shell callbacks: ``udp_reply``,
+  ``udp_icmp_error``, ``udp_port_unreachable``, ``udp_binding_failed``, ``dns_udp_reply``.
 * Incoming forwards (``-t``/``-u``, net/incoming.py): ``open_tcp`` makes an active open
   (an ICMP unreachable quoting its SYN fails it, RFC 1122 §4.2.3.9); ``incoming_udp_send``
   sends a host client's datagram through its binding, whose replies come back as
@@ -133,7 +137,7 @@ class DnsLookup:
 class FlowRefused:
     """A flow was refused by policy (e.g. a loopback destination); the shell logs it."""
 
-    proto: str  # "TCP" or "UDP"
+    proto: IpProto  # IpProto.TCP or IpProto.UDP (the log line writes its name)
     src: tuple[IPAddress, int]
     dst: tuple[IPAddress, int]
     reason: DropReason
@@ -156,6 +160,34 @@ class IncomingUdpClosed:
 
     binding: IncomingUdpBinding
 
+
+@dataclass(slots=True)
+class StackStats:
+    """The stack's counters (``Gateway.stats()["stack"]``); each only grows."""
+
+    rx_packets: int = 0
+    tx_packets: int = 0
+    tcp_flows_opened: int = 0
+    icmp_echo_replies: int = 0
+    dns_queries: int = 0
+    tcp_time_wait_reopened: int = 0
+    udp_icmp_errors_relayed: int = 0
+    #: active opens of -t forwards, and those an ICMP unreachable failed; reported only once
+    #: non-zero (a gateway without -t never shows them)
+    tcp_incoming_opened: int = 0
+    tcp_incoming_unreachable: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name, as the stats line and ``--stats-json`` show them."""
+        out = {name: getattr(self, name) for name in _ALWAYS_REPORTED}
+        for name in _REPORTED_ONCE_USED:
+            if n := getattr(self, name):
+                out[name] = n
+        return out
+
+
+_REPORTED_ONCE_USED = ("tcp_incoming_opened", "tcp_incoming_unreachable")
+_ALWAYS_REPORTED = tuple(n for n in StackStats.__dataclass_fields__ if n not in _REPORTED_ONCE_USED)
 
 #: BindingOpened/BindingClosed come straight from the NAT table (net/udp_nat.py).
 StackEvent = (
@@ -298,20 +330,12 @@ class Stack:
         #: added when asked: ``all_drops``, ``tcp_counters``)
         self._retired_tcp_drops = DropCounter()
         self._retired_tcp_counters: dict[str, int] = {}
-        self.stats: dict[str, int] = {
-            "rx_packets": 0,
-            "tx_packets": 0,
-            "tcp_flows_opened": 0,
-            "icmp_echo_replies": 0,
-            "dns_queries": 0,
-            "tcp_time_wait_reopened": 0,
-            "udp_icmp_errors_relayed": 0,
-        }
+        self.stats = StackStats()
 
     # --- input from the tunnel ---------------------------------------------------------
 
     def receive_ip(self, packet: bytes, *, now: float) -> None:
-        self.stats["rx_packets"] += 1
+        self.stats.rx_packets += 1
         whole = self.reassembler.receive(packet, now=now)
         if whole is None:
             return
@@ -344,7 +368,7 @@ class Stack:
                 # RFC 6191 / RFC 1122 4.2.2.13: a SYN beyond the old incarnation (by
                 # timestamp, else by sequence number) reopens at once, no challenge ACK.
                 self.forget(conn)
-                self.stats["tcp_time_wait_reopened"] += 1
+                self.stats.tcp_time_wait_reopened += 1
                 self._open_flow(seg, key, now)
                 return
             conn.handle_segment(seg, now=now)
@@ -376,17 +400,17 @@ class Stack:
         decision = self.policy.decide(dst, syn.dport)
         if not decision.allowed:
             reason = DropReason.TCP_LOOPBACK_REFUSED if decision.category == "loopback" else DropReason.TCP_DENIED
-            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, reason, decision.explain())
+            self._refuse(IpProto.TCP, syn.src, syn.sport, dst, syn.dport, reason, decision.explain())
             self._reset_for(syn)
             return
         if len(self.flows) >= self.config.max_tcp_flows:
             why = f"{self.config.max_tcp_flows} TCP flows are open (--max-tcp-flows)"
-            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, DropReason.TCP_FLOW_LIMIT, why)
+            self._refuse(IpProto.TCP, syn.src, syn.sport, dst, syn.dport, DropReason.TCP_FLOW_LIMIT, why)
             self._reset_for(syn)
             return
         if len(self._dialing) >= self.config.max_pending_connects:
             why = f"{self.config.max_pending_connects} connects are in progress (--max-pending-connects)"
-            self._refuse("TCP", syn.src, syn.sport, dst, syn.dport, DropReason.TCP_CONNECT_LIMIT, why)
+            self._refuse(IpProto.TCP, syn.src, syn.sport, dst, syn.dport, DropReason.TCP_CONNECT_LIMIT, why)
             self._reset_for(syn)
             return
         conn = self._new_flow(syn, key, now)
@@ -396,11 +420,11 @@ class Stack:
     def _new_flow(self, syn: TcpSegment, key: FlowKey, now: float) -> TcpConnection:
         conn = TcpConnection(syn, self.config.tcp, now=now, rng=self._rng)
         self.flows[key] = conn
-        self.stats["tcp_flows_opened"] += 1
+        self.stats.tcp_flows_opened += 1
         return conn
 
     def _refuse(
-        self, proto: str, src: IPAddress, sport: int, dst: IPAddress, dport: int, reason: DropReason, why: str
+        self, proto: IpProto, src: IPAddress, sport: int, dst: IPAddress, dport: int, reason: DropReason, why: str
     ) -> None:
         self.drops.add(reason)
         self._events.append(FlowRefused(proto, (src, sport), (dst, dport), reason, why))
@@ -438,7 +462,7 @@ class Stack:
                 self.drops.add(DropReason.UDP_DENIED)
                 return
             reason = DropReason.UDP_LOOPBACK_REFUSED if decision.category == "loopback" else DropReason.UDP_DENIED
-            self._refuse("UDP", d.src, d.sport, dst, d.dport, reason, decision.explain())
+            self._refuse(IpProto.UDP, d.src, d.sport, dst, d.dport, reason, decision.explain())
             self._out.append(build_icmp_unreachable(d.dst, d.src, Unreachable.ADMIN, raw))
             return
         binding = self.nat.outbound(d, now=now)
@@ -446,7 +470,7 @@ class Stack:
         self._events.append(UdpSend(binding, d.dst, d.dport, d.payload))
 
     def _receive_dns(self, d: UdpDatagram) -> None:
-        self.stats["dns_queries"] += 1
+        self.stats.dns_queries += 1
         result = self.dns.handle_query(d.payload)
         if result is None:
             return  # counted in self.dns.drops
@@ -461,18 +485,67 @@ class Stack:
             return
         reply = IcmpEcho(e.dst, e.src, False, e.ident, e.seq, e.payload)
         self._emit(build_icmp_echo(reply))
-        self.stats["icmp_echo_replies"] += 1
+        self.stats.icmp_echo_replies += 1
 
     def _pull_nat_events(self) -> None:
         while (ev := self.nat.next_event()) is not None:
             self._events.append(ev)
 
-    # --- shell callbacks ---------------------------------------------------------------
+    # --- host-side operations on a TCP flow ------------------------------------------
+    # The shell drives a connection only through these: each marks the flow, so its
+    # output goes out with the next ``packets_to_send`` (the gateway's flush) and its new
+    # deadline is armed. Reading the connection's state (``send_space``, ``peer_eof``,
+    # ``next_event``, ...) needs no operation.
+
+    def tcp_accept(self, conn: TcpConnection, *, now: float) -> None:
+        """The dial succeeded: answer the peer's SYN with SYN-ACK."""
+        conn.accept(now=now)
+        self.mark(conn)
+
+    def tcp_refuse(self, conn: TcpConnection) -> None:
+        """The destination refused: answer the peer's SYN with RST (and forget the flow)."""
+        conn.refuse()
+        self.mark(conn)
+
+    def tcp_send(self, conn: TcpConnection, data: bytes | memoryview, *, now: float) -> int:
+        """Queue host bytes for the peer; returns how many the connection took (at most
+        ``conn.send_space``: the backpressure)."""
+        n = conn.send(data, now=now)
+        if n:
+            self.mark(conn)
+        return n
+
+    def tcp_read(self, conn: TcpConnection, max_bytes: int | None = None) -> bytes:
+        """Take in-order peer bytes for the host (``b""``: none now); the window that opens
+        goes out as a window update when it is worth one."""
+        data = conn.read(max_bytes)
+        if data:
+            self.mark(conn)
+        return data
+
+    def tcp_close(self, conn: TcpConnection, *, now: float) -> None:
+        """Host EOF (shutdown of our write side): FIN after the queued data."""
+        conn.close(now=now)
+        self.mark(conn)
+
+    def tcp_abort(self, conn: TcpConnection) -> None:
+        """Reset the flow (RST to the peer) and close it; a no-op once closed."""
+        conn.abort()
+        self.mark(conn)
+
+    def tcp_unreachable(self, conn: TcpConnection, kind: Unreachable) -> None:
+        """The dial for ``conn`` failed (no route, timeout): ICMP error quoting its SYN; forget it."""
+        syn = conn.syn
+        self._emit(build_icmp_unreachable(syn.dst, syn.src, kind, build_tcp(syn)))
+        self.forget(conn)
 
     def mark(self, conn: TcpConnection) -> None:
-        """Note that ``conn`` may have output, a new deadline or news for its greenlet."""
+        """Note that ``conn`` may have output, a new deadline or news for its greenlet.
+        The stack's own paths and the ``tcp_*`` operations call it; the shell never does."""
         self._dirty[conn] = None
         self._touched[conn] = None
+
+    # --- shell callbacks ---------------------------------------------------------------
 
     def udp_reply(self, binding_id: int, remote: IPAddress, remote_port: int, payload: bytes, *, now: float) -> None:
         d = self.nat.inbound(binding_id, remote, remote_port, payload, now=now)
@@ -518,7 +591,7 @@ class Stack:
         if src is None or src.version != dst.version:
             src = dst
         original = build_udp(UdpDatagram(b.client_addr, dst, b.client_port, remote_port, bytes(min(payload_len, 8))))
-        self.stats["udp_icmp_errors_relayed"] += 1
+        self.stats.udp_icmp_errors_relayed += 1
         self._emit(build_icmp_error(src, b.client_addr, *relayed, original))
 
     def udp_binding_failed(self, binding_id: int) -> None:
@@ -528,12 +601,6 @@ class Stack:
 
     def dns_udp_reply(self, client: tuple[IPAddress, int], server: tuple[IPAddress, int], wire: bytes) -> None:
         self._emit(build_udp(UdpDatagram(server[0], client[0], server[1], client[1], wire)))
-
-    def tcp_unreachable(self, conn: TcpConnection, kind: Unreachable) -> None:
-        """The dial for ``conn`` failed (no route, timeout): ICMP error quoting its SYN; forget it."""
-        syn = conn.syn
-        self._emit(build_icmp_unreachable(syn.dst, syn.src, kind, build_tcp(syn)))
-        self.forget(conn)
 
     def forget(self, conn: TcpConnection) -> None:
         """Drop ``conn`` from the tables without sending anything; its drop reasons and
@@ -572,7 +639,7 @@ class Stack:
                 else:
                     self._arm(conn)
         out, self._out = self._out, []
-        self.stats["tx_packets"] += len(out)
+        self.stats.tx_packets += len(out)
         return out
 
     def _arm(self, conn: TcpConnection) -> None:
@@ -683,8 +750,8 @@ class Stack:
             local=src, lport=sport, peer=dst, pport=dport, config=self.config.tcp, now=now, rng=self._rng
         )
         self.flows[key] = conn
-        self.stats["tcp_flows_opened"] += 1
-        self.stats["tcp_incoming_opened"] = self.stats.get("tcp_incoming_opened", 0) + 1
+        self.stats.tcp_flows_opened += 1
+        self.stats.tcp_incoming_opened += 1
         self.mark(conn)
         return conn
 
@@ -701,7 +768,7 @@ class Stack:
         conn = self.flows.get((dst, dport, src, sport))
         if conn is None or seq != conn.iss or not conn.peer_unreachable():
             return False
-        self.stats["tcp_incoming_unreachable"] = self.stats.get("tcp_incoming_unreachable", 0) + 1
+        self.stats.tcp_incoming_unreachable += 1
         self.mark(conn)
         return True
 

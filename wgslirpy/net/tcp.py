@@ -65,6 +65,8 @@ from wgslirpy.constants import (
     DEFAULT_TCP_BUFFER_SIZE,
     IPV4_HEADER_SIZE,
     IPV6_HEADER_SIZE,
+    MAX_MTU,
+    MIN_MTU,
     TCP_HEADER_SIZE,
 )
 from wgslirpy.errors import ConfigError, DropCounter, DropReason, _Drop
@@ -242,10 +244,8 @@ class TcpConfig:
     congestion: str = DEFAULT_CONGESTION_CONTROL
 
     def __post_init__(self) -> None:
-        if self.mtu < IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS:
-            raise ConfigError(
-                f"MTU {self.mtu} is too small for TCP (need at least {IPV6_HEADER_SIZE + TCP_HEADER_SIZE + MIN_MSS})"
-            )
+        if not MIN_MTU <= self.mtu <= MAX_MTU:
+            raise ConfigError(f"tunnel MTU {self.mtu} out of range ({MIN_MTU}..{MAX_MTU})")
         if self.rcv_buffer < 1 or self.snd_buffer < 1:
             raise ConfigError("TCP buffer sizes must be at least 1 byte")
         if self.rcv_buffer > (0xFFFF << 14):

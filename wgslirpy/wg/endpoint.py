@@ -41,6 +41,7 @@ from ..constants import (
     DEFAULT_TRANSMIT_QUEUE_CAPACITY,
     HANDSHAKE_BURST_PER_SOURCE,
     HANDSHAKE_RATE_PER_SOURCE,
+    MAX_MTU,
     MESSAGE_COOKIE_REPLY_TYPE,
     MESSAGE_INITIATION_SIZE,
     MESSAGE_INITIATION_TYPE,
@@ -48,9 +49,11 @@ from ..constants import (
     MESSAGE_RESPONSE_TYPE,
     MESSAGE_TRANSPORT_MIN_SIZE,
     MESSAGE_TRANSPORT_TYPE,
+    MIN_MTU,
     REJECT_AFTER_TIME,
 )
 from ..errors import ConfigError, DropCounter, DropReason, _Drop
+from ..keys import check_key
 from ..redact import redacted_repr
 from . import crypto
 from .cookie import CookieChecker, CookieGenerator
@@ -112,8 +115,8 @@ def normalise_address(addr: tuple[Any, ...]) -> Address:
 
 @dataclass(frozen=True)
 class PeerConfig:
-    public_key: bytes  # 32 bytes
-    preshared_key: bytes | None = None  # 32 bytes, or None for all zeros
+    public_key: bytes  # keys.KEY_SIZE bytes
+    preshared_key: bytes | None = None  # keys.KEY_SIZE bytes, or None for all zeros
     endpoint: Address | None = None  # first known address; lets us initiate
     persistent_keepalive: float | None = None  # seconds
     allowed_ips: tuple[IpNetwork, ...] = ALL_IPS
@@ -122,12 +125,9 @@ class PeerConfig:
         return redacted_repr(self, ("preshared_key",))
 
     def __post_init__(self) -> None:
-        if not isinstance(self.public_key, bytes) or len(self.public_key) != 32:
-            raise ConfigError("peer public key must be 32 bytes")
-        if self.preshared_key is not None and (
-            not isinstance(self.preshared_key, bytes) or len(self.preshared_key) != 32
-        ):
-            raise ConfigError("preshared key must be 32 bytes")
+        check_key(self.public_key, "peer public key")
+        if self.preshared_key is not None:
+            check_key(self.preshared_key, "preshared key")
         if self.persistent_keepalive is not None and not 0 <= self.persistent_keepalive <= 65535:
             raise ConfigError("persistent keepalive must be between 0 and 65535 seconds")
         if self.endpoint is not None and not 0 < self.endpoint[1] < 65536:
@@ -195,10 +195,9 @@ class WireGuardEndpoint:
         queue_capacity: int = DEFAULT_TRANSMIT_QUEUE_CAPACITY,
         mtu: int = DEFAULT_MTU,
     ) -> None:
-        if not isinstance(private_key, bytes) or len(private_key) != 32:
-            raise ConfigError("private key must be 32 bytes")
-        if not 68 <= mtu <= 65535:
-            raise ConfigError(f"tunnel MTU {mtu} out of range (68..65535)")
+        check_key(private_key, "private key")
+        if not MIN_MTU <= mtu <= MAX_MTU:
+            raise ConfigError(f"tunnel MTU {mtu} out of range ({MIN_MTU}..{MAX_MTU})")
         #: tunnel MTU: padding stops there.
         self._mtu = mtu
         if queue_capacity < 1:
