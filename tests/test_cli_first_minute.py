@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -34,6 +34,7 @@ from wgslirpy.cli import (
 from wgslirpy.errors import ConfigError
 from wgslirpy.io.stats import StatsReporter, summary_line, write_json_atomic
 from wgslirpy.wg import crypto
+from wgslirpy.wg.endpoint import EndpointStats
 from wgslirpy.wgquick import parse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,7 +359,7 @@ def test_stats_json_written_atomically(tmp_path: Path) -> None:
 
 
 class _FakeEndpoint:
-    stats: ClassVar[dict[str, int]] = {"rx_bytes": 1, "tx_bytes": 2, "handshakes_completed": 0}
+    stats = EndpointStats(rx_bytes=1, tx_bytes=2)
 
 
 class _FakeGateway:

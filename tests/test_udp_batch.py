@@ -336,7 +336,7 @@ def test_a_coalesced_read_reaches_the_endpoint_and_the_handshake_intake_datagram
         client.send(build_icmp_echo(IcmpEcho(ME, PING, True, 7, 0, b"x")))
         client.expect(functools.partial(_is_reply, seq=0))
         gevent.sleep(0.05)
-        before = dict(gw.endpoint.stats)
+        before = gw.endpoint.stats.as_dict()
         # Transport data: 30 requests in one GSO send from the client's own socket.
         for seq in range(1, 31):
             client.ep.send_ip(build_icmp_echo(IcmpEcho(ME, PING, True, 7, seq, b"q" * 900)), now=time.monotonic())
@@ -356,10 +356,10 @@ def test_a_coalesced_read_reaches_the_endpoint_and_the_handshake_intake_datagram
         assert flooder_sender.send(inits) == 40 and flooder_sender.gso_sends == 1
         for _ in range(200):
             gevent.sleep(0.01)
-            if gw.endpoint.stats["rx_datagrams"] - before["rx_datagrams"] >= 70 and not gw.intake.pending:
+            if gw.endpoint.stats.rx_datagrams - before["rx_datagrams"] >= 70 and not gw.intake.pending:
                 break
-        assert gw.endpoint.stats["rx_datagrams"] - before["rx_datagrams"] == 70
-        assert gw.endpoint.stats["rx_packets"] - before["rx_packets"] == 30
+        assert gw.endpoint.stats.rx_datagrams - before["rx_datagrams"] == 70
+        assert gw.endpoint.stats.rx_packets - before["rx_packets"] == 30
         assert gw._receiver is not None and gw._receiver.gro_reads >= 2
         assert gw.stats()["drops"].get("wg_handshake_queue_full", 0) == 0
     finally:

@@ -81,7 +81,7 @@ def test_handshake_initiated_by_a() -> None:
     p.b.receive_datagram(confirm[0][0], p.a_addr, now=p.now)
     assert p.b.has_session
     assert events(p.b) == [EndpointChanged(None, p.a_addr), HandshakeCompleted(False, p.a_addr)]
-    assert p.a.stats["handshakes_completed"] == p.b.stats["handshakes_completed"] == 1
+    assert p.a.stats.handshakes_completed == p.b.stats.handshakes_completed == 1
     assert p.a.drops.total() == p.b.drops.total() == 0
 
 
@@ -142,7 +142,7 @@ def test_data_both_ways_ipv4_and_ipv6() -> None:
     v6 = ipv6_packet(b"x" * 100)
     p.a.send_ip(v6, now=p.now)
     assert p.transfer(p.a) == [v6]
-    assert p.b.stats["rx_packets"] == 2 and p.a.stats["tx_packets"] == 2
+    assert p.b.stats.rx_packets == 2 and p.a.stats.tx_packets == 2
 
 
 @pytest.mark.parametrize("payload_len", [0, 1, 15, 16, 17, 100, 1380])
@@ -175,7 +175,7 @@ def test_staged_until_session_then_sent() -> None:
     p.transfer(p.b)  # response -> a sends its staged packets (no separate keepalive)
     got = p.transfer(p.a)
     assert got == [PKT, ipv4_packet(b"2")]
-    assert p.a.stats["keepalives_sent"] == 0 and p.b.has_session
+    assert p.a.stats.keepalives_sent == 0 and p.b.has_session
 
 
 def test_responder_without_endpoint_stages_then_flushes_on_confirmation() -> None:
@@ -197,7 +197,7 @@ def test_staging_queue_capacity() -> None:
     assert_dropped(p.a, DropReason.TRANSMIT_QUEUE_FULL, 2)
     p.roundtrip(p.a)
     # the oldest were dropped; the three newest arrive (delivered inside roundtrip)
-    assert p.b.stats["rx_packets"] == 3
+    assert p.b.stats.rx_packets == 3
 
 
 # --- timers ------------------------------------------------------------------------------------
@@ -209,25 +209,25 @@ def test_keepalive_after_10s_when_we_received_data_and_sent_nothing() -> None:
     p.transfer(p.a)
     assert p.b.next_deadline() == pytest.approx(p.now + KEEPALIVE_TIMEOUT)
     p.advance(KEEPALIVE_TIMEOUT - 0.01)
-    assert p.b.stats["keepalives_sent"] == 0
+    assert p.b.stats.keepalives_sent == 0
     p.advance(0.02)
-    assert p.b.stats["keepalives_sent"] == 1
-    assert p.a.stats["keepalives_received"] == 1
+    assert p.b.stats.keepalives_sent == 1
+    assert p.a.stats.keepalives_received == 1
     p.advance(30)
-    assert p.b.stats["keepalives_sent"] == 1  # nothing more to acknowledge
+    assert p.b.stats.keepalives_sent == 1  # nothing more to acknowledge
 
 
 def test_no_keepalive_when_we_replied_with_data() -> None:
     p = established()
-    assert p.a.stats["keepalives_sent"] == 1  # the key confirmation
+    assert p.a.stats.keepalives_sent == 1  # the key confirmation
     p.a.send_ip(PKT, now=p.now)
     p.transfer(p.a)
     p.clock.advance(1)
     p.b.send_ip(PKT_BACK, now=p.now)
     p.transfer(p.b)
     p.advance(KEEPALIVE_TIMEOUT + 1)
-    assert p.b.stats["keepalives_sent"] == 0
-    assert p.a.stats["keepalives_sent"] == 2  # a got b's data and answered nothing
+    assert p.b.stats.keepalives_sent == 0
+    assert p.a.stats.keepalives_sent == 2  # a got b's data and answered nothing
 
 
 def test_new_handshake_when_sent_data_and_heard_nothing() -> None:
@@ -254,14 +254,14 @@ def test_persistent_keepalive() -> None:
     assert p.a.next_deadline() == p.now  # wireguard-go keeps the tunnel up from the start
     p.advance(0.0)
     assert p.a.has_session and p.b.has_session
-    sent = p.a.stats["keepalives_sent"]
+    sent = p.a.stats.keepalives_sent
     p.advance(24.9)
-    assert p.a.stats["keepalives_sent"] == sent
+    assert p.a.stats.keepalives_sent == sent
     p.advance(0.2)
-    assert p.a.stats["keepalives_sent"] == sent + 1
+    assert p.a.stats.keepalives_sent == sent + 1
     p.advance(50)
-    assert p.a.stats["keepalives_sent"] == sent + 3
-    assert p.b.stats["keepalives_sent"] == 0
+    assert p.a.stats.keepalives_sent == sent + 3
+    assert p.b.stats.keepalives_sent == 0
 
 
 def test_rekey_after_120s_by_initiator_on_send() -> None:
@@ -288,7 +288,7 @@ def test_rekey_after_120s_by_initiator_on_send() -> None:
     b_cur, a_cur = p.b.keypairs.current, p.a.keypairs.current
     assert b_cur is not None and a_cur is not None
     assert b_cur.local_index == a_cur.remote_index
-    assert p.a.stats["handshakes_completed"] == 2
+    assert p.a.stats.handshakes_completed == 2
 
 
 def test_rekey_on_receive_as_initiator_near_reject_time() -> None:
@@ -325,7 +325,7 @@ def test_session_expiry_and_recovery_when_traffic_resumes() -> None:
     p.a.send_ip(PKT, now=p.now)
     p.roundtrip(p.a)
     assert p.a.has_session and p.b.has_session
-    assert p.b.stats["rx_packets"] == 1
+    assert p.b.stats.rx_packets == 1
     p.b.send_ip(PKT_BACK, now=p.now)
     assert p.transfer(p.b) == [PKT_BACK]
 
@@ -343,7 +343,7 @@ def test_key_material_zeroed_after_3_reject_after_time() -> None:
     assert p.a.next_deadline() is None
     p.a.send_ip(PKT, now=p.now)  # and it recovers
     p.roundtrip(p.a)
-    assert p.b.stats["rx_packets"] == 1
+    assert p.b.stats.rx_packets == 1
 
 
 def test_handshake_retransmission_with_jitter_then_give_up() -> None:
@@ -394,12 +394,12 @@ def test_cookie_round_trip_under_load() -> None:
     assert kinds(out) == [3] and len(out[0][0]) == 64 and out[0][1] == p.a_addr
     assert p.b.endpoint is None  # a cookie exchange authenticates nothing
     p.a.receive_datagram(out[0][0], p.b_addr, now=p.now)
-    assert p.a.stats["cookie_replies_received"] == 1
+    assert p.a.stats.cookie_replies_received == 1
     p.a.receive_datagram(out[0][0], p.b_addr, now=p.now)  # a second copy is not expected
     assert_dropped(p.a, DropReason.WG_UNEXPECTED_COOKIE)
     p.advance(REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX)  # the retry carries mac2
     assert p.a.has_session and p.b.has_session
-    assert p.b.stats["rx_packets"] == 1
+    assert p.b.stats.rx_packets == 1
     assert p.b.drops[DropReason.WG_UNDER_LOAD] == 1
 
 
@@ -651,7 +651,7 @@ def test_stats_count_bytes_and_datagrams() -> None:
     p = established()
     p.a.send_ip(PKT, now=p.now)
     p.transfer(p.a)
-    assert p.a.stats["tx_datagrams"] == p.b.stats["rx_datagrams"] == 3
-    assert p.a.stats["tx_bytes"] == p.b.stats["rx_bytes"] == 148 + 32 + 64
-    assert p.a.stats["handshake_initiations_sent"] == 1
-    assert p.b.stats["handshake_responses_sent"] == 1
+    assert p.a.stats.tx_datagrams == p.b.stats.rx_datagrams == 3
+    assert p.a.stats.tx_bytes == p.b.stats.rx_bytes == 148 + 32 + 64
+    assert p.a.stats.handshake_initiations_sent == 1
+    assert p.b.stats.handshake_responses_sent == 1

@@ -154,7 +154,7 @@ def test_rate_limit_also_applies_after_a_valid_mac2() -> None:
     p.b.receive_datagram(init, stranger, now=p.now)
     ((reply, _),) = p.b.datagrams_to_send()
     c.receive_datagram(reply, p.b_addr, now=p.now)
-    assert c.stats["cookie_replies_received"] == 1  # c's next initiations carry a valid mac2
+    assert c.stats.cookie_replies_received == 1  # c's next initiations carry a valid mac2
     for init in _initiations(p, 10, c):
         p.b.receive_datagram(init, stranger, now=p.now)
     assert p.b.drops[DropReason.WG_UNDER_LOAD] == 1
@@ -195,12 +195,12 @@ def test_the_peers_endpoint_has_its_own_budget_and_skips_the_cookie() -> None:
     for init in _initiations(p, 20):
         p.b.receive_datagram(init, spoofed, now=p.now)
     p.b.datagrams_to_send()
-    before = p.b.stats["handshake_responses_sent"]
+    before = p.b.stats.handshake_responses_sent
     p.clock.advance(1.0)
     p.a.timers.last_sent_handshake = None
     p.a.initiate_handshake(now=p.now)
     p.roundtrip(p.a)  # from the authenticated endpoint: answered at once, no cookie needed
-    assert p.b.stats["handshake_responses_sent"] == before + 1
+    assert p.b.stats.handshake_responses_sent == before + 1
     assert p.a.has_session and p.b.has_session
 
 

@@ -190,10 +190,10 @@ def test_gateway_writes_the_authenticated_endpoint_and_recovers_after_restart(tm
         gw2.start()
         try:
             deadline = gevent.get_hub().loop.now() + 5
-            while not client.ep.keypairs.current or client.ep.stats["handshake_responses_sent"] == 0:
+            while not client.ep.keypairs.current or client.ep.stats.handshake_responses_sent == 0:
                 assert gevent.get_hub().loop.now() < deadline, "the new gateway did not initiate"
                 gevent.sleep(0.02)
-            assert client.ep.stats["handshake_responses_sent"] >= 1
+            assert client.ep.stats.handshake_responses_sent >= 1
         finally:
             gw2.stop()
     finally:

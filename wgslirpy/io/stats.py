@@ -24,7 +24,7 @@ log = logging.getLogger("wgslirpy")
 def snapshot(gateway: Any) -> dict[str, Any]:
     """The gateway's stats with the WireGuard counters under ``"wireguard"`` and a wall-clock ``"time"``."""
     stats: dict[str, Any] = gateway.stats()
-    stats["wireguard"] = dict(gateway.endpoint.stats)
+    stats["wireguard"] = gateway.endpoint.stats.as_dict()
     stats["time"] = round(time.time(), 3)
     return stats
 

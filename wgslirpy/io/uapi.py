@@ -159,8 +159,8 @@ class UapiServer:
             preshared_key=gw.config.preshared_key,
             endpoint=ep.endpoint,
             last_handshake=self._last_handshake,
-            rx_bytes=int(ep.stats["rx_bytes"]),
-            tx_bytes=int(ep.stats["tx_bytes"]),
+            rx_bytes=ep.stats.rx_bytes,
+            tx_bytes=ep.stats.tx_bytes,
             persistent_keepalive=int(keepalive),
             allowed_ips=tuple(str(n) for n in ep.peer.allowed_ips),
         )

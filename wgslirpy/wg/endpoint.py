@@ -164,21 +164,30 @@ class _AllowedSources:
 
 # --- the endpoint ---------------------------------------------------------------------------
 
-_STAT_NAMES = (
-    "rx_datagrams",
-    "rx_bytes",
-    "tx_datagrams",
-    "tx_bytes",
-    "rx_packets",
-    "tx_packets",
-    "keepalives_received",
-    "keepalives_sent",
-    "handshake_initiations_sent",
-    "handshake_responses_sent",
-    "handshakes_completed",
-    "cookie_replies_sent",
-    "cookie_replies_received",
-)
+
+@dataclass(slots=True)
+class EndpointStats:
+    """The endpoint's counters (``Gateway.stats()["wireguard"]``, ``wg show`` transfer);
+    each only grows. Datagrams and bytes count everything on the UDP socket, packets the
+    inner IP packets carried."""
+
+    rx_datagrams: int = 0
+    rx_bytes: int = 0
+    tx_datagrams: int = 0
+    tx_bytes: int = 0
+    rx_packets: int = 0
+    tx_packets: int = 0
+    keepalives_received: int = 0
+    keepalives_sent: int = 0
+    handshake_initiations_sent: int = 0
+    handshake_responses_sent: int = 0
+    handshakes_completed: int = 0
+    cookie_replies_sent: int = 0
+    cookie_replies_received: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name, in declaration order (the stats line and ``--stats-json``)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 class WireGuardEndpoint:
@@ -237,7 +246,7 @@ class WireGuardEndpoint:
         self._cookie_budget = TokenBucket(COOKIE_REPLY_RATE, COOKIE_REPLY_BURST, now=now)
         #: the latest ``now`` seen (for ``has_session``).
         self._now = now
-        self.stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
+        self.stats = EndpointStats()
         if peer.persistent_keepalive and self.endpoint is not None:
             # wireguard-go sends a keepalive (so a handshake) as soon as the peer is configured.
             self._timers.persistent_keepalive = now
@@ -269,8 +278,8 @@ class WireGuardEndpoint:
         self._now = now
         data = datagram if type(datagram) is bytes else bytes(datagram)
         stats = self.stats
-        stats["rx_datagrams"] += 1
-        stats["rx_bytes"] += len(data)
+        stats.rx_datagrams += 1
+        stats.rx_bytes += len(data)
         try:
             if len(data) >= MESSAGE_TRANSPORT_MIN_SIZE:
                 msg_type, receiver, counter = TRANSPORT_HEADER.unpack_from(data, 0)
@@ -377,7 +386,7 @@ class WireGuardEndpoint:
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_received(now)
         if not plaintext:
-            self.stats["keepalives_received"] += 1
+            self.stats.keepalives_received += 1
             return None
         timers.on_data_received(now)
         return self._check_inner(plaintext)
@@ -405,7 +414,7 @@ class WireGuardEndpoint:
                 raise _Drop(DropReason.WG_NOT_ALLOWED_SOURCE)
         else:
             raise _Drop(DropReason.WG_BAD_INNER)
-        self.stats["rx_packets"] += 1
+        self.stats.rx_packets += 1
         return pt if total == n else pt[:total]
 
     def _receive_other(self, data: bytes, addr: tuple[Any, ...], now: float) -> None:
@@ -457,7 +466,7 @@ class WireGuardEndpoint:
                 return DropReason.WG_COOKIE_BUDGET
             sender = int.from_bytes(data[4:8], "little")
             self._emit(checker.create_reply(data, sender, address, now=now), address)
-            self.stats["cookie_replies_sent"] += 1
+            self.stats.cookie_replies_sent += 1
             return DropReason.WG_UNDER_LOAD
         return None
 
@@ -477,7 +486,7 @@ class WireGuardEndpoint:
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent(now)
         self._emit(response, addr)
-        self.stats["handshake_responses_sent"] += 1
+        self.stats.handshake_responses_sent += 1
 
     def _receive_response(self, data: bytes, addr: Address, now: float) -> None:
         hs = self._handshake
@@ -501,15 +510,15 @@ class WireGuardEndpoint:
         ) or reply.receiver in self._by_index
         if not ours or not self._generator.consume_reply(reply, now=now):
             raise _Drop(DropReason.WG_UNEXPECTED_COOKIE)
-        self.stats["cookie_replies_received"] += 1
+        self.stats.cookie_replies_received += 1
 
     # --- send -----------------------------------------------------------------------------------
 
     def _emit(self, data: bytes, addr: Address) -> None:
         self._outbox.append((data, addr))
         stats = self.stats
-        stats["tx_datagrams"] += 1
-        stats["tx_bytes"] += len(data)
+        stats.tx_datagrams += 1
+        stats.tx_bytes += len(data)
 
     def _send_now(self, kp: Keypair, endpoint: Address, packet: bytes, now: float) -> None:
         self._emit(kp.encrypt(packet, self._mtu), endpoint)
@@ -517,10 +526,10 @@ class WireGuardEndpoint:
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent(now)
         if packet:
-            self.stats["tx_packets"] += 1
+            self.stats.tx_packets += 1
             timers.on_data_sent(now)
         else:
-            self.stats["keepalives_sent"] += 1
+            self.stats.keepalives_sent += 1
 
     def _send_staged(self, now: float) -> None:
         """SendStagedPackets: flush the staged queue, or start a handshake to get keys."""
@@ -560,7 +569,7 @@ class WireGuardEndpoint:
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent(now)
         self._emit(msg, endpoint)
-        self.stats["handshake_initiations_sent"] += 1
+        self.stats.handshake_initiations_sent += 1
         timers.on_handshake_initiated(now)
 
     def _flush_staged(self) -> None:
@@ -593,7 +602,7 @@ class WireGuardEndpoint:
             self._events.append(EndpointChanged(old, addr))
 
     def _handshake_completed(self, *, is_initiator: bool) -> None:
-        self.stats["handshakes_completed"] += 1
+        self.stats.handshakes_completed += 1
         assert self.endpoint is not None  # set by the authenticated packet that completed it
         _log.debug("handshake completed with %s (we initiated: %s)", self.endpoint, is_initiator)
         self._events.append(HandshakeCompleted(is_initiator, self.endpoint))
