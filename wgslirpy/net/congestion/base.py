@@ -88,12 +88,15 @@ class Phase(enum.IntEnum):
 class CongestionControl(abc.ABC):
     """One flow's congestion controller (RFC 5681 vocabulary). Pure; every input is an argument.
 
-    Subclasses implement :meth:`on_ack` and the hooks ``_reduce`` (the new ssthresh at a
-    congestion event), ``_snapshot``/``_restore`` (their extra undo state) and optionally
-    ``_after_recovery``/``_after_rto``.
+    Subclasses implement ``_on_delivery`` (growth per ACK), ``_reduce`` (the new ssthresh at
+    a congestion event), name their extra undo state in ``_UNDO_FIELDS`` and optionally
+    override ``_restore``, ``_after_recovery`` and ``_after_rto``.
     """
 
     name: ClassVar[str]
+    #: the algorithm's own attributes that undo() puts back as they were before the
+    #: reduction (immutable values: ints, floats, enums, None).
+    _UNDO_FIELDS: ClassVar[tuple[str, ...]] = ()
     # True: the controller wants on_ack for every delivering ACK, also during fast recovery
     # (rate-based models must keep measuring); the connection then still runs PRR towards
     # ssthresh but must call on_ack as well. False (loss-based ones): as described above.
@@ -110,7 +113,7 @@ class CongestionControl(abc.ABC):
     phase: Phase
     # State from before the current/last episode for undo(), or None:
     # (cwnd, ssthresh, the algorithm's _snapshot(), the HyStart++ snapshot or None).
-    _undo: tuple[int, int, object, HyStartSnapshot | None] | None
+    _undo: tuple[int, int, tuple[object, ...], HyStartSnapshot | None] | None
     # In LOSS: the recovery point (snd_max seen by the first ACK after the RTO), else None.
     _loss_end: int | None
     # HyStart++ helper of the initial slow start (set by subclasses that use it), else None.
@@ -334,15 +337,16 @@ class CongestionControl(abc.ABC):
     def _reduce(self, in_flight: int, now: float) -> int:
         """The new ssthresh at a congestion event or first RTO (may update internal state)."""
 
-    def _snapshot(self) -> object:
-        """Algorithm state that undo() must restore (immutable)."""
-        return None
+    def _snapshot(self) -> tuple[object, ...]:
+        """The ``_UNDO_FIELDS`` values that undo() must restore."""
+        return tuple(getattr(self, name) for name in self._UNDO_FIELDS)
+
+    def _restore(self, extra: tuple[object, ...], now: float) -> None:
+        """Put back what :meth:`_snapshot` returned."""
+        for name, value in zip(self._UNDO_FIELDS, extra, strict=True):
+            setattr(self, name, value)
 
     # Optional hooks: no-ops unless an algorithm needs them.
-
-    def _restore(self, extra: object, now: float) -> None:
-        """Put back what :meth:`_snapshot` returned."""
-        return
 
     def _after_recovery(self, now: float) -> None:
         """Fast recovery ended; cwnd == ssthresh now."""

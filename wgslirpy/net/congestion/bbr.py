@@ -119,11 +119,20 @@ class BbrState:
     NAMES = ("STARTUP", "DRAIN", "PROBE_BW", "PROBE_RTT")
 
 
-_BbrSnapshot = tuple[int, bool, float, int, "int | None", int, float, float, int]
-
-
 class Bbr(CongestionControl):
     """BBR-style controller (see the module docstring)."""
+
+    _UNDO_FIELDS = (
+        "state",
+        "full_bw_reached",
+        "_full_bw",
+        "_full_bw_count",
+        "_inflight_hi",
+        "_cycle_index",
+        "pacing_gain",
+        "cwnd_gain",
+        "_prior_cwnd",
+    )
 
     # Slots: one controller per flow, so its size is part of what an idle flow costs.
     __slots__ = (
@@ -533,31 +542,6 @@ class Bbr(CongestionControl):
         cwnd = self.cwnd
         return cwnd if hi is None or cwnd < hi else hi
 
-    def _snapshot(self) -> object:
-        state: _BbrSnapshot = (
-            self.state,
-            self.full_bw_reached,
-            self._full_bw,
-            self._full_bw_count,
-            self._inflight_hi,
-            self._cycle_index,
-            self.pacing_gain,
-            self.cwnd_gain,
-            self._prior_cwnd,
-        )
-        return state
-
-    def _restore(self, extra: object, now: float) -> None:
-        if isinstance(extra, tuple) and len(extra) == 9:
-            (
-                self.state,
-                self.full_bw_reached,
-                self._full_bw,
-                self._full_bw_count,
-                self._inflight_hi,
-                self._cycle_index,
-                self.pacing_gain,
-                self.cwnd_gain,
-                self._prior_cwnd,
-            ) = extra
-            self._cycle_stamp = now
+    def _restore(self, extra: tuple[object, ...], now: float) -> None:
+        super()._restore(extra, now)
+        self._cycle_stamp = now  # the restored gain cycle phase starts now

@@ -48,11 +48,11 @@ BETA_CUBIC = 0.7  # multiplicative decrease factor (RFC 9438 §4.6)
 ALPHA_CUBIC = 3.0 * (1.0 - BETA_CUBIC) / (1.0 + BETA_CUBIC)  # Reno-friendly AIMD (§4.3)
 _MAX_GROWTH = 1.5  # target clamp: at most +50 % per RTT (§4.2)
 
-_CubicState = tuple[float, float, "float | None", float, int, float, "float | None"]
-
 
 class Cubic(CongestionControl):
     """RFC 9438 CUBIC (see the module docstring)."""
+
+    _UNDO_FIELDS = ("_w_max", "_k", "_epoch_start", "_w_est", "_cwnd_prior", "_carry", "_app_limited_since")
 
     name: ClassVar[str] = "cubic"
 
@@ -226,27 +226,3 @@ class Cubic(CongestionControl):
         self._epoch_start = None
         self._app_limited_since = None
         self._carry = 0.0
-
-    def _snapshot(self) -> object:
-        state: _CubicState = (
-            self._w_max,
-            self._k,
-            self._epoch_start,
-            self._w_est,
-            self._cwnd_prior,
-            self._carry,
-            self._app_limited_since,
-        )
-        return state
-
-    def _restore(self, extra: object, now: float) -> None:
-        if isinstance(extra, tuple) and len(extra) == 7:
-            (
-                self._w_max,
-                self._k,
-                self._epoch_start,
-                self._w_est,
-                self._cwnd_prior,
-                self._carry,
-                self._app_limited_since,
-            ) = extra

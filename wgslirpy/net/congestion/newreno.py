@@ -32,6 +32,7 @@ class NewReno(CongestionControl):
     """RFC 5681 / RFC 6582 NewReno with byte counting (see the module docstring)."""
 
     name: ClassVar[str] = "newreno"
+    _UNDO_FIELDS = ("_bytes_acked",)
 
     _bytes_acked: int  # RFC 3465 counter of acked bytes in congestion avoidance; 0 <= it < cwnd
 
@@ -74,13 +75,6 @@ class NewReno(CongestionControl):
     def _reduce(self, in_flight: int, now: float) -> int:
         self._bytes_acked = 0
         return in_flight // 2
-
-    def _snapshot(self) -> object:
-        return self._bytes_acked
-
-    def _restore(self, extra: object, now: float) -> None:
-        if isinstance(extra, int):
-            self._bytes_acked = extra
 
     def _after_rto(self, now: float) -> None:
         self._bytes_acked = 0
