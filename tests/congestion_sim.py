@@ -7,6 +7,8 @@ window's ACKs arrive one RTT after the window left. With ``bottleneck`` (bytes/s
 segment also waits for the link to be free and takes ``mss / bottleneck`` seconds on it,
 so a window larger than the path's BDP builds a queue (the RTT rises, the ACK rate is the
 link's rate). The sender does not pace.
+
+:func:`ack` is one hand-made ACK for tests that drive a controller step by step.
 """
 
 from __future__ import annotations
@@ -15,6 +17,29 @@ from collections import deque
 from collections.abc import Callable
 
 from wgslirpy.net.congestion import CongestionControl
+
+
+def ack(
+    cc: CongestionControl,
+    acked: int,
+    *,
+    now: float = 0.0,
+    in_flight: int = 10**9,
+    app_limited: bool = False,
+    rtt: float | None = 0.1,
+) -> None:
+    """An ACK outside recovery that delivered ``acked`` bytes, with ``rtt`` as its sample and
+    the path's minimum, from a sender whose flight (default: huge) never limits growth."""
+    cc.on_ack(
+        acked=acked,
+        delivered=0,
+        snd_max=0,
+        in_flight=in_flight,
+        rtt=rtt,
+        min_rtt=rtt,
+        app_limited=app_limited,
+        now=now,
+    )
 
 
 class AckClock:

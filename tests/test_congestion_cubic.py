@@ -7,32 +7,11 @@ from itertools import pairwise
 
 import pytest
 
-from tests.congestion_sim import AckClock
+from tests.congestion_sim import AckClock, ack
 from wgslirpy.net.congestion import INFINITE_SSTHRESH, Cubic, Phase
 from wgslirpy.net.congestion.cubic import ALPHA_CUBIC, BETA_CUBIC, C_CUBIC
 
 MSS = 1000
-
-
-def ack(
-    cc: Cubic,
-    acked: int = MSS,
-    *,
-    now: float,
-    in_flight: int = 10**9,
-    app_limited: bool = False,
-    rtt: float | None = 0.1,
-) -> None:
-    cc.on_ack(
-        acked=acked,
-        delivered=0,
-        snd_max=0,
-        in_flight=in_flight,
-        rtt=rtt,
-        min_rtt=rtt,
-        app_limited=app_limited,
-        now=now,
-    )
 
 
 def after_loss(w_max_segments: int, *, now: float = 0.0, **kwargs: bool) -> Cubic:
@@ -150,20 +129,20 @@ def test_rfc9438_4_2_growth_clamped_to_one_and_a_half_cwnd() -> None:
 
 def test_rfc9438_5_8_app_limited_no_growth_and_idle_not_counted() -> None:
     cc = after_loss(100, now=0.0)
-    ack(cc, now=1.0)
+    ack(cc, MSS, now=1.0)
     cwnd = cc.cwnd
     start = cc.epoch_start
     for i in range(100):
-        ack(cc, now=1.0 + i * 0.1, in_flight=MSS, app_limited=True)
+        ack(cc, MSS, now=1.0 + i * 0.1, in_flight=MSS, app_limited=True)
     assert cc.cwnd == cwnd
-    ack(cc, now=11.0)  # growth allowed again: the 10 s app-limited are not part of t
+    ack(cc, MSS, now=11.0)  # growth allowed again: the 10 s app-limited are not part of t
     assert start is not None and cc.epoch_start == pytest.approx(start + 10.0)
     assert cc.cwnd < cc.w_cubic(1.5) + MSS
 
 
 def test_app_limited_but_window_full_still_grows() -> None:
     cc = after_loss(100)
-    ack(cc, now=1.0, in_flight=70 * MSS, app_limited=True)
+    ack(cc, MSS, now=1.0, in_flight=70 * MSS, app_limited=True)
     assert cc.cwnd > 70 * MSS
 
 
@@ -183,7 +162,7 @@ def test_rfc9438_4_8_timeout_then_epoch_with_k_zero() -> None:
 def test_rfc9438_4_9_undo_restores_w_max_k_and_epoch() -> None:
     cc = after_loss(100, now=0.0)
     for i in range(1, 30):
-        ack(cc, now=i * 0.1)
+        ack(cc, MSS, now=i * 0.1)
     saved = (cc.cwnd, cc.ssthresh, cc.w_max, cc.k, cc.epoch_start, cc.w_est)
     cc.on_congestion_event(in_flight=cc.cwnd, now=3.0)
     cc.on_recovery_end(now=3.1)
@@ -204,8 +183,8 @@ def test_rfc9438_4_9_undo_of_an_rto_in_slow_start() -> None:
 
 def test_odd_inputs_are_harmless() -> None:
     cc = after_loss(50)
-    ack(cc, now=float("nan"))
-    ack(cc, now=-5.0)
+    ack(cc, MSS, now=float("nan"))
+    ack(cc, MSS, now=-5.0)
     ack(cc, 10**40, now=1e300, rtt=None)
     ack(cc, 10**40, now=float("inf"), rtt=float("nan"))
     assert MSS <= cc.cwnd <= 1 << 30 and type(cc.cwnd) is int

@@ -4,33 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.congestion_sim import AckClock
+from tests.congestion_sim import AckClock, ack
 from wgslirpy.errors import ConfigError
 from wgslirpy.net.congestion import INFINITE_SSTHRESH, NewReno, Phase
 
 MSS = 1000
 RTT = 0.1
-
-
-def ack(
-    cc: NewReno,
-    acked: int,
-    *,
-    in_flight: int = 10**6,
-    app_limited: bool = False,
-    now: float = 0.0,
-    rtt: float | None = RTT,
-) -> None:
-    cc.on_ack(
-        acked=acked,
-        delivered=0,
-        snd_max=0,
-        in_flight=in_flight,
-        rtt=rtt,
-        min_rtt=rtt,
-        app_limited=app_limited,
-        now=now,
-    )
 
 
 def phase(cc: NewReno) -> Phase:
