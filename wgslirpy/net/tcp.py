@@ -706,8 +706,19 @@ class TcpConnection:
         data = bytes(rx[:n])
         del rx[:n]
         self._consumed += n
-        if self.state in _RECEIVING and not self._fin_received and self._window_growth() >= self._sws_threshold():
-            self._ack_now = True  # window update: the peer may be waiting on us
+        if self.state in _RECEIVING and not self._fin_received:
+            # Window update on read, coalesced (Linux tcp_cleanup_rbuf): only when the
+            # window the peer still has is at most half of what we could offer and the
+            # read at least doubles it (and by more than the SWS threshold, RFC 1122
+            # 4.2.3.3). Otherwise the peer is not held back, and the ACK its next data
+            # elicits carries the new edge: one pure ACK per burst instead of two.
+            left = (self.rcv_adv - self.rcv_nxt) & MASK
+            if left >= HALF:
+                left = 0
+            if 2 * left <= self._rcv_cap:
+                grow = self._window_growth()
+                if grow >= self._sws_threshold() and grow >= left:
+                    self._ack_now = True  # the peer may be waiting on us
         return data
 
     def close(self, *, now: float) -> None:
@@ -1254,10 +1265,12 @@ class TcpConnection:
                 s = est.on_data(rcv_total=self._rcv_off, window=(self.rcv_adv - self.rcv_nxt) & MASK, now=now)
                 if s is not None:
                     self._tuner.on_rtt_sample(s, window_based=True)
-                if self._rcv_unacked >= 2 * self._rcv_seg_max or self.config.delayed_ack <= 0:
-                    self._ack_now = True
-                elif self._ack_at is None:
-                    self._ack_at = now + self.config.delayed_ack
+            # RFC 1122 4.2.3.2 / RFC 5681 §4.2: ACK at least every second full-sized
+            # segment, else within the delayed-ACK time (with or without timestamps).
+            if self._rcv_unacked >= 2 * self._rcv_seg_max or self.config.delayed_ack <= 0:
+                self._ack_now = True
+            elif self._ack_at is None:
+                self._ack_at = now + self.config.delayed_ack
         if fin or (self._rcv_fin_seq is not None and self._rcv_fin_seq == self.rcv_nxt):
             self._on_fin(now)
 
