@@ -1,7 +1,7 @@
 """The template fast path of build_tcp: the same bytes as the generic builder, always.
 
-``build_tcp`` builds established-shape segments (no MSS, window scale, SACK-permitted or
-SACK blocks) from a per-flow header template with precomputed partial checksums; every
+``build_tcp`` builds established-shape segments (no MSS, window scale or SACK-permitted;
+SACK blocks allowed) from a per-flow header template with precomputed partial checksums; every
 other shape goes to ``build_tcp_generic``. These tests prove the two equal over random
 segments, and pin the cases a template could get wrong: a stale template (other address
 objects, equal addresses, another TTL), the checksum's negative-zero edge, values out of
@@ -27,9 +27,11 @@ from wgslirpy.net.segments import TcpFlags, TcpSegment
 
 @st.composite
 def established_segments(draw: Any) -> TcpSegment:
-    """Segments of the template shape: any flags, ports, numbers, payload; TS or not."""
+    """Segments of the template shape: any flags, ports, numbers, payload; TS and SACK
+    blocks or not."""
     src, dst = draw(addr_pairs)
     ts = draw(st.one_of(st.none(), st.tuples(u32, st.one_of(st.none(), u32))))
+    blocks = tuple(draw(st.lists(st.tuples(u32, u32), max_size=5)))  # more than fit, too
     return TcpSegment(
         src,
         dst,
@@ -40,6 +42,7 @@ def established_segments(draw: Any) -> TcpSegment:
         TcpFlags(draw(st.integers(0, 255))),
         draw(u16),
         draw(st.binary(max_size=1500)),
+        sack_blocks=blocks,
         ts_val=ts[0] if ts else None,
         ts_ecr=ts[1] if ts else None,
     )
@@ -121,6 +124,7 @@ def test_ipv4_header_checksum_matches_a_fresh_sum() -> None:
         {"window": 65536},
         {"ts_val": 2**32},
         {"ts_ecr": 2**32},
+        {"sack_blocks": ((1, 2**32),)},
         {"payload": bytes(65535 - 52 + 1)},  # IPv4 total length 65536
         {"dst": A6},  # mixed families
     ],

@@ -29,18 +29,19 @@ Choices:
   the payload. IPv6 addresses' 16-byte forms are memoised (bounded), as
   :mod:`wgslirpy.net.packet` memoises address objects.
 * Per-flow header templates (the established-flow fast path of :func:`build_tcp`): a
-  segment without MSS, window scale, SACK-permitted or SACK blocks (every data segment
-  and ACK of an established flow) is built from a template kept per (source port,
-  destination port): the address integers (and IPv6 bytes), the TCP pseudo-header plus
-  ports as a partial sum, and the IPv4 header's partial sum without its total length.
-  Each packet then adds only seq, ack, flags, window, length, timestamps and the
-  payload's sum, and packs the IP header, the TCP header and the timestamp option in
-  one ``struct`` call. A template is used only while the segment's address objects are
-  the very ones it was made from (an identity check: a flow's addresses are the same
-  objects for its whole life), else it is rebuilt; the cache is bounded
-  (``_TEMPLATE_MAX``, cleared when full) so that idle flows add nothing per flow. The
-  general encoder is :func:`build_tcp_generic`; ``tests/test_fastpath_build.py`` proves
-  both give the same bytes for any segment either accepts.
+  segment without MSS, window scale or SACK-permitted (every data segment and ACK of an
+  established flow, SACK blocks included) is built from a template kept per (source
+  port, destination port): the address integers (and IPv6 bytes), the TCP pseudo-header
+  plus ports as a partial sum, and the IPv4 header's partial sum without its total
+  length. Each packet then adds only seq, ack, flags, window, length, timestamps and the
+  payload's sum, and packs the IP header, the TCP header and the timestamp option in one
+  ``struct`` call (SACK blocks: the option bytes are laid out as for any segment and
+  joined). A template is used only while the segment's address objects are the very
+  ones it was made from (an identity check: a flow's addresses are the same objects for
+  its whole life), else it is rebuilt; the cache is bounded (``_TEMPLATE_MAX``, cleared
+  when full) so that idle flows add nothing per flow. The general encoder is
+  :func:`build_tcp_generic`; ``tests/test_fastpath_build.py`` proves both give the same
+  bytes for any segment either accepts.
 * Invalid values (a port out of range, mixed address families, FRAG_NEEDED without
   an MTU) are caller bugs and raise :class:`~wgslirpy.errors.ConfigError`.
 """
@@ -262,11 +263,11 @@ def _tcp_template(src: IPAddress, dst: IPAddress, sport: int, dport: int, ttl: i
 def build_tcp(seg: TcpSegment, *, ttl: int = DEFAULT_TTL) -> bytes:
     """Encode ``seg`` as an IPv4 (DF set, id 0) or IPv6 packet with valid checksums.
 
-    Segments of the established shape (no MSS, window scale, SACK-permitted or SACK
-    blocks; timestamps or not) go through the flow's header template; the rest through
-    :func:`build_tcp_generic`. Both give the same bytes.
+    Segments of the established shape (no MSS, window scale or SACK-permitted;
+    timestamps and SACK blocks or not) go through the flow's header template; the rest
+    (SYNs) through :func:`build_tcp_generic`. Both give the same bytes.
     """
-    if seg.sack_blocks or seg.mss is not None or seg.wscale is not None or seg.sack_permitted:
+    if seg.mss is not None or seg.wscale is not None or seg.sack_permitted:
         return build_tcp_generic(seg, ttl=ttl)
     sport = seg.sport
     dport = seg.dport
@@ -284,6 +285,8 @@ def build_tcp(seg: TcpSegment, *, ttl: int = DEFAULT_TTL) -> bytes:
     win = seg.window
     ts = seg.ts_val
     try:
+        if seg.sack_blocks:
+            return _build_with_options(seg, t, sport, dport, flags, psum)
         if ts is None:
             tcp_len = _TCP_HEADER_LEN + n
             total = t.tsum + tcp_len + seq + ack + (_TCP_OFF5 | flags) + win + psum
@@ -322,6 +325,32 @@ def build_tcp(seg: TcpSegment, *, ttl: int = DEFAULT_TTL) -> bytes:
     except (struct.error, OverflowError) as exc:
         raise ConfigError(f"cannot encode TCP segment {seg!r}: {exc}") from None
     return hdr + payload if n else hdr
+
+
+def _build_with_options(seg: TcpSegment, t: _TcpTemplate, sport: int, dport: int, flags: int, psum: int) -> bytes:
+    """The template path for a segment carrying SACK blocks (the options laid out by
+    ``_tcp_options``); ``psum`` is the payload's partial sum."""
+    opts = _tcp_options(seg)
+    hlen = _TCP_HEADER_LEN + len(opts)
+    payload = seg.payload
+    tcp_len = hlen + len(payload)
+    seq, ack, win = seg.seq, seg.ack, seg.window
+    total = t.tsum + tcp_len + seq + ack + ((hlen << 10) | flags) + win + int.from_bytes(opts, "big") + psum
+    r = total % 0xFFFF
+    tcsum = 0xFFFF - r if r else 0
+    if t.v4:
+        ip_total = _IP4_HEADER_LEN + tcp_len
+        r = (t.ipsum + ip_total) % 0xFFFF
+        hdr = _IP4_TCP.pack(
+            _VER_IHL, 0, ip_total, 0, _DF, t.ttl, _PROTO_TCP, 0xFFFF - r if r else 0, t.s, t.d,
+            sport, dport, seq, ack, hlen << 2, flags, win, tcsum, 0,
+        )  # fmt: skip
+    else:
+        hdr = _IP6_TCP.pack(
+            _IP6_HDR_WORD, tcp_len, _PROTO_TCP, t.ttl, t.s16, t.d16,
+            sport, dport, seq, ack, hlen << 2, flags, win, tcsum, 0,
+        )  # fmt: skip
+    return b"".join((hdr, opts, payload))
 
 
 def build_tcp_generic(seg: TcpSegment, *, ttl: int = DEFAULT_TTL) -> bytes:
