@@ -6,6 +6,7 @@ import struct
 import subprocess
 import sys
 from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +25,7 @@ from wgslirpy.net.packet import (
 from wgslirpy.net.segments import (
     IcmpEcho,
     IcmpError,
+    IPAddress,
     OtherIp,
     TcpFlags,
     TcpSegment,
@@ -151,6 +153,20 @@ def test_fast_path_agrees_with_impacket(seg: TcpSegment, trailer: bytes) -> None
     assert fast == slow == seg
 
 
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(tcp_segments(), st.binary(max_size=8))
+def test_fast_path_with_any_options_agrees_with_impacket(seg: TcpSegment, trailer: bytes) -> None:
+    # Every option combination the builder writes, on segments without SYN/RST/URG.
+    seg = seg._replace(flags=TcpFlags(int(seg.flags) & ~int(TcpFlags.SYN | TcpFlags.RST | TcpFlags.URG)))
+    packet = build_tcp(seg) + trailer
+    fast = fast_decode_tcp(packet)
+    slow = impacket_decode_ip(packet)
+    assert fast is not None, "the fast path must accept this shape"
+    assert isinstance(slow, TcpSegment)
+    _assert_same_fields(fast, slow)
+    assert fast == slow == seg
+
+
 def _assert_same_fields(fast: object, slow: object) -> None:
     assert type(fast) is type(slow)
     for name in type(fast)._fields:  # type: ignore[attr-defined]
@@ -199,10 +215,14 @@ def near_fast_shapes(draw: st.DrawFn) -> bytes:
     elif proto in (1, 58) and l4:
         l4[0] = draw(st.sampled_from([0, 8, 128, 129, 0, 8, 128, 129, 3, 11, 1, 2, 13, 135]))
     elif proto == 6 and len(l4) >= 14:
-        l4[12] = draw(st.sampled_from([0x50, 0x80, 0x40, 0x60, 0xF0]))
+        l4[12] = draw(st.sampled_from([0x50, 0x80, 0x40, 0x60, 0x70, 0xB0, 0xF0]))
         l4[13] = draw(st.sampled_from([0x10, 0x18, 0x11, 0x02, 0x04, 0x30]))
         if len(l4) >= 24 and draw(st.booleans()):
             l4[20:24] = b"\x01\x01\x08\x0a"
+        elif len(l4) >= 22 and draw(st.booleans()):
+            # an option list the parser must judge: kinds and lengths near the real ones
+            l4[20] = draw(st.sampled_from([0, 1, 2, 3, 4, 5, 8, 30]))
+            l4[21] = draw(st.sampled_from([0, 1, 2, 3, 4, 10, 18, 26]))
     length_error = draw(st.sampled_from([0, 0, 0, 0, 0, -1, 1, -8, 7]))
     if v4:
         total = max(0, 20 + len(l4) + length_error)
@@ -265,11 +285,7 @@ def test_fast_udp_and_echo_decline_other_shapes() -> None:
         {"flags": TcpFlags.SYN},
         {"flags": TcpFlags.RST | TcpFlags.ACK},
         {"flags": TcpFlags.URG | TcpFlags.ACK},
-        {"mss": 1400},
-        {"wscale": 2},
-        {"sack_permitted": True},
-        {"sack_blocks": ((1, 2),)},
-        {"sack_blocks": ((1, 2),), "ts_val": 1, "ts_ecr": 1},
+        {"flags": TcpFlags.SYN, "mss": 1400, "sack_permitted": True},
     ],
 )
 def test_fast_path_declines_other_shapes(fields: dict[str, object]) -> None:
@@ -280,6 +296,24 @@ def test_fast_path_declines_other_shapes(fields: dict[str, object]) -> None:
     assert decode_ip(build_tcp(seg)) == seg
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"mss": 1400},
+        {"wscale": 2},
+        {"sack_permitted": True},
+        {"sack_blocks": ((1, 2),)},
+        {"sack_blocks": ((1, 2),), "ts_val": 1, "ts_ecr": 1},  # Linux during recovery
+        {"sack_blocks": ((1, 2), (5, 9), (20, 30)), "ts_val": 1, "ts_ecr": 1, "payload": b"data"},
+    ],
+)
+@pytest.mark.parametrize("pair", [(A4, B4), (A6, B6)])
+def test_fast_path_takes_other_option_lists(fields: dict[str, Any], pair: tuple[IPAddress, IPAddress]) -> None:
+    seg = TcpSegment(pair[0], pair[1], 1, 2, 3, 4, TcpFlags.ACK, 5)._replace(**fields)
+    packet = build_tcp(seg)
+    assert fast_decode_tcp(packet) == seg == impacket_decode_ip(packet)
+
+
 def test_fast_path_declines_non_simple_ip() -> None:
     l4 = tcp_hdr(payload=b"abc")
     assert fast_decode_tcp(ip4(6, l4, options=b"\x01\x01\x01\x00")) is None
@@ -287,8 +321,12 @@ def test_fast_path_declines_non_simple_ip() -> None:
     assert fast_decode_tcp(ip4(17, l4)) is None
     assert fast_decode_tcp(ip6(60, bytes([6, 0, 1, 4, 0, 0, 0, 0]) + l4)) is None
     assert fast_decode_tcp(build_udp(UdpDatagram(A4, B4, 1, 2, bytes(40)))) is None
-    # A NOP NOP TS-sized block that is not timestamps.
-    assert fast_decode_tcp(ip4(6, tcp_hdr(options=b"\x01\x01\x05\x0a" + bytes(8)))) is None
+    # A NOP NOP TS-sized block that is not timestamps goes through the option parser.
+    odd = ip4(6, tcp_hdr(options=b"\x01\x01\x05\x0a" + bytes(8)))
+    assert fast_decode_tcp(odd) == impacket_decode_ip(odd)
+    # A malformed option list is not the fast path's to judge.
+    bad = ip4(6, tcp_hdr(options=b"\x01\x01\x05\x09" + bytes(8)))
+    assert fast_decode_tcp(bad) is None and decode_ip(bad) is MALFORMED
 
 
 def test_fast_path_with_ip_options_still_decodes() -> None:

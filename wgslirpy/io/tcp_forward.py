@@ -30,6 +30,7 @@ import errno
 import logging
 import socket as _stdsocket
 import struct
+import threading
 from typing import TYPE_CHECKING
 
 import gevent
@@ -51,6 +52,23 @@ log = logging.getLogger("wgslirpy.tcp")
 HOST_READ_SIZE = 256 * 1024
 #: seconds the peer -> host pump waits for work before its greenlet exits
 WRITER_IDLE = 2.0
+
+#: the host-read buffer, one per thread (one gevent hub each) and shared by its flows
+_read_buffers = threading.local()
+
+
+def _host_read_buffer() -> bytearray:
+    """This thread's reusable buffer for host reads (``HOST_READ_SIZE`` bytes).
+
+    Every flow's host -> peer pump reads into it and hands the bytes to the core, which
+    copies them into its send buffer, before anything can switch greenlets; so no flow
+    ever leaves its data there while another one reads (see ``_host_to_peer``).
+    """
+    buf: bytearray | None = getattr(_read_buffers, "buf", None)
+    if buf is None or len(buf) != HOST_READ_SIZE:
+        buf = _read_buffers.buf = bytearray(HOST_READ_SIZE)
+    return buf
+
 
 _UNREACHABLE_BY_ERRNO = {
     errno.ENETUNREACH: Unreachable.NET,
@@ -307,6 +325,8 @@ class TcpFlow:
         sock = self.sock
         assert sock is not None
         conn = self.conn
+        buf = _host_read_buffer()
+        view = memoryview(buf)
         try:
             while True:
                 space = conn.send_space
@@ -317,13 +337,16 @@ class TcpFlow:
                     if conn.send_space <= 0:
                         self._tx_event.wait()
                     continue
-                data = sock.recv(min(space, HOST_READ_SIZE))
+                n = sock.recv_into(buf, min(space, len(buf)))
                 if self._aborted or conn.is_closed:
                     return
-                if not data:
+                if not n:
                     self.close_to_peer()
                     return
-                self.send_to_peer(data)
+                # The buffer is shared: pass it on only when the core takes all of it in
+                # its first send (no greenlet switch before that); else copy it out first.
+                # (The send space can have shrunk while recv_into waited.)
+                self.send_to_peer(view[:n] if n <= conn.send_space else bytes(view[:n]))
         except FlowClosed:
             return
         except OSError as e:

@@ -175,6 +175,15 @@ _SENDING = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, Sta
 _HOST_SENDING = frozenset({State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT})
 # States in which the peer may still send data / its FIN.
 _RECEIVING = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
+# Module-level names for the members the per-segment paths test (``State.X`` costs an
+# attribute lookup on the enum class each time, ~40 ns).
+_S_CLOSED = State.CLOSED
+_S_TIME_WAIT = State.TIME_WAIT
+_S_SYN_RECEIVED = State.SYN_RECEIVED
+_S_SYN_SENT = State.SYN_SENT
+_S_FIN_WAIT_2 = State.FIN_WAIT_2
+_T_RETRANSMIT = Timer.RETRANSMIT
+_T_PERSIST = Timer.PERSIST
 
 
 @dataclass(frozen=True, slots=True)
@@ -706,8 +715,19 @@ class TcpConnection:
         data = bytes(rx[:n])
         del rx[:n]
         self._consumed += n
-        if self.state in _RECEIVING and not self._fin_received and self._window_growth() >= self._sws_threshold():
-            self._ack_now = True  # window update: the peer may be waiting on us
+        if self.state in _RECEIVING and not self._fin_received:
+            # Window update on read, coalesced (Linux tcp_cleanup_rbuf): only when the
+            # window the peer still has is at most half of what we could offer and the
+            # read at least doubles it (and by more than the SWS threshold, RFC 1122
+            # 4.2.3.3). Otherwise the peer is not held back, and the ACK its next data
+            # elicits carries the new edge: one pure ACK per burst instead of two.
+            left = (self.rcv_adv - self.rcv_nxt) & MASK
+            if left >= HALF:
+                left = 0
+            if 2 * left <= self._rcv_cap:
+                grow = self._window_growth()
+                if grow >= self._sws_threshold() and grow >= left:
+                    self._ack_now = True  # the peer may be waiting on us
         return data
 
     def close(self, *, now: float) -> None:
@@ -1254,10 +1274,12 @@ class TcpConnection:
                 s = est.on_data(rcv_total=self._rcv_off, window=(self.rcv_adv - self.rcv_nxt) & MASK, now=now)
                 if s is not None:
                     self._tuner.on_rtt_sample(s, window_based=True)
-                if self._rcv_unacked >= 2 * self._rcv_seg_max or self.config.delayed_ack <= 0:
-                    self._ack_now = True
-                elif self._ack_at is None:
-                    self._ack_at = now + self.config.delayed_ack
+            # RFC 1122 4.2.3.2 / RFC 5681 §4.2: ACK at least every second full-sized
+            # segment, else within the delayed-ACK time (with or without timestamps).
+            if self._rcv_unacked >= 2 * self._rcv_seg_max or self.config.delayed_ack <= 0:
+                self._ack_now = True
+            elif self._ack_at is None:
+                self._ack_at = now + self.config.delayed_ack
         if fin or (self._rcv_fin_seq is not None and self._rcv_fin_seq == self.rcv_nxt):
             self._on_fin(now)
 
@@ -1389,28 +1411,28 @@ class TcpConnection:
         """Recompute the main timer after any state change (kept while its kind holds)."""
         st = self.state
         kind = self._timer
-        if st is State.CLOSED:
+        if st is _S_CLOSED:
             self._timer = Timer.NONE
             self._timer_at = None
-        elif st is State.TIME_WAIT:
+        elif st is _S_TIME_WAIT:
             pass  # set on entry, restarted by a retransmitted FIN
-        elif st is State.SYN_RECEIVED or st is State.SYN_SENT:
+        elif st is _S_SYN_RECEIVED or st is _S_SYN_SENT:
             if not self.accepted:
                 self._timer = Timer.NONE  # the shell's connect timeout governs
                 self._timer_at = None
-            elif kind is not Timer.RETRANSMIT:
-                self._timer = Timer.RETRANSMIT
+            elif kind is not _T_RETRANSMIT:
+                self._timer = _T_RETRANSMIT
                 self._timer_at = now + self.rtt.rto
         elif self.snd_max != self.snd_una:
-            if kind is not Timer.RETRANSMIT:
-                self._timer = Timer.RETRANSMIT
+            if kind is not _T_RETRANSMIT:
+                self._timer = _T_RETRANSMIT
                 self._timer_at = now + self.rtt.rto
             return
         elif self.snd_wnd == 0 and self.tx:
-            if kind is not Timer.PERSIST:
-                self._timer = Timer.PERSIST
+            if kind is not _T_PERSIST:
+                self._timer = _T_PERSIST
                 self._timer_at = now + self._persist_interval()
-        elif st is State.FIN_WAIT_2:
+        elif st is _S_FIN_WAIT_2:
             self._timer = Timer.CLOSE
             self._timer_at = self._last_rx + self.config.fin_wait_2_timeout
         else:
@@ -1453,12 +1475,12 @@ class TcpConnection:
         else:
             out = []
         st = self.state
-        if st is State.CLOSED:
+        if st is _S_CLOSED:
             return out
-        if st is State.SYN_RECEIVED or st is State.SYN_SENT:
+        if st is _S_SYN_RECEIVED or st is _S_SYN_SENT:
             if self._synack_due:
                 self._synack_due = False
-                out.append(self._build_synack(now) if st is State.SYN_RECEIVED else self._build_syn(now))
+                out.append(self._build_synack(now) if st is _S_SYN_RECEIVED else self._build_syn(now))
                 self._synack_sent_at = now
             self._arm_timer(now)
             return out
@@ -1722,20 +1744,24 @@ class TcpConnection:
         ts_val: int | None,
         sack: tuple[tuple[int, int], ...],
     ) -> TcpSegment:
-        """The one factory for our data/ACK segments."""
+        """The one factory for our data/ACK segments (fields by position: a keyword costs
+        more than the field; the order is pinned by tests/test_segments.py)."""
         return TcpSegment(
-            src=self._local,
-            dst=self._peer,
-            sport=self._lport,
-            dport=self._pport,
-            seq=seq,
-            ack=self.rcv_nxt,
-            flags=flags,
-            window=win,
-            payload=payload,
-            sack_blocks=sack,
-            ts_val=ts_val,
-            ts_ecr=self._ts_recent if ts_val is not None else None,
+            self._local,
+            self._peer,
+            self._lport,
+            self._pport,
+            seq,
+            self.rcv_nxt,
+            flags,
+            win,
+            payload,
+            None,  # mss
+            None,  # wscale
+            False,  # sack_permitted
+            sack,
+            ts_val,
+            self._ts_recent if ts_val is not None else None,
         )
 
     def _build_synack(self, now: float) -> TcpSegment:
