@@ -31,7 +31,7 @@ from wgslirpy.net.stack import (
     TcpConnectRequested,
     UdpSend,
 )
-from wgslirpy.net.tcp import State, TcpConnection
+from wgslirpy.net.tcp import State, TcpConnection, TcpCounters
 from wgslirpy.net.udp_nat import BindingClosed, BindingOpened
 
 from .conftest import seeded_rng
@@ -516,14 +516,15 @@ def test_tcp_drops_and_counters_survive_their_flow() -> None:
     s = make_stack()
     conn = _established(s)
     conn.drops.add(DropReason.TCP_OUT_OF_WINDOW, 3)  # type: ignore[attr-defined]
-    conn.counters = {"rto": 2, "tlp": 1}  # type: ignore[attr-defined]
+    conn.counters = TcpCounters(rto=2, tlp=1)
+    counted = TcpCounters(rto=2, tlp=1).as_dict()
     assert s.all_drops()[DropReason.TCP_OUT_OF_WINDOW] == 3  # live flows count
-    assert s.tcp_counters() == {"rto": 2, "tlp": 1}
+    assert s.tcp_counters() == counted
     s.tcp_abort(conn)  # type: ignore[arg-type]
     sent(s)
     assert s.open_flow_count() == 0
     assert s.all_drops()[DropReason.TCP_OUT_OF_WINDOW] == 3
-    assert s.tcp_counters() == {"rto": 2, "tlp": 1}
+    assert s.tcp_counters() == counted
     s.forget(conn)  # type: ignore[arg-type]  # forgetting twice folds once
     assert s.all_drops()[DropReason.TCP_OUT_OF_WINDOW] == 3
 

@@ -747,7 +747,7 @@ def test_fast_retransmit_on_third_dup_ack() -> None:
     send(conn, seg())
     assert [(s.seq, len(s.payload)) for s in recv(conn)] == [(LOCAL_SEQ + 1, MSS)]
     assert conn.ssthresh == 4 * MSS and conn.recovery is Recovery.RECOVERY
-    assert conn.counters["fast_recovery"] == 1 and conn.counters["retransmitted_bytes"] == MSS
+    assert conn.counters.fast_recovery == 1 and conn.counters.retransmitted_bytes == MSS
 
 
 def test_limited_transmit_on_first_dup_acks() -> None:
@@ -759,7 +759,7 @@ def test_limited_transmit_on_first_dup_acks() -> None:
     assert [s.seq for s in recv(conn)] == [LOCAL_SEQ + 1 + 10 * MSS]
     send(conn, seg())
     assert [s.seq for s in recv(conn)] == [LOCAL_SEQ + 1 + 11 * MSS]
-    assert conn.counters["fast_recovery"] == 0
+    assert conn.counters.fast_recovery == 0
 
 
 def test_partial_ack_retransmits_next_hole_full_ack_exits() -> None:

@@ -63,7 +63,7 @@ def test_clean_20ms_10MBps_link_goodput_after_slow_start(direction: str) -> None
     assert _intact(host, data)
     assert r.goodput(host) >= 0.8 * LINK_RATE * PAYLOAD_SHARE
     sender = _sender(r, direction)
-    assert sender.counters["rto"] == 0
+    assert sender.counters.rto == 0
     receiver = r.client if direction == "down" else r.server
     assert receiver._tuner.size > 400_000  # grew past the path's BDP (64 KiB at the start)
 
@@ -98,9 +98,9 @@ def test_sack_recoverable_losses_need_no_rto(direction: str, drops: set[int]) ->
     )
     assert _intact(_receiver_host(r, direction), data)
     c = _sender(r, direction).counters
-    assert c["rto"] == 0
-    assert c["fast_recovery"] >= 1
-    assert c["retransmitted_bytes"] <= (len(drops) + 2) * 1368  # only what was lost (+ slack)
+    assert c.rto == 0
+    assert c.fast_recovery >= 1
+    assert c.retransmitted_bytes <= (len(drops) + 2) * 1368  # only what was lost (+ slack)
 
 
 @pytest.mark.parametrize("drops", [{292}, {291, 292}, {290, 291, 292}])
@@ -112,7 +112,7 @@ def test_tail_loss_probe_repairs_the_tail_without_rto(drops: set[int]) -> None:
     r = run_link(down=data, to_client={"drop_data": frozenset(drops), "rate": None})
     assert _intact(r.client_host, data)
     c = r.server.counters
-    assert c["rto"] == 0 and c["tlp"] >= 1
+    assert c.rto == 0 and c.tlp >= 1
 
 
 def test_lost_retransmission_is_detected_by_rack_not_rto() -> None:
@@ -123,7 +123,7 @@ def test_lost_retransmission_is_detected_by_rack_not_rto() -> None:
     assert _intact(r.client_host, data)
     c = r.server.counters
     assert r.to_client.dropped == 2
-    assert c["rto"] == 0 and c["retransmitted_bytes"] == 2 * 1368
+    assert c.rto == 0 and c.retransmitted_bytes == 2 * 1368
 
 
 # ----------------------------------------------------------------------------------------
@@ -139,8 +139,8 @@ def test_reordering_alone_causes_no_cwnd_reduction_once_undone() -> None:
     assert _intact(r.client_host, data)
     c = r.server.counters
     assert r.to_client.queue_drops == 0 and r.to_client.dropped == 0
-    assert c["rto"] == 0
-    assert c["spurious_undone"] == c["fast_recovery"]
+    assert c.rto == 0
+    assert c.spurious_undone == c.fast_recovery
     assert r.server.ssthresh == INFINITE_SSTHRESH
     assert r.server._q.rack.reordering_seen
 
@@ -152,8 +152,8 @@ def test_duplicated_segments_are_reported_with_dsack() -> None:
     r = run_link(down=data, to_client={"dup": 0.05, "rate": None})
     assert _intact(r.client_host, data)
     c = r.server.counters
-    assert c["dsack_received"] > 0
-    assert c["retransmitted_bytes"] == 0 and c["rto"] == 0
+    assert c.dsack_received > 0
+    assert c.retransmitted_bytes == 0 and c.rto == 0
 
 
 # ----------------------------------------------------------------------------------------
@@ -171,8 +171,8 @@ def test_loss_reorder_duplicate_link_both_ways_intact_without_stalls(seed: int) 
     r = run_link(down=data_down, up=data_up, seed=seed, to_client=prof, to_server=prof, max_time=60)
     assert _intact(r.client_host, data_down) and _intact(r.server_host, data_up)
     assert _longest_stall(r.client_host) < 1.0 and _longest_stall(r.server_host) < 1.0
-    assert r.server.counters["dsack_received"] > 0
-    assert r.server.counters["spurious_undone"] > 0
+    assert r.server.counters.dsack_received > 0
+    assert r.server.counters.spurious_undone > 0
 
 
 def test_one_percent_loss_at_100ms_rtt_recovers_without_rto_storms() -> None:
@@ -181,8 +181,8 @@ def test_one_percent_loss_at_100ms_rtt_recovers_without_rto_storms() -> None:
     r = run_link(down=data, to_client={"loss": 0.01, "delay": 0.05}, to_server={"delay": 0.05}, seed=4)
     assert _intact(r.client_host, data)
     c = r.server.counters
-    assert c["fast_recovery"] >= 1
-    assert c["rto"] <= 1
+    assert c.fast_recovery >= 1
+    assert c.rto <= 1
 
 
 def test_newreno_and_cubic_both_fill_the_clean_link() -> None:
@@ -222,7 +222,7 @@ def test_bbr_with_pacing_keeps_rate_under_random_loss() -> None:
         if name == "bbr":
             assert r.server.cc.pacing_rate is not None
             assert r.to_client.queue_drops == 0
-            assert r.server.counters["rto"] == 0
+            assert r.server.counters.rto == 0
     assert results["bbr"] > 2 * results["cubic"]
 
 
@@ -244,10 +244,10 @@ def test_spurious_rto_from_a_link_freeze_is_undone(timestamps: bool) -> None:
     )
     assert _intact(r.client_host, data)
     c = r.server.counters
-    assert c["rto"] >= 1
-    assert c["spurious_undone"] >= 1
+    assert c.rto >= 1
+    assert c.spurious_undone >= 1
     assert r.server.ssthresh == INFINITE_SSTHRESH  # undone: the RTO's reduction is gone
-    assert c["retransmitted_bytes"] <= 3 * 1380  # nothing resent beyond the probes
+    assert c.retransmitted_bytes <= 3 * 1380  # nothing resent beyond the probes
 
 
 def test_a_thousand_idle_connections_stay_small() -> None:

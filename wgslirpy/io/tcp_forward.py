@@ -149,7 +149,7 @@ class TcpFlow:
             "congestion": repr(c.cc),
             "srtt": c.rtt.srtt,
             "min_rtt": c.rtt.min_rtt,
-            "tcp": dict(c.counters),
+            "tcp": c.counters.as_dict(),
             "rcv_nxt": c.rcv_nxt,
             "unread": c.readable,
             "peer_eof": c.peer_eof,

@@ -830,8 +830,7 @@ class Stack:
 
 
 def _tcp_counters(conn: TcpConnection) -> dict[str, int]:
-    counters: dict[str, int] = getattr(conn, "counters", None) or {}
-    return counters
+    return conn.counters.as_dict()
 
 
 def _add_counts(total: dict[str, int], counts: dict[str, int]) -> None:

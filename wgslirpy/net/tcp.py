@@ -21,7 +21,7 @@ The parts with a job of their own live beside it:
 
 Spurious retransmissions are undone (Eifel detection with timestamps, RFC 3522 / RFC 4015
 response; F-RTO without them, RFC 5682; D-SACK, RFC 3708): the controller's ``undo()`` restores the window and RACK's
-reordering window widens. Per-flow ``counters`` (rto, fast_recovery, tlp,
+reordering window widens. Per-flow ``counters`` (a :class:`TcpCounters`: rto, fast_recovery, tlp,
 retransmitted_bytes, spurious_undone, dsack_received) feed the gateway's stats.
 
 Driving contract (aioquic/smoltcp style, see docs/ARCHITECTURE.md):
@@ -134,8 +134,22 @@ PACE_MIN_WAIT = 1e-5
 #: the pacing rate: otherwise every late wake-up loses send time, the delivery rate falls
 #: below the pacing rate and a rate-based controller's estimate spirals down.
 PACE_LATE_CREDIT_TIME = 0.010
-#: the counters every connection keeps (the stats line and the benchmark read them).
-COUNTER_NAMES = ("rto", "fast_recovery", "tlp", "retransmitted_bytes", "spurious_undone", "dsack_received")
+
+
+@dataclass(slots=True)
+class TcpCounters:
+    """The event counts every connection keeps (the stats line and the benchmark read them
+    through :meth:`as_dict`); each only grows."""
+
+    rto: int = 0
+    fast_recovery: int = 0
+    tlp: int = 0
+    retransmitted_bytes: int = 0
+    spurious_undone: int = 0
+    dsack_received: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 class State(enum.Enum):
@@ -505,7 +519,7 @@ class TcpConnection:
         self._probes = 0  # zero-window probes without any answer
         self._persist_backoff = 0
         #: event counts for the stats line (keys: COUNTER_NAMES).
-        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self.counters = TcpCounters()
 
         # --- receive side ---------------------------------------------------------------
         #: next seq expected from the peer.
@@ -1010,7 +1024,7 @@ class TcpConnection:
         if res.dsack is not None:
             # RFC 2883 / RFC 3708: the peer got something twice; widen RACK's reo_wnd and
             # undo once every retransmission of the episode proved needless.
-            self.counters["dsack_received"] += 1
+            self.counters.dsack_received += 1
             q.rack.on_dsack(una=q.una, snd_max=q.snd_max)
             if res.dsack_retransmitted and self._undo_armed:
                 self._undo_retrans -= 1
@@ -1182,7 +1196,7 @@ class TcpConnection:
         self.recovery = Recovery.RECOVERY
         self._prr = Prr(ssthresh=cc.ssthresh, pipe=q.pipe, mss=self._smss)
         self._recovery_point = q.snd_max
-        self.counters["fast_recovery"] += 1
+        self.counters.fast_recovery += 1
         self._arm_undo()
         self._tlp_at = None
         self._rtt_seq = None
@@ -1204,7 +1218,7 @@ class TcpConnection:
         """The last congestion event was spurious: restore the window, forget the losses."""
         self._undo_armed = False
         self.cc.undo(now=now)
-        self.counters["spurious_undone"] += 1
+        self.counters.spurious_undone += 1
         if self.recovery is not Recovery.OPEN:
             self._q.unmark_lost()
             self._prr = None
@@ -1338,7 +1352,7 @@ class TcpConnection:
             self._tlp_at = None
             if self.recovery is Recovery.OPEN and self.snd_max != self.snd_una and not self._tlp_out:
                 self._tlp_due = True
-                self.counters["tlp"] += 1
+                self.counters.tlp += 1
                 self._timer = Timer.RETRANSMIT  # RFC 8985 §7.3: re-arm the RTO after a probe
                 self._timer_at = now + self.rtt.rto
         at = self._timer_at
@@ -1382,7 +1396,7 @@ class TcpConnection:
             self._time_out(TimeoutReason.RETRANSMIT)
             return
         q = self._q
-        self.counters["rto"] += 1
+        self.counters.rto += 1
         # RFC 5681 §3.1 loss window; RFC 6675 §5.1: everything not SACKed is presumed lost
         # and resent lowest first; SACKed data is never resent.
         self.cc.on_rto(in_flight=q.pipe, now=now)
@@ -1678,7 +1692,7 @@ class TcpConnection:
         )
         self._q.on_retransmit(r, now)
         self._rtt_seq = None  # Karn: never time a retransmission
-        self.counters["retransmitted_bytes"] += plen
+        self.counters.retransmitted_bytes += plen
         if self._undo_armed:
             if self._undo_ts is None and ts_val is not None:
                 self._undo_ts = ts_val
