@@ -518,7 +518,7 @@ class TcpConnection:
         self._probe_due = False
         self._probes = 0  # zero-window probes without any answer
         self._persist_backoff = 0
-        #: event counts for the stats line (keys: COUNTER_NAMES).
+        #: event counts for the stats line.
         self.counters = TcpCounters()
 
         # --- receive side ---------------------------------------------------------------
