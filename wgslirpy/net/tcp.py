@@ -57,7 +57,7 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from wgslirpy.constants import (
     DEFAULT_MSS_IPV4,
@@ -149,7 +149,7 @@ class TcpCounters:
     dsack_received: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return asdict(self)
 
 
 class State(enum.Enum):

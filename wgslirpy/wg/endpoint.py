@@ -31,7 +31,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..constants import (
@@ -187,7 +187,7 @@ class EndpointStats:
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name, in declaration order (the stats line and ``--stats-json``)."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return asdict(self)
 
 
 class WireGuardEndpoint:
