@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import wgslirpy.net.congestion.bbr as bbr_module
 from tests.congestion_sim import AckClock
 from wgslirpy.net.congestion import INFINITE_SSTHRESH, Bbr, Phase, make_congestion_control
 from wgslirpy.net.congestion.bbr import (
@@ -297,6 +298,60 @@ def test_draft_ack_aggregation_extra_acked_widens_the_cwnd_target() -> None:
             now=now,
         )
     assert cc.extra_acked >= 15 * MSS
+
+
+def _aggregation_trace(acks_after: int) -> list[int]:
+    """extra_acked after each of ``acks_after`` ACKs that follow one loop turn's batch on a
+    0.3 ms path (a round ends every other ACK; the ACKs come a little slower than bw)."""
+    rtt = 0.0003
+    cc = Bbr(mss=MSS)
+    now = 0.0
+    delivered = 0
+
+    def ack_at(t: float) -> None:
+        nonlocal delivered
+        delivered += MSS
+        cc.on_ack(
+            acked=MSS,
+            delivered=delivered,
+            snd_max=delivered + 2 * MSS,
+            in_flight=2 * MSS,
+            rtt=rtt,
+            min_rtt=rtt,
+            app_limited=False,
+            delivery_rate=RATE,
+            now=t,
+        )
+
+    for _ in range(50):  # smooth at RATE
+        now += MSS / RATE
+        ack_at(now)
+    now += 0.005
+    for _ in range(8):  # the batch of one late loop turn
+        ack_at(now)
+    trace = [cc.extra_acked]
+    for _ in range(acks_after):
+        now += 1.2 * MSS / RATE
+        ack_at(now)
+        trace.append(cc.extra_acked)
+    return trace
+
+
+def test_ack_aggregation_is_remembered_longer_than_ten_sub_millisecond_rounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """draft-ietf-ccwg-bbr BBRUpdateACKAggregation keeps the max over 10 rounds; on a 0.3 ms
+    path that is a few ms, shorter than the shell's loop jitter, and the flow ran
+    cwnd-limited. Each slot of the filter lasts at least EXTRA_ACKED_MIN_SLOT_TIME: 60 ms
+    (25 rounds) after a batch its excess is still in the cwnd target, where ten bare rounds
+    had let most of it go; and it still goes in the end."""
+    trace = _aggregation_trace(250)
+    batch = trace[0]
+    assert batch >= 3 * MSS
+    assert trace[50] == batch
+    assert trace[-1] < batch
+    monkeypatch.setattr(bbr_module, "EXTRA_ACKED_MIN_SLOT_TIME", 0.0)
+    assert _aggregation_trace(50)[50] < batch // 2
 
 
 def test_random_loss_below_the_congestion_threshold_raises_pacing_by_the_loss_rate() -> None:
