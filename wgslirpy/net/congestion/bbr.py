@@ -63,7 +63,9 @@ while random loss plus reordering that RACK marks lost (about 10 % on a 5 % loss
 reorder link) raises none. Below the threshold the smoothed ``loss_rate`` raises the
 pacing rate to ``bw / (1 - loss_rate)``: ``bw`` counts delivered bytes only, so without it
 each round's sample would be ``1 - p`` of the last. ACK aggregation (``extra_acked``, the
-draft's BBRUpdateACKAggregation) is added to the cwnd target. During recovery the
+draft's BBRUpdateACKAggregation, a max filter over 10 rounds whose slots last at least
+``EXTRA_ACKED_MIN_SLOT_TIME`` so that sub-millisecond paths remember the shell's batches) is
+added to the cwnd target. During recovery the
 connection sends by ``cwnd - pipe`` rather than PRR (``prr_in_recovery`` False).
 
 The model needs to see ACKs during loss recovery too (under steady random loss a flow is
