@@ -112,8 +112,8 @@ QUANTUM_SEGMENTS = 3  # headroom for delayed ACKs
 EXTRA_ACKED_ROUNDS = 10  # window (rounds) of the ACK-aggregation max filter
 # ... but one slot of that filter lasts at least this long (seconds): on a sub-millisecond
 # path ten rounds are shorter than the shell's loop jitter, the filter forgot each batch
-# before the next and the flow ran cwnd-limited (clean loopback download 0.77x -> 0.82x,
-# CPU per GB 12.6 -> 11.5 s with a 3 ms slot). Paths with RTT >= this are unaffected.
+# before the next and the flow ran cwnd-limited (clean loopback download 0.77x -> 0.87x,
+# CPU per GB 12.6 -> 11.7 s, 3 repeats each). Paths with RTT >= this are unaffected.
 EXTRA_ACKED_MIN_SLOT_TIME = 0.003
 _MAX_RATE = 1e12  # bytes/s: samples above this are nonsense and ignored
 
