@@ -267,8 +267,9 @@ def test_draft_ack_aggregation_extra_acked_widens_the_cwnd_target() -> None:
     cc = Bbr(mss=MSS)
     now = 0.0
     delivered = 0
-    for _ in range(50):  # a smooth ACK clock at RATE: little aggregation
-        now += MSS / RATE
+
+    def ack_at(t: float) -> None:
+        nonlocal delivered
         delivered += MSS
         cc.on_ack(
             acked=MSS,
@@ -279,24 +280,17 @@ def test_draft_ack_aggregation_extra_acked_widens_the_cwnd_target() -> None:
             min_rtt=BASE_RTT,
             app_limited=False,
             delivery_rate=RATE,
-            now=now,
+            now=t,
         )
+
+    for _ in range(50):  # a smooth ACK clock at RATE: little aggregation
+        now += MSS / RATE
+        ack_at(now)
     smooth = cc.extra_acked
     assert smooth <= 2 * MSS
     now += 0.02  # then 20 segments' ACKs at once after a 20 ms gap
     for _ in range(40):
-        delivered += MSS
-        cc.on_ack(
-            acked=MSS,
-            delivered=delivered,
-            snd_max=delivered + BDP,
-            in_flight=BDP,
-            rtt=BASE_RTT,
-            min_rtt=BASE_RTT,
-            app_limited=False,
-            delivery_rate=RATE,
-            now=now,
-        )
+        ack_at(now)
     assert cc.extra_acked >= 15 * MSS
 
 
