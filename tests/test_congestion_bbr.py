@@ -261,62 +261,54 @@ def test_bbr_asks_for_acks_during_recovery_and_keeps_its_window_there() -> None:
     assert cc.cwnd >= cwnd - MSS
 
 
+class _AckAtRate:
+    """One MSS delivered per call, with a ``RATE`` delivery-rate sample and a flight of
+    ``in_flight`` (so a round ends every ``in_flight / MSS`` calls)."""
+
+    def __init__(self, cc: Bbr, *, in_flight: int, rtt: float) -> None:
+        self.cc = cc
+        self.in_flight = in_flight
+        self.rtt = rtt
+        self.delivered = 0
+
+    def __call__(self, now: float) -> None:
+        self.delivered += MSS
+        self.cc.on_ack(
+            acked=MSS,
+            delivered=self.delivered,
+            snd_max=self.delivered + self.in_flight,
+            in_flight=self.in_flight,
+            rtt=self.rtt,
+            min_rtt=self.rtt,
+            app_limited=False,
+            delivery_rate=RATE,
+            now=now,
+        )
+
+
 def test_draft_ack_aggregation_extra_acked_widens_the_cwnd_target() -> None:
     """draft-ietf-ccwg-bbr BBRUpdateACKAggregation: ACKs that arrive in a batch (one loop
     turn of the shell) deliver more than bw x interval; that excess is kept in flight."""
     cc = Bbr(mss=MSS)
+    ack = _AckAtRate(cc, in_flight=BDP, rtt=BASE_RTT)
     now = 0.0
-    delivered = 0
-
-    def ack_at(t: float) -> None:
-        nonlocal delivered
-        delivered += MSS
-        cc.on_ack(
-            acked=MSS,
-            delivered=delivered,
-            snd_max=delivered + BDP,
-            in_flight=BDP,
-            rtt=BASE_RTT,
-            min_rtt=BASE_RTT,
-            app_limited=False,
-            delivery_rate=RATE,
-            now=t,
-        )
-
     for _ in range(50):  # a smooth ACK clock at RATE: little aggregation
         now += MSS / RATE
-        ack_at(now)
+        ack(now)
     smooth = cc.extra_acked
     assert smooth <= 2 * MSS
     now += 0.02  # then 20 segments' ACKs at once after a 20 ms gap
     for _ in range(40):
-        ack_at(now)
+        ack(now)
     assert cc.extra_acked >= 15 * MSS
 
 
 def _aggregation_trace(acks_after: int) -> list[int]:
     """extra_acked after each of ``acks_after`` ACKs that follow one loop turn's batch on a
     0.3 ms path (a round ends every other ACK; the ACKs come a little slower than bw)."""
-    rtt = 0.0003
     cc = Bbr(mss=MSS)
+    ack_at = _AckAtRate(cc, in_flight=2 * MSS, rtt=0.0003)
     now = 0.0
-    delivered = 0
-
-    def ack_at(t: float) -> None:
-        nonlocal delivered
-        delivered += MSS
-        cc.on_ack(
-            acked=MSS,
-            delivered=delivered,
-            snd_max=delivered + 2 * MSS,
-            in_flight=2 * MSS,
-            rtt=rtt,
-            min_rtt=rtt,
-            app_limited=False,
-            delivery_rate=RATE,
-            now=t,
-        )
-
     for _ in range(50):  # smooth at RATE
         now += MSS / RATE
         ack_at(now)
