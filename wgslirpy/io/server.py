@@ -423,8 +423,7 @@ class Gateway:
             return
         now = self.now()
         endpoint = self.endpoint
-        for packet in self.stack.packets_to_send(now=now):
-            endpoint.send_ip(packet, now=now)
+        endpoint.send_ips(self.stack.packets_to_send(now=now), now=now)
         out = endpoint.datagrams_to_send()
         if not out:
             return

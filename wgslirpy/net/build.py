@@ -54,7 +54,7 @@ from typing import NamedTuple
 
 from ..constants import DEFAULT_TTL
 from ..errors import ConfigError
-from .checksum import fold, word_sum
+from .checksum import fold, residue, word_sum
 from .segments import IcmpEcho, IPAddress, IpProto, TcpSegment, UdpDatagram, Unreachable
 
 __all__ = [
@@ -296,7 +296,7 @@ def build_tcp(seg: TcpSegment, *, ttl: int = DEFAULT_TTL) -> bytes:
             total = t.tsum + tcp_len + seq + ack + (_TCP_OFF8 | flags) + win + _NOP_NOP_TS + ts + ecr + psum
         # checksum.fold, inlined: the protocol term makes ``total`` > 0, so a residue of
         # 0 is the one's-complement sum 0xFFFF, field 0.
-        r = total % 0xFFFF
+        r = residue(total)
         tcsum = 0xFFFF - r if r else 0
         if t.v4:
             ip_total = _IP4_HEADER_LEN + tcp_len
@@ -336,7 +336,7 @@ def _build_with_options(seg: TcpSegment, t: _TcpTemplate, sport: int, dport: int
     tcp_len = hlen + len(payload)
     seq, ack, win = seg.seq, seg.ack, seg.window
     total = t.tsum + tcp_len + seq + ack + ((hlen << 10) | flags) + win + int.from_bytes(opts, "big") + psum
-    r = total % 0xFFFF
+    r = residue(total)
     tcsum = 0xFFFF - r if r else 0
     if t.v4:
         ip_total = _IP4_HEADER_LEN + tcp_len
