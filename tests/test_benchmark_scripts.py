@@ -104,6 +104,15 @@ CASES = [
         ],
     ),
     Case(
+        "micro_gateway.py",
+        ("--mib", "1", "--profile"),
+        [
+            rf"download: gateway side +{NUMBER} us per data segment, +{NUMBER} ms per MB \(\d+ segments, {NUMBER} s\)",
+            rf"upload  : gateway side +{NUMBER} us per data segment, +{NUMBER} ms per MB \(\d+ segments, {NUMBER} s\)",
+            r" +ncalls +tottime +percall +cumtime +percall filename:lineno\(function\)",
+        ],
+    ),
+    Case(
         "micro_udp_batch.py",
         ("--count", "64", "--repeat", "1"),
         [
@@ -154,6 +163,7 @@ HELP_SCRIPTS = [
     "micro_aead.py",
     "micro_reassembly.py",
     "micro_tcp.py",
+    "micro_gateway.py",
     "micro_udp_batch.py",
     "fuzz.py",
     "soak.py",
