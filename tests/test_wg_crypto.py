@@ -151,8 +151,14 @@ BACKENDS: dict[str, Backend] = {
         crypto._portable_aead_encrypt_with_header,
     )
 }
-if crypto.BACKEND == "cffi":
+if crypto._ffi is not None:
     BACKENDS["cffi"] = (crypto._fast_aead_encrypt, crypto._fast_aead_decrypt, crypto._fast_aead_encrypt_with_header)
+if crypto._HAVE_OPENSSL:
+    BACKENDS["openssl"] = (
+        crypto._openssl_aead_encrypt,
+        crypto._openssl_aead_decrypt,
+        crypto._openssl_aead_encrypt_with_header,
+    )
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -170,9 +176,47 @@ def random_cases(seed: int, count: int) -> Iterator[tuple[bytes, int, bytes, byt
         yield (r.randbytes(32), counter, r.randbytes(n), r.randbytes(r.choice([0, 0, 1, 32, r.randrange(100)])))
 
 
-def test_selected_backend_is_cffi_when_pynacl_has_it() -> None:
-    assert crypto.BACKEND == "cffi"  # PyNaCl >= 1.5 always ships nacl._sodium
-    assert crypto.aead_encrypt is crypto._fast_aead_encrypt
+def test_selected_backend_is_the_fastest_available() -> None:
+    assert "cffi" in BACKENDS  # PyNaCl >= 1.5 always ships nacl._sodium
+    expected = "openssl" if "openssl" in BACKENDS else "cffi"
+    assert crypto.BACKEND == expected
+    assert (crypto.aead_encrypt, crypto.aead_decrypt, crypto.aead_encrypt_with_header) == BACKENDS[expected]
+
+
+def _fresh_crypto_module(monkeypatch: pytest.MonkeyPatch, *missing: str) -> Any:
+    """wg/crypto.py imported anew as if the modules ``missing`` were not installed."""
+    for name in missing:
+        monkeypatch.setitem(sys.modules, name, None)  # makes the import fail
+    spec = importlib.util.spec_from_file_location("_crypto_without_" + "_".join(missing), crypto.__file__)
+    assert spec is not None and spec.loader is not None
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)
+    return fresh
+
+
+def test_import_without_cryptography_selects_libsodium(monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh = _fresh_crypto_module(monkeypatch, "cryptography.hazmat.primitives.ciphers.aead")
+    assert fresh.BACKEND == "cffi" and not fresh._HAVE_OPENSSL
+    assert fresh.aead_encrypt is fresh._fast_aead_encrypt
+    key = bytes(range(32))
+    assert fresh.aead_encrypt(key, 7, b"abc", b"ad") == crypto.aead_encrypt(key, 7, b"abc", b"ad")
+
+
+@pytest.mark.skipif("openssl" not in BACKENDS, reason="the optional cryptography package is not installed")
+def test_openssl_cipher_cache_is_bounded_and_forgets_erased_keys() -> None:
+    crypto._ciphers.clear()
+    keys = [bytes([i]) * 32 for i in range(crypto._CIPHERS_MAX + 5)]
+    for key in keys:
+        crypto._openssl_aead_encrypt(key, 0, b"x")
+        assert len(crypto._ciphers) <= crypto._CIPHERS_MAX
+    kp = Keypair(keys[-1], keys[-2], created=0.0, local_index=1, remote_index=2, is_initiator=True)
+    assert keys[-1] in crypto._ciphers and keys[-2] in crypto._ciphers
+    kp.zero()
+    assert keys[-1] not in crypto._ciphers and keys[-2] not in crypto._ciphers
+    with pytest.raises(ValueError):
+        crypto._openssl_aead_encrypt(b"", 0, b"x")  # a zeroed key never reaches OpenSSL
+    with pytest.raises(ValueError):
+        crypto._openssl_aead_decrypt(b"short", 0, bytes(16))
 
 
 def test_backends_match_public_binding_byte_for_byte(backend: Backend) -> None:
@@ -315,11 +359,7 @@ def test_callers_see_identical_bytes_with_the_fallback(monkeypatch: pytest.Monke
 
 
 def test_import_without_sodium_selects_the_public_bindings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "nacl._sodium", None)  # makes the import fail
-    spec = importlib.util.spec_from_file_location("_crypto_without_sodium", crypto.__file__)
-    assert spec is not None and spec.loader is not None
-    fresh = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fresh)
+    fresh = _fresh_crypto_module(monkeypatch, "nacl._sodium", "cryptography.hazmat.primitives.ciphers.aead")
     assert fresh.BACKEND == "bindings"
     assert fresh.aead_encrypt is fresh._portable_aead_encrypt
     assert not hasattr(fresh, "_fast_aead_encrypt")

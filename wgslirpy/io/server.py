@@ -64,6 +64,7 @@ from ..net.stack import (
 )
 from ..net.tcp import TcpConnection
 from ..net.udp_nat import BindingClosed, BindingOpened
+from ..wg import crypto
 from ..wg.endpoint import EndpointChanged, HandshakeCompleted, PeerKeysZeroed
 from ..wg.intake import HandshakeIntake, is_handshake
 from .conn import TcpHandler, UdpEndpoint, UdpHandler
@@ -259,6 +260,7 @@ class Gateway:
         self._stopped = False
         self._stop_event.clear()
         log.info("listening on %s:%d", *self.address)
+        log.debug("transport AEAD backend: %s", crypto.BACKEND)
         if self.endpoint.endpoint is not None:
             self.endpoint.initiate_handshake(now=self.now())
         self._reader = gevent.spawn(self._run_reader)

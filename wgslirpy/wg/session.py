@@ -122,6 +122,7 @@ class Keypair:
         return crypto.aead_decrypt(self.recv_key, counter, ciphertext)
 
     def zero(self) -> None:
+        crypto.forget_keys(self.send_key, self.recv_key)
         self.send_key = b""
         self.recv_key = b""
 
