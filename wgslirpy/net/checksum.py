@@ -32,7 +32,7 @@ from __future__ import annotations
 
 Buffer = bytes | bytearray | memoryview
 
-__all__ = ["checksum", "fold", "pseudo_header_sum", "residue", "word_sum"]
+__all__ = ["checksum", "fold", "pseudo_header_sum", "residue", "small_word_sum", "word_sum"]
 
 #: Above this many bits a fold in halves is cheaper than dividing what it removes.
 _FOLD_ABOVE_BITS = 1200
@@ -52,6 +52,19 @@ def word_sum(data: Buffer) -> int:
     if len(data) & 1:
         n <<= 8  # the missing pad byte goes at the end
     return n
+
+
+def small_word_sum(data: Buffer) -> int:
+    """:func:`word_sum` reduced: congruent to it modulo 0xFFFF and below 2**24.
+
+    One's-complement sums do not depend on byte order (RFC 1071 §2(B)): the little-endian
+    integer of ``data`` is congruent to the sum of its byte-swapped words, and a swap is a
+    multiplication by 256 modulo 0xFFFF; the odd trailing byte lands where the big-endian pad
+    puts it. Reading little-endian is a little cheaper, and a small result keeps the caller's
+    additions small. It may be 0 for data that is not all zero, so a total built from it
+    must have another term known to be non-zero before :func:`fold` may read 0 as 0xFFFF.
+    """
+    return residue(int.from_bytes(data, "little")) << 8
 
 
 def residue(total: int) -> int:
@@ -80,10 +93,9 @@ def checksum(data: Buffer, initial: int = 0) -> int:
 
     ``initial`` may be any non-negative int; only its value modulo 0xFFFF matters.
     """
-    n = int.from_bytes(data, "big")
-    if len(data) & 1:
-        n <<= 8
-    return fold(n + initial)
+    if initial > 0:  # the total is non-zero whatever the data: the reduced sum will do
+        return fold(initial + small_word_sum(data))
+    return fold(word_sum(data))
 
 
 def pseudo_header_sum(src: int, dst: int, proto: int, length: int) -> int:
