@@ -143,22 +143,14 @@ def test_tai64n() -> None:
 
 # --- transport AEAD backends (cffi ``lib`` fast path and the nacl.bindings fallback) -------------
 
-Backend = tuple[Callable[..., bytes], Callable[..., bytes], Callable[..., bytes]]
+Backend = tuple[Callable[..., bytes], Callable[..., bytes], Callable[..., bytes], Callable[..., list[bytes]]]
+#: each backend's functions, in the order of crypto.AEAD_NAMES, by the prefix they carry
+_PREFIXES = {"bindings": "_portable_", "cffi": "_fast_", "openssl": "_openssl_"}
 BACKENDS: dict[str, Backend] = {
-    "bindings": (
-        crypto._portable_aead_encrypt,
-        crypto._portable_aead_decrypt,
-        crypto._portable_aead_encrypt_with_header,
-    )
+    name: tuple(getattr(crypto, prefix + attr) for attr in crypto.AEAD_NAMES)  # type: ignore[misc]
+    for name, prefix in _PREFIXES.items()
+    if hasattr(crypto, prefix + "aead_encrypt")  # cffi: PyNaCl's _sodium; openssl: cryptography
 }
-if hasattr(crypto, "_fast_aead_encrypt"):  # PyNaCl's cffi module was importable
-    BACKENDS["cffi"] = (crypto._fast_aead_encrypt, crypto._fast_aead_decrypt, crypto._fast_aead_encrypt_with_header)
-if crypto._HAVE_OPENSSL:
-    BACKENDS["openssl"] = (
-        crypto._openssl_aead_encrypt,
-        crypto._openssl_aead_decrypt,
-        crypto._openssl_aead_encrypt_with_header,
-    )
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -180,7 +172,7 @@ def test_selected_backend_is_the_fastest_available() -> None:
     assert "cffi" in BACKENDS  # PyNaCl >= 1.5 always ships nacl._sodium
     expected = "openssl" if "openssl" in BACKENDS else "cffi"
     assert expected == crypto.BACKEND
-    assert (crypto.aead_encrypt, crypto.aead_decrypt, crypto.aead_encrypt_with_header) == BACKENDS[expected]
+    assert tuple(getattr(crypto, attr) for attr in crypto.AEAD_NAMES) == BACKENDS[expected]
 
 
 def _fresh_crypto_module(monkeypatch: pytest.MonkeyPatch, *missing: str) -> Any:
@@ -220,7 +212,7 @@ def test_openssl_cipher_cache_is_bounded_and_forgets_erased_keys() -> None:
 
 
 def test_backends_match_public_binding_byte_for_byte(backend: Backend) -> None:
-    enc, dec, enc_hdr = backend
+    enc, dec, enc_hdr, _ = backend
     for key, counter, pt, aad in random_cases(seed=8439, count=300):
         nonce = crypto.aead_nonce(counter)
         expected = public_encrypt(pt, aad, nonce, key)
@@ -232,8 +224,19 @@ def test_backends_match_public_binding_byte_for_byte(backend: Backend) -> None:
         assert msg == TRANSPORT_HEADER.pack(*fields) + public_encrypt(pt, b"", nonce, key)
 
 
+def test_burst_encryption_is_one_message_per_counter(backend: Backend) -> None:
+    _, _, enc_hdr, enc_many = backend
+    r = random.Random(6)
+    for first in (0, 1, 2**32 - 2, 2**64 - 4):
+        key = r.randbytes(32)
+        texts = [r.randbytes(n) for n in (0, 1, 16, 1420, 77)][: min(5, 2**64 - first)]
+        got = enc_many(TRANSPORT_HEADER, (4, 9), key, first, texts)
+        assert got == [enc_hdr(TRANSPORT_HEADER, (4, 9, c), key, c, p) for c, p in enumerate(texts, first)]
+    assert enc_many(TRANSPORT_HEADER, (4, 9), bytes(32), 0, []) == []
+
+
 def test_decrypt_rejects_every_single_bit_flip(backend: Backend) -> None:
-    enc, dec, _ = backend
+    enc, dec, _, _ = backend
     r = random.Random(5)
     for n in (0, 1, 33, 200):
         key, pt, aad = r.randbytes(32), r.randbytes(n), r.randbytes(20)
@@ -255,7 +258,7 @@ def test_decrypt_rejects_every_single_bit_flip(backend: Backend) -> None:
 
 
 def test_large_transport_sized_plaintext_bit_flips_rejected(backend: Backend) -> None:
-    enc, dec, _ = backend
+    enc, dec, _, _ = backend
     key, pt = bytes(range(32)), bytes(range(256)) * 5 + bytes(140)  # 1420 bytes
     ct = enc(key, 3, pt)
     for bit in range(0, len(ct) * 8, 7):  # a spread of positions, tag included
@@ -266,7 +269,7 @@ def test_large_transport_sized_plaintext_bit_flips_rejected(backend: Backend) ->
 
 
 def test_short_ciphertext_and_bad_key(backend: Backend) -> None:
-    enc, dec, enc_hdr = backend
+    enc, dec, enc_hdr, _ = backend
     key = bytes(32)
     for short in (b"", b"x" * 15):
         with pytest.raises(crypto.CryptoError):
@@ -281,7 +284,7 @@ def test_short_ciphertext_and_bad_key(backend: Backend) -> None:
 
 
 def test_results_are_independent_copies_of_the_reused_buffers(backend: Backend) -> None:
-    enc, dec, enc_hdr = backend
+    enc, dec, enc_hdr, _ = backend
     key = bytes(range(32))
     first = enc(key, 1, b"a" * 100)
     first_copy = bytes(first)
@@ -294,7 +297,7 @@ def test_results_are_independent_copies_of_the_reused_buffers(backend: Backend) 
 
 
 def test_plaintext_beyond_the_reused_buffer_falls_back(backend: Backend) -> None:
-    enc, dec, enc_hdr = backend
+    enc, dec, enc_hdr, _ = backend
     key, pt = bytes(range(32)), bytes(70000)
     ct = enc(key, 1, pt)
     assert ct == public_encrypt(pt, b"", crypto.aead_nonce(1), key)

@@ -22,6 +22,8 @@ def test_padding() -> None:
     assert padded(b"x") == b"x" + bytes(15)
     assert padded(bytes(16)) == bytes(16)
     assert len(padded(bytes(17))) == 32
+    assert padded(bytes(1419), 1420) == bytes(1420)  # never beyond the MTU
+    assert padded(bytes(1421), 1420) == bytes(1421)  # already beyond it: as it is
 
 
 def test_encrypt_layout_counter_and_padding() -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac as _hmac
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_decrypt as _aead_dec,
@@ -194,6 +194,26 @@ def _portable_aead_encrypt_with_header(
     return header.pack(*fields) + _portable_aead_encrypt(key, counter, plaintext)
 
 
+#: ``aead_encrypt_with_header(header, fields, key, counter, plaintext)`` and its burst form
+#: ``(header, fields without the counter, key, first counter, plaintexts)``.
+_Seal = Callable[[struct.Struct, tuple[int, ...], bytes, int, bytes], bytes]
+_SealMany = Callable[[struct.Struct, tuple[int, ...], bytes, int, Sequence[bytes]], list[bytes]]
+
+
+def _one_by_one(seal: _Seal) -> _SealMany:
+    """The burst form of a backend's ``aead_encrypt_with_header``: one call per message."""
+
+    def seal_many(
+        header: struct.Struct, fields: tuple[int, ...], key: bytes, counter: int, plaintexts: Sequence[bytes]
+    ) -> list[bytes]:
+        return [seal(header, (*fields, c), key, c, p) for c, p in enumerate(plaintexts, counter)]
+
+    return seal_many
+
+
+_portable_aead_encrypt_many_with_header = _one_by_one(_portable_aead_encrypt_with_header)
+
+
 # --- AEAD: libsodium through PyNaCl's cffi ``lib`` ----------------------------------------------
 #
 # Buffer reuse is safe because every call below runs start to finish on one OS thread without
@@ -265,6 +285,8 @@ if _ffi is not None:
         _c_encrypt(_enc_ct, _NULL, plaintext, n, b"", 0, _NULL, _NONCE.pack(counter), key)
         return _enc_view[start : _HEADER_ROOM + n + TAG_SIZE]  # type: ignore[no-any-return]
 
+    _fast_aead_encrypt_many_with_header = _one_by_one(_fast_aead_encrypt_with_header)
+
 # --- AEAD: OpenSSL through the optional ``cryptography`` package ---------------------------------
 #
 # Where it is installed (``pip install wgslirpy[fast]``) it is preferred: OpenSSL's ChaCha20 and
@@ -327,25 +349,39 @@ if _HAVE_OPENSSL:
         message."""
         return header.pack(*fields) + _cipher(key).encrypt(_NONCE.pack(counter), plaintext, None)
 
+    def _openssl_aead_encrypt_many_with_header(
+        header: struct.Struct, fields: tuple[int, ...], key: bytes, counter: int, plaintexts: Sequence[bytes]
+    ) -> list[bytes]:
+        """``aead_encrypt_with_header`` for each of ``plaintexts``, with the counters
+        ``counter, counter + 1, ...`` as the header's last field and the nonce."""
+        encrypt = _cipher(key).encrypt
+        pack = header.pack
+        nonce = _NONCE.pack
+        return [pack(*fields, c) + encrypt(nonce(c), p, None) for c, p in enumerate(plaintexts, counter)]
 
+
+aead_encrypt_many_with_header: _SealMany
 if _HAVE_OPENSSL:
     BACKEND = "openssl"
     aead_encrypt = _openssl_aead_encrypt
     aead_decrypt = _openssl_aead_decrypt
     aead_encrypt_with_header = _openssl_aead_encrypt_with_header
+    aead_encrypt_many_with_header = _openssl_aead_encrypt_many_with_header
 elif _ffi is not None:
     BACKEND = "cffi"
     aead_encrypt = _fast_aead_encrypt
     aead_decrypt = _fast_aead_decrypt
     aead_encrypt_with_header = _fast_aead_encrypt_with_header
+    aead_encrypt_many_with_header = _fast_aead_encrypt_many_with_header
 else:
     BACKEND = "bindings"
     aead_encrypt = _portable_aead_encrypt
     aead_decrypt = _portable_aead_decrypt
     aead_encrypt_with_header = _portable_aead_encrypt_with_header
+    aead_encrypt_many_with_header = _portable_aead_encrypt_many_with_header
 
 #: The public AEAD names rebound by the backend selection above (tests swap them together).
-AEAD_NAMES = ("aead_encrypt", "aead_decrypt", "aead_encrypt_with_header")
+AEAD_NAMES = ("aead_encrypt", "aead_decrypt", "aead_encrypt_with_header", "aead_encrypt_many_with_header")
 
 
 def chacha20poly1305_encrypt_raw(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:

@@ -31,10 +31,14 @@ from .replay import ReplayFilter
 _PAD = bytes(MESSAGE_PADDING_MULTIPLE)
 
 
-def padded(plaintext: bytes) -> bytes:
-    """``plaintext`` zero-padded to a multiple of 16 bytes."""
-    rem = len(plaintext) % MESSAGE_PADDING_MULTIPLE
-    return plaintext + _PAD[rem:] if rem else plaintext
+def padded(plaintext: bytes, mtu: int = 1 << 31) -> bytes:
+    """``plaintext`` zero-padded to a multiple of 16 bytes, but never beyond ``mtu``
+    (wireguard-go ``calculatePaddingSize``: a full-MTU packet still fits the outer path)."""
+    n = len(plaintext)
+    pad = -n % MESSAGE_PADDING_MULTIPLE
+    if n + pad > mtu:
+        pad = mtu - n if mtu > n else 0
+    return plaintext + _PAD[:pad] if pad else plaintext
 
 
 class Keypair:
@@ -93,29 +97,13 @@ class Keypair:
 
     def encrypt_many(self, plaintexts: Sequence[bytes], mtu: int = 1 << 31) -> list[bytes]:
         """Transport messages for ``plaintexts``, in order, with consecutive counters
-        (caller checked ``can_send(now, len(plaintexts))``).
-
-        Padding never makes a plaintext longer than ``mtu`` (wireguard-go
-        ``calculatePaddingSize``), so a full-MTU packet still fits the outer path.
-        """
+        (caller checked ``can_send(now, len(plaintexts))``), each :func:`padded` within ``mtu``."""
+        padded_texts = [padded(p, mtu) if len(p) % MESSAGE_PADDING_MULTIPLE else p for p in plaintexts]
         counter = self.send_counter
-        key = self.send_key
-        fields = (MESSAGE_TRANSPORT_TYPE, self.remote_index)
-        seal = crypto.aead_encrypt_with_header
-        out = []
-        for plaintext in plaintexts:
-            n = len(plaintext)
-            rem = n % MESSAGE_PADDING_MULTIPLE
-            if rem:
-                pad = MESSAGE_PADDING_MULTIPLE - rem
-                if n + pad > mtu:
-                    pad = mtu - n if mtu > n else 0
-                if pad:
-                    plaintext = plaintext + _PAD[:pad]
-            out.append(seal(TRANSPORT_HEADER, (*fields, counter), key, counter, plaintext))
-            counter += 1
-        self.send_counter = counter
-        return out
+        self.send_counter = counter + len(padded_texts)
+        return crypto.aead_encrypt_many_with_header(
+            TRANSPORT_HEADER, (MESSAGE_TRANSPORT_TYPE, self.remote_index), self.send_key, counter, padded_texts
+        )
 
     def decrypt(self, counter: int, ciphertext: bytes) -> bytes:
         """Authenticate and decrypt; raises crypto.CryptoError. Does not touch the replay filter."""
