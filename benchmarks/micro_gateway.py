@@ -13,7 +13,7 @@ It prints the gateway's CPU per data segment and per MB for a download and an up
 best of ``--repeat`` runs. Run::
 
     python benchmarks/micro_gateway.py                # 32 MiB each way, best of 3
-    python benchmarks/micro_gateway.py --mib 8 --profile   # cProfile of the gateway's side
+    python benchmarks/micro_gateway.py --mib 8 --profile   # cProfile, both sides
 
 Figures compare two versions of the code on one machine (less noisy than the interop
 benchmark: no other process takes part); nothing is asserted.
@@ -21,9 +21,6 @@ benchmark: no other process takes part); nothing is asserted.
 
 from __future__ import annotations
 
-import argparse
-import cProfile
-import pstats
 import random
 import sys
 import time
@@ -31,6 +28,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from micro_tcp import cli  # the same command line and figures as the TCP-only benchmark
 
 from wgslirpy.net.build import build_tcp
 from wgslirpy.net.packet import decode_ip
@@ -206,30 +205,7 @@ def run(total: int, *, download: bool) -> tuple[float, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mib", type=int, default=32, help="MiB per direction (default 32)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per direction; the best is shown (default 3)")
-    ap.add_argument("--profile", action="store_true", help="cProfile one run each way, top 30 by self time")
-    args = ap.parse_args()
-    total = args.mib << 20
-    prof = cProfile.Profile() if args.profile else None
-    for download in (True, False):
-        best = float("inf")
-        segs = 0
-        for _ in range(1 if prof is not None else max(1, args.repeat)):
-            if prof is not None:
-                prof.enable()
-            gw, segs = run(total, download=download)
-            if prof is not None:
-                prof.disable()
-            best = min(best, gw)
-        name = "download" if download else "upload"
-        print(
-            f"{name:8s}: gateway side {best * 1e6 / max(segs, 1):6.2f} us per data segment, "
-            f"{best / (total / 1e6) * 1e3:6.2f} ms per MB ({segs} segments, {best:.2f} s)"
-        )
-    if prof is not None:
-        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+    cli(run, __doc__.split("\n\n")[0], mib=32, repeat=3)
 
 
 if __name__ == "__main__":
