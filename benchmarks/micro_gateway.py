@@ -4,8 +4,8 @@ The gateway's side is what ``io/server.py`` drives for each TCP segment, minus s
 greenlets: a :class:`~wgslirpy.net.stack.Stack` and a
 :class:`~wgslirpy.wg.endpoint.WireGuardEndpoint` (the responder). Host bytes go in with
 ``tcp_send`` (download) or come out with ``tcp_read`` (upload), ``packets_to_send`` feeds
-``send_ips``, and each datagram from the peer goes through ``receive_datagram`` and
-``receive_ip``, as the reader loop does it: the whole burst, then one flush. The peer is a
+``send_ips``, and each datagram from the peer goes through ``receive_datagram``, the burst
+through ``receive_ips``, as the reader loop does it, then one flush. The peer is a
 second WireGuardEndpoint and our own :class:`~wgslirpy.net.tcp.TcpConnection` as the client
 (untimed). The clock advances a fixed step per round (fake time; nothing sleeps).
 
@@ -119,10 +119,12 @@ class GatewayPath:
     def gateway_receive(self) -> None:
         now = self.clock.now
         wg, stack = self.gw_wg, self.stack
+        inner_packets = []
         for data, _addr in self.peer_wg.datagrams_to_send():
             inner = wg.receive_datagram(data, PEER_ADDR, now=now)
             if inner is not None:
-                stack.receive_ip(inner, now=now)
+                inner_packets.append((inner, now))
+        stack.receive_ips(inner_packets)
 
     def gateway_flush(self) -> None:
         now = self.clock.now
