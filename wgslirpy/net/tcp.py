@@ -78,6 +78,7 @@ from wgslirpy.net.reassembly import ReassemblyQueue
 from wgslirpy.net.recovery import Sent, SentQueue
 from wgslirpy.net.rtt import MAX_RTT_SAMPLE, RttEstimator
 from wgslirpy.net.segments import IPAddress, TcpFlags, TcpSegment
+from wgslirpy.net.sendbuf import SendBuffer
 from wgslirpy.net.seq import HALF, MASK, MOD, seq_diff, seq_ge, seq_gt, seq_lt
 
 __all__ = [
@@ -461,7 +462,7 @@ class TcpConnection:
         self.snd_max = isn
         #: unacked + unsent host bytes; tx[0] is at snd_una (iss+1 before the SYN is acked).
         #: Doubles as the retransmit queue's bytes. len(tx) <= snd_buffer.
-        self.tx = bytearray()
+        self.tx = SendBuffer()
         #: peer's receive window in bytes (scaled), counted from snd_una.
         self.snd_wnd = syn.window
         self._snd_wl1 = syn.seq  # seq of the segment that last updated snd_wnd
@@ -715,7 +716,7 @@ class TcpConnection:
             n = space
         if n <= 0:
             return 0
-        self.tx += data[:n]
+        self.tx.append(data[:n])
         self._last_activity = now
         self._arm_timer(now)  # e.g. the persist timer when the peer's window is zero
         return n
@@ -1133,7 +1134,7 @@ class TcpConnection:
             fin_acked = True
             data -= 1
         if data:
-            del self.tx[:data]
+            self.tx.consume(data)
         self.snd_una = ack
         sample = None
         if precise is not None:
@@ -1568,81 +1569,80 @@ class TcpConnection:
         before = len(out)
         force = False
         new_data = False
-        with memoryview(tx) as view:
-            if self._tlp_due:
-                # RFC 8985 §7.3: one probe: new data if the peer's window allows, else the
-                # highest segment not SACKed.
-                self._tlp_due = False
-                self._tlp_out = True
-                nxt = q.snd_max
-                if nxt < data_end and nxt + min(max_pl, data_end - nxt) <= una + self.snd_wnd:
-                    force = True
-                else:
-                    last = q.last_unsacked()
-                    if last is not None:
-                        self._retransmit(out, last, view, una, base, data_end, now, ts_val, sack, win, max_pl)
-            frto_probe = self._frto_new > 0
-            if frto_probe:
-                # F-RTO step 2: new data probes whether the RTO was spurious
-                budget = self._frto_new * max_pl
-                self._frto_new = 0
-                force = True
-            while budget > 0 and not frto_probe:
-                r = q.next_lost()
-                if r is None:
-                    break
-                n = self._retransmit(out, r, view, una, base, data_end, now, ts_val, sack, win, max_pl)
-                budget -= n
-                spent += n
-                if prr is not None:
-                    prr.on_sent(n)
+        if self._tlp_due:
+            # RFC 8985 §7.3: one probe: new data if the peer's window allows, else the
+            # highest segment not SACKed.
+            self._tlp_due = False
+            self._tlp_out = True
             nxt = q.snd_max
-            wnd_end = una + self.snd_wnd
-            cwnd_limited = False
-            while nxt < data_end:
-                avail = data_end - nxt
-                n = max_pl if max_pl < avail else avail
-                room = wnd_end - nxt
-                if room < n:
-                    # window-limited; sender SWS avoidance (RFC 1122 4.2.3.4)
-                    if room <= 0 or nxt > una:
-                        break
-                    n = room
-                if n > budget and not force and (budget <= 0 or q.pipe > 0):
-                    cwnd_limited = True
+            if nxt < data_end and nxt + min(max_pl, data_end - nxt) <= una + self.snd_wnd:
+                force = True
+            else:
+                last = q.last_unsacked()
+                if last is not None:
+                    self._retransmit(out, last, una, base, data_end, now, ts_val, sack, win, max_pl)
+        frto_probe = self._frto_new > 0
+        if frto_probe:
+            # F-RTO step 2: new data probes whether the RTO was spurious
+            budget = self._frto_new * max_pl
+            self._frto_new = 0
+            force = True
+        while budget > 0 and not frto_probe:
+            r = q.next_lost()
+            if r is None:
+                break
+            n = self._retransmit(out, r, una, base, data_end, now, ts_val, sack, win, max_pl)
+            budget -= n
+            spent += n
+            if prr is not None:
+                prr.on_sent(n)
+        nxt = q.snd_max
+        wnd_end = una + self.snd_wnd
+        cwnd_limited = False
+        while nxt < data_end:
+            avail = data_end - nxt
+            n = max_pl if max_pl < avail else avail
+            room = wnd_end - nxt
+            if room < n:
+                # window-limited; sender SWS avoidance (RFC 1122 4.2.3.4)
+                if room <= 0 or nxt > una:
                     break
-                force = False
-                fin = fin_pending and n == avail
-                if fin:
-                    flags = _F_FIN_ACK_PSH
-                else:
-                    flags = _F_ACK_PSH if n == avail else _F_ACK
-                off = nxt - una
-                out.append(self._build((base + nxt) & MASK, flags, bytes(view[off : off + n]), win, ts_val, sack))
-                end = nxt + n + (1 if fin else 0)
-                q.on_send(nxt, end, fin, now)
-                nxt = end
-                budget -= n
-                spent += n
-                if prr is not None:
-                    prr.on_sent(n)
-                new_data = True
-            if fin_pending and nxt == data_end:
-                out.append(self._build((base + nxt) & MASK, _F_FIN_ACK, b"", win, ts_val, sack))
-                q.on_send(nxt, nxt + 1, True, now)
-                new_data = True
-            if rate is not None and rate > 0:
-                tokens -= spent
-                self._pace_tokens = tokens
-                self._pace_limited = False
-                if window_budget > spent and (nxt < data_end or q.next_lost() is not None) and tokens < self._smss:
-                    self._pace_limited = True
-                    # paced, not window-limited: come back when a quantum is due (not per
-                    # segment: every wake-up of the shell costs a loop turn)
-                    quantum = max(PACE_QUANTUM_SEGMENTS * self._smss, rate * PACE_QUANTUM_TIME)
-                    self._pace_at = now + (quantum - tokens) / rate + PACE_MIN_WAIT
-                    cwnd_limited = True
-            self._cwnd_limited = cwnd_limited
+                n = room
+            if n > budget and not force and (budget <= 0 or q.pipe > 0):
+                cwnd_limited = True
+                break
+            force = False
+            fin = fin_pending and n == avail
+            if fin:
+                flags = _F_FIN_ACK_PSH
+            else:
+                flags = _F_ACK_PSH if n == avail else _F_ACK
+            off = nxt - una
+            out.append(self._build((base + nxt) & MASK, flags, tx.take(off, n), win, ts_val, sack))
+            end = nxt + n + (1 if fin else 0)
+            q.on_send(nxt, end, fin, now)
+            nxt = end
+            budget -= n
+            spent += n
+            if prr is not None:
+                prr.on_sent(n)
+            new_data = True
+        if fin_pending and nxt == data_end:
+            out.append(self._build((base + nxt) & MASK, _F_FIN_ACK, b"", win, ts_val, sack))
+            q.on_send(nxt, nxt + 1, True, now)
+            new_data = True
+        if rate is not None and rate > 0:
+            tokens -= spent
+            self._pace_tokens = tokens
+            self._pace_limited = False
+            if window_budget > spent and (nxt < data_end or q.next_lost() is not None) and tokens < self._smss:
+                self._pace_limited = True
+                # paced, not window-limited: come back when a quantum is due (not per
+                # segment: every wake-up of the shell costs a loop turn)
+                quantum = max(PACE_QUANTUM_SEGMENTS * self._smss, rate * PACE_QUANTUM_TIME)
+                self._pace_at = now + (quantum - tokens) / rate + PACE_MIN_WAIT
+                cwnd_limited = True
+        self._cwnd_limited = cwnd_limited
         if len(out) == before:
             return False
         if new_data:
@@ -1662,7 +1662,6 @@ class TcpConnection:
         self,
         out: list[TcpSegment],
         r: Sent,
-        view: memoryview,
         una: int,
         base: int,
         data_end: int,
@@ -1684,7 +1683,7 @@ class TcpConnection:
             self._build(
                 (base + r.start) & MASK,
                 flags,
-                bytes(view[off : off + plen]),
+                self.tx.take(off, plen),
                 win,
                 ts_val,
                 sack if plen <= max_pl else (),
