@@ -1307,12 +1307,23 @@ class TcpConnection:
         self._fin_received = True
         self._rcv_fin_seq = None
         self._ooo = None
-        self._ack_now = True
         self._events.append(PeerFin())
         st = self.state
         if st is State.ESTABLISHED:
             self.state = State.CLOSE_WAIT
-        elif st is State.FIN_WAIT_1:
+            # The host mostly closes as soon as it reads EOF: like Linux (pingpong mode
+            # on FIN), delay the ACK so that it rides on our FIN, one segment instead of
+            # two (RFC 1122 4.2.3.2; the delayed-ACK time bounds it if the host stays).
+            delay = self.config.delayed_ack
+            if delay > 0:
+                at = now + delay
+                if self._ack_at is None or at < self._ack_at:
+                    self._ack_at = at
+                return
+            self._ack_now = True
+            return
+        self._ack_now = True
+        if st is State.FIN_WAIT_1:
             self.state = State.CLOSING
         elif st is State.FIN_WAIT_2:
             self._enter_time_wait(now)
