@@ -7,7 +7,9 @@ pin down the segments a connection's end takes. Sans-IO, on a fake clock.
 
 from __future__ import annotations
 
-from wgslirpy.net.tcp import PeerFin, State, TcpConfig
+import dataclasses
+
+from wgslirpy.net.tcp import PeerFin, State, TcpConfig, TcpCounters
 
 from .tcp_helpers import (
     ACK,
@@ -92,3 +94,9 @@ def test_fin_after_our_fin_is_acked_at_once() -> None:
     send(conn, seg(flags=FIN | ACK))  # simultaneous close: our FIN not yet acked
     assert conn.state is State.CLOSING
     assert recv(conn) == [rseg(seq=LOCAL_SEQ + 2, ack=REMOTE_SEQ + 2, window=WIN_AFTER_FIN)]
+
+
+def test_counters_as_dict_has_every_field() -> None:
+    # Folded into the stack's totals for every closed flow: every field, by name.
+    counters = TcpCounters(*range(1, len(dataclasses.fields(TcpCounters)) + 1))
+    assert counters.as_dict() == dataclasses.asdict(counters)

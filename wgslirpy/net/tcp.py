@@ -57,7 +57,7 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from wgslirpy.constants import (
     DEFAULT_MSS_IPV4,
@@ -149,7 +149,12 @@ class TcpCounters:
     dsack_received: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        # Every closed flow's counters are folded into the stack's totals: a comprehension
+        # costs a seventh of dataclasses.asdict (which deep-copies, ~4 us).
+        return {name: getattr(self, name) for name in _COUNTER_NAMES}
+
+
+_COUNTER_NAMES = tuple(TcpCounters.__dataclass_fields__)
 
 
 class State(enum.Enum):
