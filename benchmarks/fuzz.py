@@ -1,6 +1,6 @@
 """Fuzz the two cores that face untrusted bytes: the WireGuard endpoint and the IP stack.
 
-Usage: ``python benchmarks/fuzz.py [--count N] [--inner-count N] [--seed S] [--quiet]``
+Usage: ``python benchmarks/fuzz.py [--count N] [--inner-count N] [--seed S] [--sample-every N] [--quiet]``
 
 * **Outer**: ``--count`` datagrams (default 1,000,000) into a :class:`WireGuardEndpoint`
   that holds a real session with an in-memory client: random bytes, truncated real
@@ -77,6 +77,8 @@ OTHER_ADDRS = [(f"192.0.2.{i}", 1000 + i) for i in range(2, 40)] + [
 A_PRIVATE = crypto.clamp(bytes(range(1, 33)))
 B_PRIVATE = crypto.clamp(bytes(range(101, 133)))
 
+#: inputs between two memory samples (and progress lines), unless ``--sample-every`` says otherwise
+SAMPLE_EVERY = 50_000
 RSS_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -242,9 +244,9 @@ class WgTarget:
         if x < 0.835:
             return "initiation_replayed", self.initiation, True
         if x < 0.84:
-            body = bytearray(self.initiation)
-            body[1:4] = r.randbytes(3)  # reserved bytes must be zero
-            return "reserved_bytes_set", bytes(body), True
+            msg = bytearray(self.initiation)
+            msg[1:4] = r.randbytes(3)  # reserved bytes must be zero
+            return "reserved_bytes_set", bytes(msg), True
         return "transport_valid", self.fresh_transport(), False
 
     def feed(self, data: bytes, addr: tuple[str, int]) -> tuple[bool, bool, bool]:
@@ -256,7 +258,7 @@ class WgTarget:
         return drops.total() > before, inner is not None, answered
 
 
-def run_outer(count: int, seed: int, report: Report, *, progress: bool) -> WgTarget:
+def run_outer(count: int, seed: int, report: Report, *, progress: bool, sample_every: int = SAMPLE_EVERY) -> WgTarget:
     rnd = random.Random(seed)
     target = WgTarget(rnd)
     t0 = time.perf_counter()
@@ -293,7 +295,7 @@ def run_outer(count: int, seed: int, report: Report, *, progress: bool) -> WgTar
                 target.gw.datagrams_to_send()
             except Exception as exc:
                 report.crash("timers", exc)
-        if i % 50_000 == 0:
+        if i % sample_every == 0:
             report.sample(i, {"staged": target.gw.staged_count})
             if progress and i:
                 print(f"  outer {i:>9,}  {i / (time.perf_counter() - t0):,.0f}/s", file=sys.stderr, flush=True)
@@ -698,7 +700,9 @@ def _flow_drops(stack: Stack, key: Any) -> int:
     return conn.drops.total() if conn is not None else 0
 
 
-def run_inner(count: int, seed: int, report: Report, *, progress: bool) -> StackTarget:
+def run_inner(
+    count: int, seed: int, report: Report, *, progress: bool, sample_every: int = SAMPLE_EVERY
+) -> StackTarget:
     rnd = random.Random(seed + 1)
     target = StackTarget(rnd)
     stack = target.stack
@@ -745,7 +749,7 @@ def run_inner(count: int, seed: int, report: Report, *, progress: bool) -> Stack
                     target.drain()
             except Exception as exc:
                 report.crash(f"shell after {kind}", exc)
-            if i % 50_000 == 0:
+            if i % sample_every == 0:
                 report.sample(i, _stack_sizes(stack))
                 if progress:
                     print(f"  inner {i:>9,}  {i / (time.perf_counter() - t0):,.0f}/s", file=sys.stderr, flush=True)
@@ -822,17 +826,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=1_000_000, help="outer datagrams (default 1,000,000)")
     p.add_argument("--inner-count", type=int, default=None, help="inner packets (default: --count)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--sample-every",
+        type=int,
+        default=SAMPLE_EVERY,
+        metavar="N",
+        help=f"sample memory (and print progress) every N inputs (default {SAMPLE_EVERY:,}; the memory"
+        " check needs at least 3 samples per core)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
+    if args.count < 0 or (args.inner_count is not None and args.inner_count < 0):
+        p.error("--count and --inner-count must not be negative")
+    if args.sample_every < 1:
+        p.error("--sample-every must be at least 1")
     inner_count = args.count if args.inner_count is None else args.inner_count
     progress = not args.quiet
 
     outer = Report("outer: WireGuard datagrams -> WireGuardEndpoint")
-    wg = run_outer(args.count, args.seed, outer, progress=progress)
+    wg = run_outer(args.count, args.seed, outer, progress=progress, sample_every=args.sample_every)
     ok = print_report(outer, wg.gw.drops.as_dict(), {"staged": C.DEFAULT_TRANSMIT_QUEUE_CAPACITY})
 
     inner = Report("inner: IP packets -> Stack")
-    st = run_inner(inner_count, args.seed, inner, progress=progress)
+    st = run_inner(inner_count, args.seed, inner, progress=progress, sample_every=args.sample_every)
     cfg = st.stack.config
     limits = {
         "tcp_flows": cfg.max_tcp_flows,

@@ -6,14 +6,15 @@ Prints microseconds per operation (best of ``--repeat`` runs, so other load on t
 inflates the numbers as little as possible):
 
 * ``aead``: PyNaCl's public ``nacl.bindings`` functions (the old transport path) against
-  ``wg.crypto``'s selected backend (``crypto.BACKEND``; the cffi ``lib`` with reused buffers
-  when PyNaCl's ``_sodium`` module is importable);
+  ``wg.crypto``'s selected backend (``crypto.BACKEND``: OpenSSL when ``cryptography`` is
+  importable, else the cffi ``lib`` with reused buffers);
 * ``Keypair.encrypt``: a whole transport message (header, padding, AEAD);
 * the endpoint: ``send_ip`` (with the outbox drained) and ``receive_datagram`` per packet,
   between two in-memory WireGuardEndpoints with a confirmed session.
 
-With ``--backend bindings`` the per-packet figures use crypto.py's portable fallback, so one
-run on one tree compares the two backends end to end. No network and no files are touched.
+With ``--backend openssl|cffi|bindings`` the per-packet figures use that backend of
+crypto.py (OpenSSL through ``cryptography``, libsodium through PyNaCl's cffi ``lib``, or
+PyNaCl's public bindings), so runs on one tree compare the backends end to end. No network and no files are touched.
 """
 
 from __future__ import annotations
@@ -87,18 +88,24 @@ def endpoint_us(size: int, number: int, repeat: int) -> tuple[float, float]:
         for data, _addr in out:
             b.receive_datagram(data, A_ADDR, now=1.0)
         t2 = timeit.default_timer()
-        assert len(out) == number and b.stats["rx_packets"] >= number
+        assert len(out) == number and b.stats.rx_packets >= number
         send_best = min(send_best, (t1 - t0) / number * 1e6)
         recv_best = min(recv_best, (t2 - t1) / number * 1e6)
     return send_best, recv_best
 
 
-def use_portable_backend() -> None:
-    """Rebind crypto.py's AEAD names to its nacl.bindings fallback (what a test monkeypatches)."""
-    for name in getattr(crypto, "AEAD_NAMES", ()):
-        setattr(crypto, name, getattr(crypto, "_portable_" + name))
-    if hasattr(crypto, "BACKEND"):
-        crypto.BACKEND = "bindings"
+#: crypto.py's AEAD backends by name: the prefix of their functions (see wg/crypto.py).
+BACKEND_PREFIXES = {"openssl": "_openssl_", "cffi": "_fast_", "bindings": "_portable_"}
+
+
+def use_backend(name: str) -> None:
+    """Rebind crypto.py's AEAD names to backend ``name`` (what the tests monkeypatch)."""
+    prefix = BACKEND_PREFIXES[name]
+    for attr in crypto.AEAD_NAMES:
+        if not hasattr(crypto, prefix + attr):
+            raise SystemExit(f"crypto.py has no {name} backend here (is its library installed?)")
+        setattr(crypto, attr, getattr(crypto, prefix + attr))
+    crypto.BACKEND = name
 
 
 def main() -> None:
@@ -108,7 +115,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7, help="timed runs; the best is shown")
     ap.add_argument(
         "--backend",
-        choices=("selected", "bindings"),
+        choices=("selected", *BACKEND_PREFIXES),
         default="selected",
         help="crypto.py backend for the per-packet figures",
     )
@@ -127,9 +134,9 @@ def main() -> None:
     print(f"{'AEAD encrypt':34}{old_enc:20.2f}{new_enc:12.2f}{old_enc / new_enc:9.2f}x")
     print(f"{'AEAD decrypt':34}{old_dec:20.2f}{new_dec:12.2f}{old_dec / new_dec:9.2f}x")
 
-    if args.backend == "bindings":
-        use_portable_backend()
-        print("per-packet figures below use crypto.py's nacl.bindings fallback")
+    if args.backend != "selected":
+        use_backend(args.backend)
+        print(f"per-packet figures below use crypto.py's {args.backend} backend")
     kp = Keypair(key, key, created=0.0, local_index=1, remote_index=2, is_initiator=True)
     inner = ipv4_packet(size)
     per_packet = best_us(lambda: kp.encrypt(inner, 1420), n, r)

@@ -27,6 +27,7 @@ No network and no files are touched.
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import sys
 import time
@@ -210,8 +211,8 @@ def main() -> None:
     print(f"{'pattern':14} {'segments':>8} {'queued':>7} {'queue us':>9} {'baseline us':>12} {'ratio':>7}")
     for name, segs, runner, make, sack in cases:
         ops = queued(segs) if runner is run_receiver else len(segs)
-        new = best_us(lambda r=runner, m=make, g=segs, k=sack: r(m, g, sack=k), ops, args.repeat)
-        old = best_us(lambda r=runner, g=segs, k=sack: r(LegacyOoo, g, sack=k), ops, args.repeat)
+        new = best_us(functools.partial(runner, make, segs, sack=sack), ops, args.repeat)
+        old = best_us(functools.partial(runner, LegacyOoo, segs, sack=sack), ops, args.repeat)
         print(f"{name:14} {len(segs):8d} {ops:7d} {new:9.2f} {old:12.2f} {old / new:6.1f}x")
     q = ReassemblyQueue(max_bytes=1 << 40)
     for start, data in gaps_pattern(n // 2, rng):

@@ -48,7 +48,7 @@ from typing import Any
 
 # The interop bed's servers.py (stdlib only, like this file) holds the helpers both share.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "interop"))
-from servers import errname, serve_tcp
+from servers import errname, serve_tcp  # type: ignore[import-not-found]  # on the path above
 
 HTTP_PORT = 8180
 HOLD_PORT = 9180

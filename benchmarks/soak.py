@@ -1,6 +1,7 @@
 """Soak: mixed load through the real wireguard-go client for a long time; nothing may grow.
 
-    sudo python3 benchmarks/soak.py [--minutes 20] [--sample 10] [--warmup 0.25] [--json FILE]
+    sudo python3 benchmarks/soak.py [--minutes 20] [--sample 10] [--warmup 0.25] [--intensity 1]
+                                    [--only TEXT ...] [--json FILE]
 
 Builds the interop topology (tests/interop/topology.py: client -> wireguard-go -> wgslirpy ->
 servers, all in namespaces this script creates; nothing leaves the machine) and runs, in
@@ -420,6 +421,23 @@ def run_soak(
             return result
 
 
+def check_soak_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (exit status 2) arguments that would fail, or judge nothing, only once the topology is up."""
+    if not args.minutes > 0:
+        ap.error("--minutes must be more than 0")
+    if not args.sample > 0:
+        ap.error("--sample must be more than 0 seconds")
+    if not 0 <= args.warmup < 1:
+        ap.error("--warmup is a fraction of the run: at least 0 and less than 1")
+    if not args.intensity > 0:
+        ap.error("--intensity must be more than 0")
+    if args.only:
+        names = list(Workloads(None, Path(), only=()).loops)  # builds commands only, runs nothing
+        for text in args.only:
+            if not any(text in n for n in names):
+                ap.error(f"--only {text!r} matches no workload; the workloads: {', '.join(names)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd")
@@ -427,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         sp = sub.add_parser(name)
         if name != "srv":
             sp.add_argument("host")
-    ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--minutes", type=float, default=20.0, help="length of the load in minutes (default 20)")
     ap.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
     ap.add_argument("--warmup", type=float, default=0.25, help="fraction of the run ignored at the start")
     ap.add_argument("--intensity", type=float, default=1.0, help="load multiplier (shorter pauses)")
@@ -440,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         help="run only the workloads whose name contains TEXT (repeatable)",
     )
     args = ap.parse_args(argv)
+    if args.cmd is None:
+        check_soak_args(ap, args)
     if args.cmd == "srv":
         return cmd_srv(args)
     if args.cmd == "stall":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from ipaddress import IPv4Address, IPv6Address
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wgslirpy.net.checksum import checksum, fold, pseudo_header_sum, word_sum
+from wgslirpy.net.checksum import checksum, fold, pseudo_header_sum, residue, small_word_sum, word_sum
 
 
 def reference_sum(data: bytes) -> int:
@@ -83,3 +84,40 @@ def test_pseudo_header_ipv6(s: int, d: int, proto: int, length: int) -> None:
     src, dst = IPv6Address(s), IPv6Address(d)
     pseudo = src.packed + dst.packed + length.to_bytes(4, "big") + bytes([0, 0, 0, proto])
     assert fold(pseudo_header_sum(int(src), int(dst), proto, length)) == reference_checksum(pseudo)
+
+
+@given(st.integers(min_value=0, max_value=1 << 20))
+def test_residue_of_small_totals(total: int) -> None:
+    assert residue(total) == total % 0xFFFF
+
+
+@given(st.integers(min_value=0, max_value=70_000), st.integers(min_value=0, max_value=2**32))
+def test_residue_of_wide_totals(nbytes: int, seed: int) -> None:
+    """Every width the folds take: below the fold threshold, the precomputed masks
+    (payloads up to ~2 KB) and the masks made on demand (up to a 64 KiB datagram)."""
+    total = int.from_bytes(random.Random(seed).randbytes(nbytes), "big") + seed
+    assert residue(total) == total % 0xFFFF
+
+
+def test_residue_of_all_ones_is_zero() -> None:
+    # 2**(16k) - 1 is a multiple of 0xFFFF: the case fold() must read as negative zero.
+    for k in (1, 75, 684, 4096):
+        assert residue((1 << (16 * k)) - 1) == 0
+        assert fold((1 << (16 * k)) - 1) == 0
+
+
+@given(st.binary(max_size=3000))
+def test_small_word_sum_is_the_word_sum_reduced(data: bytes) -> None:
+    small = small_word_sum(data)
+    assert 0 <= small < 1 << 24
+    assert small % 0xFFFF == word_sum(data) % 0xFFFF
+
+
+@given(st.binary(max_size=2000), st.integers(min_value=1, max_value=1 << 40))
+def test_checksum_with_a_nonzero_initial_matches_the_reference(data: bytes, initial: int) -> None:
+    # the reduced path: reference sum of the data plus the initial, end-around carried
+    s = reference_sum(data) + initial
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    assert checksum(data, initial) == ~s & 0xFFFF
+    assert checksum(b"\xff\xff", 0) == 0  # all-ones data: negative zero, on the unreduced path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import ipaddress
 import os
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wgslirpy.cli import config_from_options, main, parse_args
+from wgslirpy.cli import _freeze_startup_objects, config_from_options, main, parse_args
 from wgslirpy.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,3 +225,14 @@ def test_installed_legacy_script_does_not_shadow_the_package(tmp_path: Path) -> 
 def test_ipv6_peer_needs_ipv6_bind(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-k", KEY_A, "-K", KEY_B, "-p", "[fd00::2]:51820"]) == 2
     assert "IPv6 bind address" in capsys.readouterr().err
+
+
+def test_the_command_line_freezes_its_start_up_objects_and_the_library_does_not() -> None:
+    import wgslirpy.io.server  # noqa: F401  (importing the library freezes nothing)
+
+    assert gc.get_freeze_count() == 0
+    try:
+        _freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

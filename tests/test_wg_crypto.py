@@ -143,16 +143,14 @@ def test_tai64n() -> None:
 
 # --- transport AEAD backends (cffi ``lib`` fast path and the nacl.bindings fallback) -------------
 
-Backend = tuple[Callable[..., bytes], Callable[..., bytes], Callable[..., bytes]]
+Backend = tuple[Callable[..., bytes], Callable[..., bytes], Callable[..., bytes], Callable[..., list[bytes]]]
+#: each backend's functions, in the order of crypto.AEAD_NAMES, by the prefix they carry
+_PREFIXES = {"bindings": "_portable_", "cffi": "_fast_", "openssl": "_openssl_"}
 BACKENDS: dict[str, Backend] = {
-    "bindings": (
-        crypto._portable_aead_encrypt,
-        crypto._portable_aead_decrypt,
-        crypto._portable_aead_encrypt_with_header,
-    )
+    name: tuple(getattr(crypto, prefix + attr) for attr in crypto.AEAD_NAMES)  # type: ignore[misc]
+    for name, prefix in _PREFIXES.items()
+    if hasattr(crypto, prefix + "aead_encrypt")  # cffi: PyNaCl's _sodium; openssl: cryptography
 }
-if crypto.BACKEND == "cffi":
-    BACKENDS["cffi"] = (crypto._fast_aead_encrypt, crypto._fast_aead_decrypt, crypto._fast_aead_encrypt_with_header)
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -170,13 +168,51 @@ def random_cases(seed: int, count: int) -> Iterator[tuple[bytes, int, bytes, byt
         yield (r.randbytes(32), counter, r.randbytes(n), r.randbytes(r.choice([0, 0, 1, 32, r.randrange(100)])))
 
 
-def test_selected_backend_is_cffi_when_pynacl_has_it() -> None:
-    assert crypto.BACKEND == "cffi"  # PyNaCl >= 1.5 always ships nacl._sodium
-    assert crypto.aead_encrypt is crypto._fast_aead_encrypt
+def test_selected_backend_is_the_fastest_available() -> None:
+    assert "cffi" in BACKENDS  # PyNaCl >= 1.5 always ships nacl._sodium
+    expected = "openssl" if "openssl" in BACKENDS else "cffi"
+    assert expected == crypto.BACKEND
+    assert tuple(getattr(crypto, attr) for attr in crypto.AEAD_NAMES) == BACKENDS[expected]
+
+
+def _fresh_crypto_module(monkeypatch: pytest.MonkeyPatch, *missing: str) -> Any:
+    """wg/crypto.py imported anew as if the modules ``missing`` were not installed."""
+    for name in missing:
+        monkeypatch.setitem(sys.modules, name, None)  # makes the import fail
+    spec = importlib.util.spec_from_file_location("_crypto_without_" + "_".join(missing), crypto.__file__)
+    assert spec is not None and spec.loader is not None
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)
+    return fresh
+
+
+def test_import_without_cryptography_selects_libsodium(monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh = _fresh_crypto_module(monkeypatch, "cryptography.hazmat.primitives.ciphers.aead")
+    assert fresh.BACKEND == "cffi" and not fresh._HAVE_OPENSSL
+    assert fresh.aead_encrypt is fresh._fast_aead_encrypt
+    key = bytes(range(32))
+    assert fresh.aead_encrypt(key, 7, b"abc", b"ad") == crypto.aead_encrypt(key, 7, b"abc", b"ad")
+
+
+@pytest.mark.skipif("openssl" not in BACKENDS, reason="the optional cryptography package is not installed")
+def test_openssl_cipher_cache_is_bounded_and_forgets_erased_keys() -> None:
+    crypto._ciphers.clear()
+    keys = [bytes([i]) * 32 for i in range(crypto._CIPHERS_MAX + 5)]
+    for key in keys:
+        crypto._openssl_aead_encrypt(key, 0, b"x")
+        assert len(crypto._ciphers) <= crypto._CIPHERS_MAX
+    kp = Keypair(keys[-1], keys[-2], created=0.0, local_index=1, remote_index=2, is_initiator=True)
+    assert keys[-1] in crypto._ciphers and keys[-2] in crypto._ciphers
+    kp.zero()
+    assert keys[-1] not in crypto._ciphers and keys[-2] not in crypto._ciphers
+    with pytest.raises(ValueError):
+        crypto._openssl_aead_encrypt(b"", 0, b"x")  # a zeroed key never reaches OpenSSL
+    with pytest.raises(ValueError):
+        crypto._openssl_aead_decrypt(b"short", 0, bytes(16))
 
 
 def test_backends_match_public_binding_byte_for_byte(backend: Backend) -> None:
-    enc, dec, enc_hdr = backend
+    enc, dec, enc_hdr, _ = backend
     for key, counter, pt, aad in random_cases(seed=8439, count=300):
         nonce = crypto.aead_nonce(counter)
         expected = public_encrypt(pt, aad, nonce, key)
@@ -188,8 +224,19 @@ def test_backends_match_public_binding_byte_for_byte(backend: Backend) -> None:
         assert msg == TRANSPORT_HEADER.pack(*fields) + public_encrypt(pt, b"", nonce, key)
 
 
+def test_burst_encryption_is_one_message_per_counter(backend: Backend) -> None:
+    _, _, enc_hdr, enc_many = backend
+    r = random.Random(6)
+    for first in (0, 1, 2**32 - 2, 2**64 - 4):
+        key = r.randbytes(32)
+        texts = [r.randbytes(n) for n in (0, 1, 16, 1420, 77)][: min(5, 2**64 - first)]
+        got = enc_many(TRANSPORT_HEADER, (4, 9), key, first, texts)
+        assert got == [enc_hdr(TRANSPORT_HEADER, (4, 9, c), key, c, p) for c, p in enumerate(texts, first)]
+    assert enc_many(TRANSPORT_HEADER, (4, 9), bytes(32), 0, []) == []
+
+
 def test_decrypt_rejects_every_single_bit_flip(backend: Backend) -> None:
-    enc, dec, _ = backend
+    enc, dec, _, _ = backend
     r = random.Random(5)
     for n in (0, 1, 33, 200):
         key, pt, aad = r.randbytes(32), r.randbytes(n), r.randbytes(20)
@@ -211,7 +258,7 @@ def test_decrypt_rejects_every_single_bit_flip(backend: Backend) -> None:
 
 
 def test_large_transport_sized_plaintext_bit_flips_rejected(backend: Backend) -> None:
-    enc, dec, _ = backend
+    enc, dec, _, _ = backend
     key, pt = bytes(range(32)), bytes(range(256)) * 5 + bytes(140)  # 1420 bytes
     ct = enc(key, 3, pt)
     for bit in range(0, len(ct) * 8, 7):  # a spread of positions, tag included
@@ -222,7 +269,7 @@ def test_large_transport_sized_plaintext_bit_flips_rejected(backend: Backend) ->
 
 
 def test_short_ciphertext_and_bad_key(backend: Backend) -> None:
-    enc, dec, enc_hdr = backend
+    enc, dec, enc_hdr, _ = backend
     key = bytes(32)
     for short in (b"", b"x" * 15):
         with pytest.raises(crypto.CryptoError):
@@ -237,7 +284,7 @@ def test_short_ciphertext_and_bad_key(backend: Backend) -> None:
 
 
 def test_results_are_independent_copies_of_the_reused_buffers(backend: Backend) -> None:
-    enc, dec, enc_hdr = backend
+    enc, dec, enc_hdr, _ = backend
     key = bytes(range(32))
     first = enc(key, 1, b"a" * 100)
     first_copy = bytes(first)
@@ -250,7 +297,7 @@ def test_results_are_independent_copies_of_the_reused_buffers(backend: Backend) 
 
 
 def test_plaintext_beyond_the_reused_buffer_falls_back(backend: Backend) -> None:
-    enc, dec, enc_hdr = backend
+    enc, dec, enc_hdr, _ = backend
     key, pt = bytes(range(32)), bytes(70000)
     ct = enc(key, 1, pt)
     assert ct == public_encrypt(pt, b"", crypto.aead_nonce(1), key)
@@ -315,11 +362,7 @@ def test_callers_see_identical_bytes_with_the_fallback(monkeypatch: pytest.Monke
 
 
 def test_import_without_sodium_selects_the_public_bindings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "nacl._sodium", None)  # makes the import fail
-    spec = importlib.util.spec_from_file_location("_crypto_without_sodium", crypto.__file__)
-    assert spec is not None and spec.loader is not None
-    fresh = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fresh)
+    fresh = _fresh_crypto_module(monkeypatch, "nacl._sodium", "cryptography.hazmat.primitives.ciphers.aead")
     assert fresh.BACKEND == "bindings"
     assert fresh.aead_encrypt is fresh._portable_aead_encrypt
     assert not hasattr(fresh, "_fast_aead_encrypt")

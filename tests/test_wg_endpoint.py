@@ -655,3 +655,29 @@ def test_stats_count_bytes_and_datagrams() -> None:
     assert p.a.stats.tx_bytes == p.b.stats.rx_bytes == 148 + 32 + 64
     assert p.a.stats.handshake_initiations_sent == 1
     assert p.b.stats.handshake_responses_sent == 1
+
+
+def test_send_ips_is_send_ip_for_each_packet() -> None:
+    """One burst: the same datagrams, counters and counters of stats as one call per packet."""
+    packets = [ipv4_packet(bytes([i]) * i) for i in range(1, 6)] + [b""]
+    one, burst = WgPair(), WgPair()
+    one.handshake()
+    burst.handshake()
+    for pkt in packets:
+        one.a.send_ip(pkt, now=one.now)
+    burst.a.send_ips(packets, now=burst.now)
+    assert burst.a.datagrams_to_send() == one.a.datagrams_to_send()
+    assert burst.a.stats == one.a.stats
+    assert burst.a.stats.keepalives_sent == one.a.stats.keepalives_sent >= 1
+    assert burst.a.next_deadline() == one.a.next_deadline()
+
+
+def test_send_ips_before_a_session_stages_the_burst_in_order() -> None:
+    p = WgPair()
+    packets = [ipv4_packet(bytes([i])) for i in range(3)]
+    p.a.send_ips(packets, now=p.now)  # no session yet: staged, and a handshake starts
+    ((init, _),) = p.a.datagrams_to_send()
+    p.b.receive_datagram(init, p.a_addr, now=p.now)
+    for data, _ in p.b.datagrams_to_send():
+        p.a.receive_datagram(data, p.b_addr, now=p.now)
+    assert p.transfer(p.a) == packets

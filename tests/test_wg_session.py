@@ -22,6 +22,8 @@ def test_padding() -> None:
     assert padded(b"x") == b"x" + bytes(15)
     assert padded(bytes(16)) == bytes(16)
     assert len(padded(bytes(17))) == 32
+    assert padded(bytes(1419), 1420) == bytes(1420)  # never beyond the MTU
+    assert padded(bytes(1421), 1420) == bytes(1421)  # already beyond it: as it is
 
 
 def test_encrypt_layout_counter_and_padding() -> None:
@@ -45,6 +47,8 @@ def test_can_send_and_receive_limits() -> None:
     assert a.can_send(10.0 + REJECT_AFTER_TIME - 0.001)
     assert not a.can_send(10.0 + REJECT_AFTER_TIME)
     assert not a.can_receive(10.0 + REJECT_AFTER_TIME)
+    a.send_counter = REJECT_AFTER_MESSAGES - 2
+    assert a.can_send(10.0, 2) and not a.can_send(10.0, 3)  # a burst must fit whole
     a.send_counter = REJECT_AFTER_MESSAGES
     assert not a.can_send(10.0)
     a.send_counter = 0
@@ -111,3 +115,12 @@ def test_padding_stops_at_mtu() -> None:
     ]:
         msg = a.encrypt(bytes(n), mtu)
         assert len(msg) == 16 + plain_len + 16, (n, mtu)
+
+
+def test_encrypt_many_equals_encrypt_one_by_one() -> None:
+    plaintexts = [b"", b"x", bytes(16), bytes(1419), bytes(1420), bytes(1421)]
+    one, _ = pair()
+    many, _ = pair()
+    assert many.encrypt_many(plaintexts, 1420) == [one.encrypt(p, 1420) for p in plaintexts]
+    assert many.send_counter == one.send_counter == len(plaintexts)
+    assert many.encrypt_many([], 1420) == [] and many.send_counter == len(plaintexts)

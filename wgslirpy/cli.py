@@ -128,6 +128,7 @@ Signals: SIGINT and SIGTERM stop the gateway (exit status 0); SIGUSR1 writes one
 from __future__ import annotations
 
 import base64
+import gc
 import logging
 import os
 import re
@@ -636,6 +637,7 @@ def main(argv: Sequence[str] | None = None, *, handle_tcp: Any = None, handle_ud
                 _print_client_config(setup, opts, gateway.address)
             except ConfigError as e:
                 log.warning("%s", e)
+        _freeze_startup_objects()
         gateway.serve_forever()
     finally:
         for service in reversed(services):
@@ -686,6 +688,15 @@ def _start_services(
         reporter.start()
         services.append(reporter)
     return services
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything alive after start-up (modules, the decoder's tables, gevent's hub) into
+    the collector's permanent generation, so that its full collections, which a busy gateway
+    triggers several times a second, walk only what the flows made (the command line owns the
+    process; a host program embedding the library decides this for itself)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _raise_open_file_limit() -> None:

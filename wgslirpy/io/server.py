@@ -7,7 +7,9 @@ subclassing ``DatagramServer``, which would spawn a greenlet per datagram.
 One central greenlet reads the WireGuard socket. Each turn it waits for readability at most
 until the cores' next deadline (capped by ``max_tick``), drains the socket in a burst
 (``max_burst`` datagrams) and classifies each by its type byte before any crypto: transport
-data goes through the WireGuard endpoint into the IP stack at once; handshake messages wait
+data goes through the WireGuard endpoint at once and the burst's inner packets into the IP
+stack in one call (``Stack.receive_ips``, where redundant pure ACKs are absorbed); handshake
+messages wait
 in a bounded queue (``wg/intake.py``, overflow dropped and counted) of which a budget is
 processed after the burst, under load (the queue's depth) demanding cookies. It then runs due
 timers, flushes every outbox through the socket, dispatches the stack's
@@ -64,6 +66,7 @@ from ..net.stack import (
 )
 from ..net.tcp import TcpConnection
 from ..net.udp_nat import BindingClosed, BindingOpened
+from ..wg import crypto
 from ..wg.endpoint import EndpointChanged, HandshakeCompleted, PeerKeysZeroed
 from ..wg.intake import HandshakeIntake, is_handshake
 from .conn import TcpHandler, UdpEndpoint, UdpHandler
@@ -259,6 +262,7 @@ class Gateway:
         self._stopped = False
         self._stop_event.clear()
         log.info("listening on %s:%d", *self.address)
+        log.debug("transport AEAD backend: %s", crypto.BACKEND)
         if self.endpoint.endpoint is not None:
             self.endpoint.initiate_handshake(now=self.now())
         self._reader = gevent.spawn(self._run_reader)
@@ -351,6 +355,7 @@ class Gateway:
                 return
             now = self.now()
             left = burst  # datagrams this turn (a GRO read carries up to 64)
+            inner_packets: list[tuple[bytes, float]] = []  # for the stack, once the burst is read
             while left > 0:
                 try:
                     datagrams, addr = recv()
@@ -374,9 +379,14 @@ class Gateway:
                         # (min_rtt, RACK, BBR's BDP) must not see a stale arrival time
                         inner = endpoint.receive_datagram(data, addr, now=(now := self.now()))
                         if inner is not None:
-                            stack.receive_ip(inner, now=now)
+                            inner_packets.append((inner, now))
                     except Exception:  # a bug in a core must not kill the gateway
                         log.exception("internal error while handling a datagram from %s", addr)
+            if inner_packets:
+                try:
+                    stack.receive_ips(inner_packets)
+                except Exception:  # a bug in a core must not kill the gateway
+                    log.exception("internal error while handling %d packets from the tunnel", len(inner_packets))
             self._handshake_turn(now)
             self._after_turn()
 
@@ -423,8 +433,7 @@ class Gateway:
             return
         now = self.now()
         endpoint = self.endpoint
-        for packet in self.stack.packets_to_send(now=now):
-            endpoint.send_ip(packet, now=now)
+        endpoint.send_ips(self.stack.packets_to_send(now=now), now=now)
         out = endpoint.datagrams_to_send()
         if not out:
             return

@@ -23,10 +23,11 @@ Choices:
   None sends 0). SACK blocks that do not fit the 40-byte option space are dropped
   from the end (the first block is the most recent one, RFC 2018 §4).
 * Checksums are summed arithmetically from the header fields plus one
-  ``int.from_bytes`` over the payload (see :mod:`wgslirpy.net.checksum`), and the IP
-  header and the upper-layer header are packed in one ``struct`` call, so a 1400-byte
-  TCP, UDP or ICMP packet costs one big-integer modulo, one ``pack`` and one copy of
-  the payload. IPv6 addresses' 16-byte forms are memoised (bounded), as
+  ``int.from_bytes`` over the payload (see :mod:`wgslirpy.net.checksum`; a TCP
+  segment's payload sum is reduced on its own, so the header terms add as small ints),
+  and the IP header and the upper-layer header are packed in one ``struct`` call, so a
+  1400-byte TCP, UDP or ICMP packet costs one big-integer reduction, one ``pack`` and
+  one copy of the payload. IPv6 addresses' 16-byte forms are memoised (bounded), as
   :mod:`wgslirpy.net.packet` memoises address objects.
 * Per-flow header templates (the established-flow fast path of :func:`build_tcp`): a
   segment without MSS, window scale or SACK-permitted (every data segment and ACK of an
@@ -54,7 +55,7 @@ from typing import NamedTuple
 
 from ..constants import DEFAULT_TTL
 from ..errors import ConfigError
-from .checksum import fold, word_sum
+from .checksum import fold, small_word_sum, word_sum
 from .segments import IcmpEcho, IPAddress, IpProto, TcpSegment, UdpDatagram, Unreachable
 
 __all__ = [
@@ -276,9 +277,7 @@ def build_tcp(seg: TcpSegment, *, ttl: int = DEFAULT_TTL) -> bytes:
         t = _tcp_template(seg.src, seg.dst, sport, dport, ttl)
     payload = seg.payload
     n = len(payload)
-    psum = int.from_bytes(payload, "big")
-    if n & 1:
-        psum <<= 8  # the pad byte (see checksum.word_sum)
+    psum = small_word_sum(payload)
     flags = int(seg.flags)
     seq = seg.seq
     ack = seg.ack

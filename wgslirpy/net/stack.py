@@ -7,7 +7,10 @@ Contract (the vocabulary of *The sans-IO contract* in docs/ARCHITECTURE.md):
   :class:`~wgslirpy.net.tcp.TcpConnection` (a bare SYN for a new 4-tuple creates one and
   emits :class:`TcpConnectRequested`), UDP to the NAT table (emitting :class:`UdpSend`) or
   to the DNS responder, ICMP echo to the ``-P`` addresses. Malformed or unwanted input is
-  dropped and counted in ``drops``; nothing raises.
+  dropped and counted in ``drops``; nothing raises. ``receive_ips(burst)`` does the same for
+  each ``(packet, now)`` of a burst read at once, and lets a pure ACK be absorbed by the next
+  ACK of its flow when that one acknowledges strictly more (no data, SACK blocks or flags
+  but ACK in either; counted in ``stats.tcp_acks_absorbed``).
 * ``packets_to_send(now=)`` drains IP packets for the tunnel: replies queued by the stack
   plus every segment the touched TCP connections want to send. Packets larger than the
   MTU are fragmented here.
@@ -45,7 +48,7 @@ import heapq
 import itertools
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .. import constants as C
@@ -57,6 +60,7 @@ from .incoming import DEFAULT_PORT_RANGE, IncomingUdpBinding, IncomingUdpTable, 
 from .packet import decode_ip
 from .policy import Policy, Rule
 from .segments import (
+    Decoded,
     IcmpEcho,
     IcmpError,
     IPAddress,
@@ -176,6 +180,8 @@ class StackStats:
     #: non-zero (a gateway without -t never shows them)
     tcp_incoming_opened: int = 0
     tcp_incoming_unreachable: int = 0
+    #: pure ACKs of a burst that the next ACK of their flow made redundant (receive_ips)
+    tcp_acks_absorbed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name, as the stats line and ``--stats-json`` show them."""
@@ -189,8 +195,33 @@ class StackStats:
 #: TcpFlags.SYN as a plain int: the per-segment test on an existing flow skips IntFlag's
 #: Python-level ``&`` (~0.4 us a segment).
 _SYN = int(TcpFlags.SYN)
+_ACK_ONLY = int(TcpFlags.ACK)
 
-_REPORTED_ONCE_USED = ("tcp_incoming_opened", "tcp_incoming_unreachable")
+
+def _is_pure_ack(seg: TcpSegment) -> bool:
+    """ACK alone: no data, no SYN/FIN/RST/PSH/URG, no SACK blocks (see Stack.receive_ips)."""
+    return int(seg.flags) == _ACK_ONLY and not seg.payload and not seg.sack_blocks
+
+
+def _absorbs(later: TcpSegment, earlier: TcpSegment) -> bool:
+    """Two pure ACKs of one flow (the very address objects: decoding memoises them), the
+    later from the same sequence number acknowledging strictly more, its timestamp not
+    older: processing the later alone loses nothing."""
+    if (
+        later.sport != earlier.sport
+        or later.dport != earlier.dport
+        or later.src is not earlier.src
+        or later.dst is not earlier.dst
+        or later.seq != earlier.seq
+    ):
+        return False
+    if not 0 < ((later.ack - earlier.ack) & 0xFFFFFFFF) < 0x80000000:
+        return False
+    ts = earlier.ts_val
+    return ts is None or (later.ts_val is not None and ((later.ts_val - ts) & 0xFFFFFFFF) < 0x80000000)
+
+
+_REPORTED_ONCE_USED = ("tcp_incoming_opened", "tcp_incoming_unreachable", "tcp_acks_absorbed")
 _ALWAYS_REPORTED = tuple(n for n in StackStats.__dataclass_fields__ if n not in _REPORTED_ONCE_USED)
 
 #: BindingOpened/BindingClosed come straight from the NAT table (net/udp_nat.py).
@@ -346,7 +377,47 @@ class Stack:
         if isinstance(whole, DropReason):
             self.drops.add(whole)
             return
-        decoded = decode_ip(whole)
+        self._dispatch(decode_ip(whole), whole, now)
+
+    def receive_ips(self, packets: Iterable[tuple[bytes, float]]) -> None:
+        """:meth:`receive_ip` for each ``(packet, now)`` of one burst, in order, except that
+        a pure ACK directly followed by a newer pure ACK of the same flow is absorbed by it.
+
+        A cumulative ACK carries everything the one before it did when neither has data,
+        SYN, FIN, RST or SACK blocks and the later one acknowledges more from the same
+        sequence number (duplicate ACKs are never absorbed: without SACK, loss recovery
+        counts them). The later one's window and timestamp are the newer ones. Processing
+        one instead of a run of them is what a burst read from the socket allows, as
+        Linux's GRO does for the segments it merges (counted: ``tcp_acks_absorbed``).
+        """
+        stats = self.stats
+        reassemble = self.reassembler.receive
+        held: TcpSegment | None = None  # a pure ACK waiting to see whether the next absorbs it
+        held_now = 0.0
+        for packet, now in packets:
+            stats.rx_packets += 1
+            whole = reassemble(packet, now=now)
+            if whole is None:
+                continue
+            if isinstance(whole, DropReason):
+                self.drops.add(whole)
+                continue
+            decoded = decode_ip(whole)
+            ack = decoded if type(decoded) is TcpSegment and _is_pure_ack(decoded) else None
+            if held is not None:
+                if ack is not None and _absorbs(ack, held):
+                    stats.tcp_acks_absorbed += 1
+                else:
+                    self._receive_tcp(held, held_now)
+                held = None
+            if ack is not None:
+                held, held_now = ack, now
+            else:
+                self._dispatch(decoded, whole, now)
+        if held is not None:
+            self._receive_tcp(held, held_now)
+
+    def _dispatch(self, decoded: Decoded | DropReason, whole: bytes, now: float) -> None:
         if isinstance(decoded, TcpSegment):
             self._receive_tcp(decoded, now)
         elif isinstance(decoded, UdpDatagram):

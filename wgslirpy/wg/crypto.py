@@ -1,6 +1,7 @@
 """WireGuard's cryptographic primitives (whitepaper §5.4, "Notation").
 
-The only module that imports nacl. Everything else in ``wg/`` calls these functions:
+The only module that imports nacl (and the optional ``cryptography``). Everything else in
+``wg/`` calls these functions:
 
 * ``DH``: X25519 via libsodium's ``crypto_scalarmult`` (private keys are clamped per RFC 7748).
   An all-zero shared secret (a low-order public key) raises :class:`CryptoError`.
@@ -12,13 +13,18 @@ The only module that imports nacl. Everything else in ``wg/`` calls these functi
 * ``TAI64N``: 12-byte big-endian external TAI64N label of a wall-clock time.
 
 Transport encryption/decryption are the hot path (docs/ARCHITECTURE.md). ``aead_encrypt``,
-``aead_decrypt`` and ``aead_encrypt_with_header`` call libsodium through PyNaCl's cffi objects
-(``nacl._sodium.lib``) directly: PyNaCl's public wrappers spend more time on argument checks,
-``ffi.new`` per call and an extra ``ffi.buffer`` than ChaCha20-Poly1305 itself needs for a
-1420-byte packet. Inputs are ``bytes`` handed to C as pointers (no copy); the outputs land in
-two module-level buffers allocated once, and each result is one ``bytes`` copy out of them. If
-``nacl._sodium`` cannot be imported, the public ``nacl.bindings`` functions (same results, same
-errors) are selected once at import; :data:`BACKEND` says which.
+``aead_decrypt`` and ``aead_encrypt_with_header`` have three backends, chosen once at import
+(:data:`BACKEND` says which), all with the same results and errors:
+
+* ``openssl``, when the optional ``cryptography`` package is installed: OpenSSL's
+  ChaCha20-Poly1305, about twice as fast as libsodium's on CPUs with AVX-512 (1.1 against
+  2.1 µs for a 1420-byte packet), with one cipher object per key kept in a bounded cache.
+* ``cffi``: libsodium through PyNaCl's cffi objects (``nacl._sodium.lib``) directly: PyNaCl's
+  public wrappers spend more time on argument checks, ``ffi.new`` per call and an extra
+  ``ffi.buffer`` than ChaCha20-Poly1305 itself needs for a 1420-byte packet. Inputs are
+  ``bytes`` handed to C as pointers (no copy); the outputs land in two module-level buffers
+  allocated once, and each result is one ``bytes`` copy out of them.
+* ``bindings``, if ``nacl._sodium`` cannot be imported: the public ``nacl.bindings`` functions.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac as _hmac
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from nacl.bindings import (
     crypto_aead_chacha20poly1305_ietf_decrypt as _aead_dec,
@@ -188,6 +194,26 @@ def _portable_aead_encrypt_with_header(
     return header.pack(*fields) + _portable_aead_encrypt(key, counter, plaintext)
 
 
+#: ``aead_encrypt_with_header(header, fields, key, counter, plaintext)`` and its burst form
+#: ``(header, fields without the counter, key, first counter, plaintexts)``.
+_Seal = Callable[[struct.Struct, tuple[int, ...], bytes, int, bytes], bytes]
+_SealMany = Callable[[struct.Struct, tuple[int, ...], bytes, int, Sequence[bytes]], list[bytes]]
+
+
+def _one_by_one(seal: _Seal) -> _SealMany:
+    """The burst form of a backend's ``aead_encrypt_with_header``: one call per message."""
+
+    def seal_many(
+        header: struct.Struct, fields: tuple[int, ...], key: bytes, counter: int, plaintexts: Sequence[bytes]
+    ) -> list[bytes]:
+        return [seal(header, (*fields, c), key, c, p) for c, p in enumerate(plaintexts, counter)]
+
+    return seal_many
+
+
+_portable_aead_encrypt_many_with_header = _one_by_one(_portable_aead_encrypt_with_header)
+
+
 # --- AEAD: libsodium through PyNaCl's cffi ``lib`` ----------------------------------------------
 #
 # Buffer reuse is safe because every call below runs start to finish on one OS thread without
@@ -259,18 +285,103 @@ if _ffi is not None:
         _c_encrypt(_enc_ct, _NULL, plaintext, n, b"", 0, _NULL, _NONCE.pack(counter), key)
         return _enc_view[start : _HEADER_ROOM + n + TAG_SIZE]  # type: ignore[no-any-return]
 
+    _fast_aead_encrypt_many_with_header = _one_by_one(_fast_aead_encrypt_with_header)
+
+# --- AEAD: OpenSSL through the optional ``cryptography`` package ---------------------------------
+#
+# Where it is installed (``pip install wgslirpy[fast]``) it is preferred: OpenSSL's ChaCha20 and
+# Poly1305 use the widest vector units the CPU has (AVX-512 where present), about twice as fast as
+# PyNaCl's libsodium for a 1420-byte packet. A cipher object is made once per key (its
+# constructor costs a third of a packet) and kept in a small cache keyed by the key bytes;
+# :func:`forget_keys` drops a keypair's entries when its keys are erased.
+
+try:
+    from cryptography.exceptions import InvalidTag as _InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305 as _OpensslChaCha
+
+    _HAVE_OPENSSL = True
+except ImportError:  # the optional package is not installed (or too old to have the class)
+    _HAVE_OPENSSL = False
+
+#: Cipher objects kept at most (transport keys live in pairs, three keypairs at a time, and
+#: each handshake adds a few one-time keys); cleared when full.
+_CIPHERS_MAX = 32
+_ciphers: dict[bytes, _OpensslChaCha] = {}
+
+
+def forget_keys(*keys: bytes) -> None:
+    """Drop anything derived from ``keys`` that this module keeps (the OpenSSL cipher cache)."""
+    for key in keys:
+        _ciphers.pop(key, None)
+
+
+if _HAVE_OPENSSL:
+
+    def _cipher(key: bytes) -> _OpensslChaCha:
+        c = _ciphers.get(key)
+        if c is None:
+            _check_key(key)
+            if len(_ciphers) >= _CIPHERS_MAX:
+                _ciphers.clear()
+            c = _ciphers[key] = _OpensslChaCha(key)
+        return c
+
+    def _openssl_aead_encrypt(key: bytes, counter: int, plaintext: bytes, aad: bytes = b"") -> bytes:
+        """AEAD(key, counter, plaintext, aad): ciphertext || 16-byte tag. ValueError unless
+        32-byte key."""
+        return _cipher(key).encrypt(_NONCE.pack(counter), plaintext, aad)
+
+    def _openssl_aead_decrypt(key: bytes, counter: int, ciphertext: bytes, aad: bytes = b"") -> bytes:
+        """Inverse of aead_encrypt: CryptoError if the tag does not verify (or there is no
+        room for one). ValueError unless 32-byte key."""
+        cipher = _cipher(key)
+        if len(ciphertext) < TAG_SIZE:
+            raise CryptoError("AEAD tag mismatch")
+        try:
+            return cipher.decrypt(_NONCE.pack(counter), ciphertext, aad)
+        except _InvalidTag:
+            raise CryptoError("AEAD tag mismatch") from None
+
+    def _openssl_aead_encrypt_with_header(
+        header: struct.Struct, fields: tuple[int, ...], key: bytes, counter: int, plaintext: bytes
+    ) -> bytes:
+        """``header.pack(*fields) || AEAD(key, counter, plaintext, b"")``: a whole transport
+        message."""
+        return header.pack(*fields) + _cipher(key).encrypt(_NONCE.pack(counter), plaintext, None)
+
+    def _openssl_aead_encrypt_many_with_header(
+        header: struct.Struct, fields: tuple[int, ...], key: bytes, counter: int, plaintexts: Sequence[bytes]
+    ) -> list[bytes]:
+        """``aead_encrypt_with_header`` for each of ``plaintexts``, with the counters
+        ``counter, counter + 1, ...`` as the header's last field and the nonce."""
+        encrypt = _cipher(key).encrypt
+        pack = header.pack
+        nonce = _NONCE.pack
+        return [pack(*fields, c) + encrypt(nonce(c), p, None) for c, p in enumerate(plaintexts, counter)]
+
+
+aead_encrypt_many_with_header: _SealMany
+if _HAVE_OPENSSL:
+    BACKEND = "openssl"
+    aead_encrypt = _openssl_aead_encrypt
+    aead_decrypt = _openssl_aead_decrypt
+    aead_encrypt_with_header = _openssl_aead_encrypt_with_header
+    aead_encrypt_many_with_header = _openssl_aead_encrypt_many_with_header
+elif _ffi is not None:
     BACKEND = "cffi"
     aead_encrypt = _fast_aead_encrypt
     aead_decrypt = _fast_aead_decrypt
     aead_encrypt_with_header = _fast_aead_encrypt_with_header
+    aead_encrypt_many_with_header = _fast_aead_encrypt_many_with_header
 else:
     BACKEND = "bindings"
     aead_encrypt = _portable_aead_encrypt
     aead_decrypt = _portable_aead_decrypt
     aead_encrypt_with_header = _portable_aead_encrypt_with_header
+    aead_encrypt_many_with_header = _portable_aead_encrypt_many_with_header
 
 #: The public AEAD names rebound by the backend selection above (tests swap them together).
-AEAD_NAMES = ("aead_encrypt", "aead_decrypt", "aead_encrypt_with_header")
+AEAD_NAMES = ("aead_encrypt", "aead_decrypt", "aead_encrypt_with_header", "aead_encrypt_many_with_header")
 
 
 def chacha20poly1305_encrypt_raw(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:

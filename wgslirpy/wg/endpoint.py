@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -295,18 +295,27 @@ class WireGuardEndpoint:
 
     def send_ip(self, packet: bytes, *, now: float) -> None:
         """Encrypt ``packet`` for the peer, or stage it until a session is up."""
+        self.send_ips((packet,), now=now)
+
+    def send_ips(self, packets: Sequence[bytes], *, now: float) -> None:
+        """:meth:`send_ip` for each of ``packets``, in order; the session checks and the
+        timers' bookkeeping happen once for the whole burst."""
+        if not packets:
+            return
         self._now = now
         kp = self._keypairs.current
         endpoint = self.endpoint
-        if not self._staged and kp is not None and endpoint is not None and kp.can_send(now):
-            self._send_now(kp, endpoint, packet, now)
+        if not self._staged and kp is not None and endpoint is not None and kp.can_send(now, len(packets)):
+            self._send_now(kp, endpoint, packets, now)
             if should_rekey_on_send(kp, now):
                 self._send_initiation(now, retry=False)
             return
-        if len(self._staged) >= self._queue_capacity:
-            self._staged.popleft()
-            self.drops.add(DropReason.TRANSMIT_QUEUE_FULL)
-        self._staged.append(packet)
+        staged = self._staged
+        for packet in packets:
+            if len(staged) >= self._queue_capacity:
+                staged.popleft()
+                self.drops.add(DropReason.TRANSMIT_QUEUE_FULL)
+            staged.append(packet)
         self._send_staged(now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
@@ -465,7 +474,7 @@ class WireGuardEndpoint:
             if not self._cookie_budget.allow(now=now):
                 return DropReason.WG_COOKIE_BUDGET
             sender = int.from_bytes(data[4:8], "little")
-            self._emit(checker.create_reply(data, sender, address, now=now), address)
+            self._emit((checker.create_reply(data, sender, address, now=now),), address)
             self.stats.cookie_replies_sent += 1
             return DropReason.WG_UNDER_LOAD
         return None
@@ -485,7 +494,7 @@ class WireGuardEndpoint:
         timers.on_session_derived(now)
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent(now)
-        self._emit(response, addr)
+        self._emit((response,), addr)
         self.stats.handshake_responses_sent += 1
 
     def _receive_response(self, data: bytes, addr: Address, now: float) -> None:
@@ -514,22 +523,25 @@ class WireGuardEndpoint:
 
     # --- send -----------------------------------------------------------------------------------
 
-    def _emit(self, data: bytes, addr: Address) -> None:
-        self._outbox.append((data, addr))
+    def _emit(self, messages: Sequence[bytes], addr: Address) -> None:
+        self._outbox.extend([(m, addr) for m in messages])
         stats = self.stats
-        stats.tx_datagrams += 1
-        stats.tx_bytes += len(data)
+        stats.tx_datagrams += len(messages)
+        stats.tx_bytes += sum(map(len, messages))
 
-    def _send_now(self, kp: Keypair, endpoint: Address, packet: bytes, now: float) -> None:
-        self._emit(kp.encrypt(packet, self._mtu), endpoint)
+    def _send_now(self, kp: Keypair, endpoint: Address, packets: Sequence[bytes], now: float) -> None:
+        """Encrypt and queue ``packets`` (``b""`` is a keepalive); ``kp.can_send`` holds for
+        all of them."""
+        self._emit(kp.encrypt_many(packets, self._mtu), endpoint)
+        stats = self.stats
+        keepalives = packets.count(b"")
+        stats.keepalives_sent += keepalives
+        stats.tx_packets += len(packets) - keepalives
         timers = self._timers
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent(now)
-        if packet:
-            self.stats.tx_packets += 1
+        if keepalives < len(packets):
             timers.on_data_sent(now)
-        else:
-            self.stats.keepalives_sent += 1
 
     def _send_staged(self, now: float) -> None:
         """SendStagedPackets: flush the staged queue, or start a handshake to get keys."""
@@ -538,11 +550,11 @@ class WireGuardEndpoint:
             return
         kp = self._keypairs.current
         endpoint = self.endpoint
-        if kp is None or endpoint is None or not kp.can_send(now):
+        if kp is None or endpoint is None or not kp.can_send(now, len(staged)):
             self._send_initiation(now, retry=False)
             return
-        while staged:
-            self._send_now(kp, endpoint, staged.popleft(), now)
+        self._send_now(kp, endpoint, list(staged), now)
+        staged.clear()
         if should_rekey_on_send(kp, now):
             self._send_initiation(now, retry=False)
 
@@ -568,7 +580,7 @@ class WireGuardEndpoint:
         msg = self._generator.add_macs(msg, now=now)
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent(now)
-        self._emit(msg, endpoint)
+        self._emit((msg,), endpoint)
         self.stats.handshake_initiations_sent += 1
         timers.on_handshake_initiated(now)
 

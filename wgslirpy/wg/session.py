@@ -16,6 +16,8 @@ tunnel MTU (keepalives, which are empty, stay empty).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..constants import (
     MESSAGE_PADDING_MULTIPLE,
     MESSAGE_TRANSPORT_TYPE,
@@ -29,10 +31,14 @@ from .replay import ReplayFilter
 _PAD = bytes(MESSAGE_PADDING_MULTIPLE)
 
 
-def padded(plaintext: bytes) -> bytes:
-    """``plaintext`` zero-padded to a multiple of 16 bytes."""
-    rem = len(plaintext) % MESSAGE_PADDING_MULTIPLE
-    return plaintext + _PAD[rem:] if rem else plaintext
+def padded(plaintext: bytes, mtu: int = 1 << 31) -> bytes:
+    """``plaintext`` zero-padded to a multiple of 16 bytes, but never beyond ``mtu``
+    (wireguard-go ``calculatePaddingSize``: a full-MTU packet still fits the outer path)."""
+    n = len(plaintext)
+    pad = -n % MESSAGE_PADDING_MULTIPLE
+    if n + pad > mtu:
+        pad = mtu - n if mtu > n else 0
+    return plaintext + _PAD[:pad] if pad else plaintext
 
 
 class Keypair:
@@ -74,33 +80,29 @@ class Keypair:
         #: True if we sent the initiation that produced it: the time-based rekey is ours.
         self.is_initiator = is_initiator
 
-    def can_send(self, now: float) -> bool:
-        """Young enough, counter not exhausted, and not zeroed."""
+    def can_send(self, now: float, count: int = 1) -> bool:
+        """Young enough, counter not exhausted by ``count`` more messages, and not zeroed."""
         return (
-            now - self.created < REJECT_AFTER_TIME and self.send_counter < REJECT_AFTER_MESSAGES and bool(self.send_key)
+            now - self.created < REJECT_AFTER_TIME
+            and self.send_counter + count <= REJECT_AFTER_MESSAGES
+            and bool(self.send_key)
         )
 
     def can_receive(self, now: float) -> bool:
         return now - self.created < REJECT_AFTER_TIME and bool(self.recv_key)
 
     def encrypt(self, plaintext: bytes, mtu: int = 1 << 31) -> bytes:
-        """A whole transport message for ``plaintext`` (caller checked :meth:`can_send`).
+        """A whole transport message for ``plaintext`` (caller checked :meth:`can_send`)."""
+        return self.encrypt_many((plaintext,), mtu)[0]
 
-        Padding never makes the plaintext longer than ``mtu`` (wireguard-go
-        ``calculatePaddingSize``), so a full-MTU packet still fits the outer path.
-        """
+    def encrypt_many(self, plaintexts: Sequence[bytes], mtu: int = 1 << 31) -> list[bytes]:
+        """Transport messages for ``plaintexts``, in order, with consecutive counters
+        (caller checked ``can_send(now, len(plaintexts))``), each :func:`padded` within ``mtu``."""
+        padded_texts = [padded(p, mtu) if len(p) % MESSAGE_PADDING_MULTIPLE else p for p in plaintexts]
         counter = self.send_counter
-        self.send_counter = counter + 1
-        n = len(plaintext)
-        rem = n % MESSAGE_PADDING_MULTIPLE
-        if rem:
-            pad = MESSAGE_PADDING_MULTIPLE - rem
-            if n + pad > mtu:
-                pad = mtu - n if mtu > n else 0
-            if pad:
-                plaintext = plaintext + _PAD[:pad]
-        return crypto.aead_encrypt_with_header(
-            TRANSPORT_HEADER, (MESSAGE_TRANSPORT_TYPE, self.remote_index, counter), self.send_key, counter, plaintext
+        self.send_counter = counter + len(padded_texts)
+        return crypto.aead_encrypt_many_with_header(
+            TRANSPORT_HEADER, (MESSAGE_TRANSPORT_TYPE, self.remote_index), self.send_key, counter, padded_texts
         )
 
     def decrypt(self, counter: int, ciphertext: bytes) -> bytes:
@@ -108,6 +110,7 @@ class Keypair:
         return crypto.aead_decrypt(self.recv_key, counter, ciphertext)
 
     def zero(self) -> None:
+        crypto.forget_keys(self.send_key, self.recv_key)
         self.send_key = b""
         self.recv_key = b""
 
