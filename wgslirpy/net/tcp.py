@@ -50,6 +50,9 @@ Simplifications, on purpose:
   :meth:`can_reopen` tells the stack whether RFC 6191-style immediate reuse would be safe.
 * FIN-WAIT-2 ends after ``fin_wait_2_timeout`` seconds *without any segment from the
   peer* (a half-closed peer that keeps sending is never cut off).
+* The peer's FIN in ESTABLISHED is ACKed within the delayed-ACK time, not at once (as Linux
+  does): the host mostly closes at EOF, and our FIN then carries the ACK. After our own FIN
+  the peer's FIN is ACKed at once.
 """
 
 from __future__ import annotations
