@@ -164,7 +164,9 @@ def close_wait(config: TcpConfig = BASE_CONFIG) -> TcpConnection:
     conn = established(config)
     send(conn, seg(flags=FIN | ACK))
     assert conn.state is State.CLOSE_WAIT
-    assert no_window(recv(conn)) == [rseg(ack=REMOTE_SEQ + 2, window=0)]
+    # The ACK of the FIN waits for the host's FIN to ride on, at most the delayed-ACK time.
+    recv_nothing(conn)
+    assert no_window(recv(conn, T0 + config.delayed_ack)) == [rseg(ack=REMOTE_SEQ + 2, window=0)]
     return conn
 
 

@@ -32,7 +32,7 @@ def tcp_segments(draw: Any, *, fast: bool = False, max_payload: int = 1500) -> T
     """Any TcpSegment build_tcp can represent exactly.
 
     ``fast=True`` restricts to the shape fast_decode_tcp accepts: no options but
-    timestamps, and no SYN/RST/URG.
+    timestamps, and no RST/URG.
     """
     src, dst = draw(addr_pairs)
     flags = draw(st.integers(0, 255))
@@ -41,7 +41,7 @@ def tcp_segments(draw: Any, *, fast: bool = False, max_payload: int = 1500) -> T
     sack_permitted = False
     blocks: tuple[tuple[int, int], ...] = ()
     if fast:
-        flags &= ~(TcpFlags.SYN | TcpFlags.RST | TcpFlags.URG)
+        flags &= ~(TcpFlags.RST | TcpFlags.URG)
     else:
         mss = draw(st.one_of(st.none(), u16))
         wscale = draw(st.one_of(st.none(), st.integers(0, 255)))

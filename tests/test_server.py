@@ -222,26 +222,49 @@ def test_refused_port_gets_rst(gateway: Gateway, client: TunnelClient) -> None:
     assert isinstance(rst, TcpSegment) and rst.flags & TcpFlags.RST and rst.ack == 2
 
 
-@pytest.mark.parametrize("err, code", [(errno.ENETUNREACH, 0), (errno.EHOSTUNREACH, 1), (None, 1)])
+@pytest.mark.parametrize(
+    "err, later, code",
+    [
+        (errno.ENETUNREACH, None, 0),  # the connect fails at once
+        (errno.EINPROGRESS, errno.EHOSTUNREACH, 1),  # ... or once it is done
+        (errno.EINPROGRESS, errno.ETIMEDOUT, 1),  # the host's SYN retries ran out
+        (errno.EINPROGRESS, None, 1),  # no answer within --connect-timeout
+    ],
+)
 def test_failed_dial_gets_icmp_unreachable(
-    gateway: Gateway, client: TunnelClient, monkeypatch: pytest.MonkeyPatch, err: int | None, code: int
+    monkeypatch: pytest.MonkeyPatch, err: int, later: int | None, code: int
 ) -> None:
     """No route / timeout while dialling: ICMP unreachable quoting the SYN, no RST.
 
     The dial error is injected (no packet may leave loopback); the interop tests do the
-    same with real unroutable destinations inside their namespaces.
+    same with real unroutable destinations inside their namespaces. The fake socket is
+    "connecting" until its descriptor is writable: a UDP socket's at once, a listening
+    socket's never (so the connect times out).
     """
+    fds: list[gsocket.socket] = []
+    real_socket = gsocket.socket
 
     class FailingSocket:
         def __init__(self, *a: object) -> None:
+            self.calls = 0
+            self.fd = real_socket(gsocket.AF_INET, gsocket.SOCK_DGRAM if later else gsocket.SOCK_STREAM)
+            if not later:
+                self.fd.bind(("127.0.0.1", 0))
+                self.fd.listen(1)
+            fds.append(self.fd)
+
+        def setblocking(self, flag: bool) -> None:
             pass
+
+        def connect_ex(self, addr: object) -> int:
+            self.calls += 1
+            return err if self.calls == 1 else (later or errno.EALREADY)
+
+        def fileno(self) -> int:
+            return int(self.fd.fileno())
 
         def settimeout(self, t: object) -> None:
             pass
-
-        def connect(self, addr: object) -> None:
-            gevent.sleep(0.01)
-            raise OSError(err, "injected") if err is not None else TimeoutError("timed out")
 
         def setsockopt(self, *a: object) -> None:
             pass
@@ -249,11 +272,18 @@ def test_failed_dial_gets_icmp_unreachable(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr("wgslirpy.io.tcp_forward.gsocket.socket", FailingSocket)
-    client.send(build_tcp(TcpSegment(ME, LOOP, 40003, 80, 1, 0, TcpFlags.SYN, 65535)))
-    icmp = client.expect(lambda x: isinstance(x, (IcmpError, TcpSegment)), timeout=3)
-    assert isinstance(icmp, IcmpError) and (icmp.type, icmp.code) == (3, code)
-    assert gateway.stats()["tcp_flows_in_stack"] == 0
+    with Gateway(make_config(connect_timeout=0.3)) as gw:
+        client = TunnelClient(gw.address)
+        monkeypatch.setattr("wgslirpy.io.tcp_forward.gsocket.socket", FailingSocket)
+        try:
+            client.send(build_tcp(TcpSegment(ME, LOOP, 40003, 80, 1, 0, TcpFlags.SYN, 65535)))
+            icmp = client.expect(lambda x: isinstance(x, (IcmpError, TcpSegment)), timeout=3)
+            assert isinstance(icmp, IcmpError) and (icmp.type, icmp.code) == (3, code)
+            assert gw.stats()["tcp_flows_in_stack"] == 0
+        finally:
+            client.close()
+            for fd in fds:
+                fd.close()
 
 
 def test_garbage_does_not_stop_the_gateway(gateway: Gateway, client: TunnelClient) -> None:
@@ -335,8 +365,9 @@ def test_idle_flow_has_no_writer_greenlet_until_the_peer_sends(
     gateway: Gateway, client: TunnelClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Idle-flow memory: after the handshake and ACKs an idle flow keeps only its own
-    greenlet (a writer greenlet costs ~10 KB while it lives); data from the peer starts the
-    writer, which delivers it and exits after WRITER_IDLE."""
+    greenlet (a writer greenlet costs ~10 KB while it lives); data from the peer is
+    delivered by wake() itself when the host takes it at once (else by a writer, which
+    exits after WRITER_IDLE), so none is left running."""
     monkeypatch.setattr(tcp_forward, "WRITER_IDLE", 0.05)
     got: list[bytes] = []
 

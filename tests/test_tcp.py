@@ -30,6 +30,7 @@ from wgslirpy.net.tcp import (
 
 from .tcp_helpers import (
     ACK,
+    BASE_CONFIG,
     FIN,
     LOCAL_ADDR,
     LOCAL_ADDR6,
@@ -255,7 +256,8 @@ def test_fin_in_syn_received() -> None:
     send(conn, seg(flags=FIN | ACK, payload=b"q"))  # establishes, then the FIN
     assert state(conn) is State.CLOSE_WAIT and conn.read() == b"q"
     assert events(conn) == [PeerFin()]
-    assert recv(conn) == [rseg(ack=REMOTE_SEQ + 3, window=65535 - 2)]
+    recv_nothing(conn)  # the ACK of the FIN waits (delayed ACK) for our FIN to ride on
+    assert recv(conn, T0 + BASE_CONFIG.delayed_ack) == [rseg(ack=REMOTE_SEQ + 3, window=65535 - 2)]
 
 
 def test_close_in_syn_received_sends_fin_after_establishment() -> None:
@@ -869,7 +871,8 @@ def test_fin_established_to_close_wait_after_data() -> None:
     conn = established()
     send(conn, seg(payload=b"tail", flags=ACK | FIN | PSH))
     assert conn.state is State.CLOSE_WAIT
-    assert recv(conn) == [rseg(ack=REMOTE_SEQ + 6, window=65535 - 5)]
+    recv_nothing(conn)
+    assert recv(conn, T0 + BASE_CONFIG.delayed_ack) == [rseg(ack=REMOTE_SEQ + 6, window=65535 - 5)]
     assert events(conn) == [PeerFin()]
     assert not conn.peer_eof
     assert conn.read() == b"tail" and conn.peer_eof

@@ -482,7 +482,10 @@ class Gateway:
         stack = self.stack
         while (ev := stack.next_event()) is not None:
             if isinstance(ev, TcpConnectRequested):
-                self._group.spawn(self._new_flow(ev.conn).run, self._handle_tcp)
+                flow = self._new_flow(ev.conn)
+                if self._handle_tcp is None:
+                    flow.start_dial()  # forwarded: the host SYN leaves in this turn
+                self._group.spawn(flow.run, self._handle_tcp)
             elif isinstance(ev, DnsTcpRequested):
                 self._group.spawn(serve_dns_tcp, self, self._new_flow(ev.conn))
             elif isinstance(ev, UdpSend):

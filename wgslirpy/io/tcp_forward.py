@@ -1,12 +1,16 @@
 """One forwarded TCP connection: dial the destination, then pump bytes both ways.
 
 A :class:`TcpFlow` owns the host socket of one :class:`~wgslirpy.net.tcp.TcpConnection`.
-``run`` (the flow's greenlet) dials with a timeout, answers the peer's SYN (SYN-ACK, RST,
-or an ICMP unreachable through the stack) and then pumps host -> peer itself while a child
-greenlet pumps peer -> host. The child exits after ``WRITER_IDLE`` seconds without work and
-``wake`` starts it again when there is data, EOF or an end to deliver, so an idle flow
-costs one greenlet. A pending dial blocks only this greenlet, never another flow or the
-tunnel reader.
+The dial is a non-blocking connect that the gateway starts (:meth:`TcpFlow.start_dial`) as
+it dispatches the peer's SYN, so the host SYN leaves in the same turn of the central
+greenlet; ``run`` (the flow's greenlet) then finds it done or waits for it, at most
+``connect_timeout`` in all, and answers the peer's SYN (SYN-ACK, RST, or an ICMP unreachable
+through the stack). Then it pumps host -> peer itself. Peer -> host: whatever the host socket
+takes at once is written by ``wake`` itself (a short request and the peer's EOF need no
+greenlet); only what is left, or a full socket, starts a child greenlet that writes with
+waits. The child exits after ``WRITER_IDLE`` seconds without work and ``wake`` starts it
+again when there is more, so an idle flow costs one greenlet. A pending dial blocks only
+this greenlet, never another flow or the tunnel reader.
 
 Backpressure both ways comes from the core: ``conn.send`` takes at most ``send_space``
 bytes (we stop reading the host socket while the peer's window and our buffer are full),
@@ -28,9 +32,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket as _stdsocket
 import struct
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import gevent
@@ -70,6 +76,9 @@ def _host_read_buffer() -> bytearray:
     return buf
 
 
+#: connect_ex results of a connect still in progress
+_CONNECT_PENDING = frozenset((errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK))
+
 _UNREACHABLE_BY_ERRNO = {
     errno.ENETUNREACH: Unreachable.NET,
     errno.EHOSTUNREACH: Unreachable.HOST,
@@ -102,8 +111,32 @@ class TcpFlow:
         self._pumping = False
         #: set when the peer -> host direction is over (EOF delivered, reset or failure)
         self._writer_finished = gevent.event.Event()
-        key = conn.key
-        self.label = f"{key[0]}:{key[1]} -> {key[2]}:{key[3]}"
+        #: peer bytes read from the core that the host socket did not take at once; only
+        #: while a writer greenlet exists (it sends them first)
+        self._unsent: memoryview | None = None
+        #: the connect started by start_dial: connect_ex's result (0, pending or an errno),
+        #: or the OSError it raised; and its deadline (time.monotonic)
+        self._connect_result: int | OSError = 0
+        self._connect_deadline = 0.0
+        self._connect_addr: tuple[str, int] = ("", 0)
+        #: the io watcher a dial waits on while the connect is in progress
+        self._connect_watch: object | None = None
+        #: the host accepted and the peer's SYN was answered (by start_dial or _dial)
+        self._dialled = False
+        self._label: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``peer:port -> destination:port``, for log lines (made on first use)."""
+        label = self._label
+        if label is None:
+            key = self.conn.key
+            label = self._label = f"{key[0]}:{key[1]} -> {key[2]}:{key[3]}"
+        return label
+
+    @label.setter
+    def label(self, value: str) -> None:
+        self._label = value
 
     # --- driven by the central greenlet ------------------------------------------------
 
@@ -112,7 +145,8 @@ class TcpFlow:
         self._tx_event.set()
         if self._pumping and self._writer is None:
             if not self._writer_finished.is_set() and self._writer_has_work():
-                self._writer = gevent.spawn(self._peer_to_host)
+                if not self._write_without_waiting():
+                    self._writer = gevent.spawn(self._peer_to_host)
             else:
                 # No writer is reading the connection's events (none is needed yet, or the
                 # peer's FIN was delivered), and the host -> peer pump may sit in recv(): a
@@ -125,6 +159,38 @@ class TcpFlow:
         but give a writer nothing to do (and a greenlet costs ~10 KB while it lives)."""
         conn = self.conn
         return bool(conn.readable) or conn.peer_eof or conn.is_closed or self._aborted
+
+    def _write_without_waiting(self) -> bool:
+        """Deliver the peer's data, then its EOF, to the host from the calling greenlet (the
+        central one, mostly) as far as the host socket takes them without waiting; True if
+        nothing is left for a writer greenlet. A short request is one ``send`` from here,
+        not a greenlet spawned to make it. Data the socket did not take waits in
+        ``_unsent`` for the writer (False); a reset, a give-up or an error is the writer's
+        to handle as before (False, or the direction ends here on a host error)."""
+        sock = self.sock
+        if sock is None:
+            return False
+        self._handle_events()
+        conn = self.conn
+        if conn.is_closed or self._aborted:
+            return False
+        try:
+            data = self.read()
+            if data:
+                try:
+                    n = sock.send(data, 0, timeout=0.0)
+                except BlockingIOError:
+                    n = 0
+                if n < len(data):
+                    self._unsent = memoryview(data)[n:]
+                    return False
+            if conn.peer_eof:
+                sock.shutdown(_stdsocket.SHUT_WR)
+                self._writer_finished.set()
+        except OSError as e:
+            self._writer_finished.set()
+            self._host_failed(e)
+        return True
 
     def abort(self) -> None:
         """Reset the peer side (the RST leaves at once) and close the host socket abortively."""
@@ -252,11 +318,14 @@ class TcpFlow:
 
         The handler returning closes the connection gracefully; an exception resets it and
         is logged (a handler's bug never reaches the gateway)."""
-        key = self.conn.key
-        tcp = TcpConn(self, (str(key[0]), key[1]), (str(key[2]), key[3]))
         try:
-            (handler or forward_tcp)(tcp, tcp.getpeername(), tcp.getsockname())
-            tcp._finish()
+            if handler is None:
+                self.forward()  # what forward_tcp does, without a TcpConn to hand it
+            else:
+                key = self.conn.key
+                tcp = TcpConn(self, (str(key[0]), key[1]), (str(key[2]), key[3]))
+                handler(tcp, tcp.getpeername(), tcp.getsockname())
+                tcp._finish()
         except Exception as e:
             if isinstance(e, OSError) and (self._aborted or self.conn.is_closed):
                 # the flow was reset under the handler (peer RST, stop()): its own business
@@ -274,15 +343,89 @@ class TcpFlow:
         if self._dial():
             self._pump()
 
-    def _dial(self) -> bool:
-        conn, gw = self.conn, self.gw
-        host, port = str(conn.key[2]), conn.key[3]
-        family = _stdsocket.AF_INET6 if conn.key[2].version == 6 else _stdsocket.AF_INET
-        sock = gsocket.socket(family, _stdsocket.SOCK_STREAM)
-        self.sock = sock
-        sock.settimeout(gw.config.connect_timeout)
+    def start_dial(self) -> None:
+        """Make the host socket and start a non-blocking connect to the destination.
+
+        The gateway calls it for a forwarded flow as it dispatches the peer's SYN: the host
+        SYN leaves at once, and by the time the flow's greenlet runs the host has often
+        answered: then the SYN-ACK is queued here and leaves with the caller's flush, in
+        the same turn (a nearby host completes the handshake within the connect call,
+        in the kernel's softirq, so one more non-waiting ``connect_ex`` tells). A socket
+        that cannot be made (EMFILE) is left for ``_dial`` to report, in the flow's
+        greenlet: nothing here may raise into the central one."""
+        if self.sock is not None:
+            return
         try:
-            sock.connect((host, port))
+            self._begin_connect()
+            sock = self.sock
+            assert sock is not None
+            result = self._connect_result
+            if result in _CONNECT_PENDING:
+                result = self._connect_result = sock.connect_ex(self._connect_addr)
+            if result == 0 or result == errno.EISCONN:
+                self._connected(sock, flush=False)
+            # else still connecting, or failed: the flow's greenlet waits or reports it
+        except Exception:
+            if self.sock is not None and not self._dialled:
+                self._close_socket(abortive=False)
+
+    def _begin_connect(self) -> None:
+        key = self.conn.key
+        family = _stdsocket.AF_INET6 if key[2].version == 6 else _stdsocket.AF_INET
+        sock = gsocket.socket(family, _stdsocket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+        except BaseException:
+            close_host_socket(sock, abortive=False)
+            raise
+        self.sock = sock
+        self._connect_deadline = time.monotonic() + self.gw.config.connect_timeout
+        addr = self._connect_addr = (str(key[2]), key[3])
+        try:
+            self._connect_result = sock.connect_ex(addr)
+        except OSError as e:
+            self._connect_result = e
+
+    def _finish_connect(self, sock: gsocket.socket) -> None:
+        """Wait (this greenlet only) until the connect started by ``_begin_connect`` is done;
+        raises its error as the socket module would (ConnectionRefusedError, TimeoutError
+        after ``connect_timeout``, ...)."""
+        result = self._connect_result
+        if isinstance(result, OSError):
+            raise result
+        if result in _CONNECT_PENDING:
+            addr = self._connect_addr
+            result = sock.connect_ex(addr)  # done meanwhile? 0 (or EISCONN); else EALREADY
+            while result in _CONNECT_PENDING:
+                left = self._connect_deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                self._wait_connect(sock, left)
+                result = sock.connect_ex(addr)
+        if result and result != errno.EISCONN:
+            raise OSError(result, os.strerror(result))  # the errno's own subclass
+
+    def _wait_connect(self, sock: gsocket.socket, timeout: float) -> None:
+        """Wait until ``sock`` is writable (its connect done), at most ``timeout`` seconds;
+        closing the socket meanwhile (abort, stop()) ends the wait with EBADF, as it ends
+        gevent's own waits on a socket."""
+        watcher = self._connect_watch = gevent.get_hub().loop.io(sock.fileno(), 2)
+        try:
+            gsocket.wait(watcher, timeout=timeout, timeout_exc=TimeoutError("timed out"))
+        finally:
+            self._connect_watch = None
+            watcher.close()
+
+    def _dial(self) -> bool:
+        if self._dialled:  # start_dial found the host connected and answered the SYN
+            self._handle_events()  # a reset since then (or stop()) closed the socket
+            return self.sock is not None and not self._aborted and not self.conn.is_closed
+        if self.sock is None:
+            self._begin_connect()  # a socket that cannot be made raises, as it always did
+        sock = self.sock
+        assert sock is not None
+        try:
+            self._finish_connect(sock)
         except ConnectionRefusedError:
             log.debug("%s: refused", self.label)
             self.refuse()
@@ -293,14 +436,22 @@ class TcpFlow:
             log.info("%s: cannot connect: %s", self.label, e if str(e) else "timed out")
             self.refuse(kind)
             return False
-        if conn.is_closed:  # the peer gave up while we dialled
+        return self._connected(sock, flush=True)
+
+    def _connected(self, sock: gsocket.socket, *, flush: bool) -> bool:
+        """The host accepted: answer the peer's SYN (SYN-ACK), unless it gave up meanwhile.
+        ``flush``: send it now (else it leaves with the caller's flush)."""
+        if self.conn.is_closed:  # the peer gave up while we dialled
             return False
-        sock.settimeout(None)
+        sock.settimeout(None)  # the pumps block (their greenlets only)
         try:
             sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
         except OSError:
             pass
-        self.accept()
+        self._dialled = True
+        self.gw.stack.tcp_accept(self.conn, now=self.gw.now())
+        if flush:
+            self.gw.flush()
         return True
 
     def _pump(self) -> None:
@@ -358,6 +509,9 @@ class TcpFlow:
         try:
             if sock is None:
                 return
+            unsent, self._unsent = self._unsent, None
+            if unsent is not None:  # what wake() could not write without waiting
+                sock.sendall(unsent)
             while True:
                 data = self.recv_from_peer(WRITER_IDLE)
                 if data is None:
@@ -386,6 +540,9 @@ class TcpFlow:
         self.abort()
 
     def _close_socket(self, *, abortive: bool) -> None:
+        watcher = self._connect_watch
+        if watcher is not None:
+            gsocket.cancel_wait(watcher)  # the dial waiting on this socket ends (EBADF)
         sock, self.sock = self.sock, None
         if sock is not None:
             close_host_socket(sock, abortive=abortive)
