@@ -345,50 +345,55 @@ class Gateway:
         recv = receiver.recv
         burst = self.max_burst
         offer = self.intake.offer
-        while not self._stopped:
-            try:
-                gsocket.wait_read(fd, timeout=self._wait_time(), timeout_exc=_Timeout)
-            except _Timeout:
-                pass
-            except OSError as e:  # the socket was closed under us
-                self._fatal(e)
-                return
-            now = self.now()
-            left = burst  # datagrams this turn (a GRO read carries up to 64)
-            inner_packets: list[tuple[bytes, float]] = []  # for the stack, once the burst is read
-            while left > 0:
+        # one read watcher for the reader's life (wait_read would make one every turn)
+        watcher = gevent.get_hub().loop.io(fd, 1)
+        try:
+            while not self._stopped:
                 try:
-                    datagrams, addr = recv()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as e:
-                    if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                        left -= 1
-                        continue  # an ICMP error about an earlier send: not fatal
+                    gsocket.wait(watcher, timeout=self._wait_time(), timeout_exc=_Timeout)
+                except _Timeout:
+                    pass
+                except OSError as e:  # the socket was closed under us
                     self._fatal(e)
                     return
-                left -= len(datagrams)
-                for data in datagrams:
-                    if data and data[0] != MESSAGE_TRANSPORT_TYPE and is_handshake(data):
-                        # Before any crypto: queued (or dropped and counted when the queue is full).
-                        ep = endpoint.endpoint
-                        offer(data, addr, from_peer=ep is not None and addr[1] == ep[1] and addr[0] == ep[0])
-                        continue
+                now = self.now()
+                left = burst  # datagrams this turn (a GRO read carries up to 64)
+                inner_packets: list[tuple[bytes, float]] = []  # for the stack, once the burst is read
+                while left > 0:
                     try:
-                        # the clock per datagram: a burst takes ms, and TCP's RTT samples
-                        # (min_rtt, RACK, BBR's BDP) must not see a stale arrival time
-                        inner = endpoint.receive_datagram(data, addr, now=(now := self.now()))
-                        if inner is not None:
-                            inner_packets.append((inner, now))
+                        datagrams, addr = recv()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as e:
+                        if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                            left -= 1
+                            continue  # an ICMP error about an earlier send: not fatal
+                        self._fatal(e)
+                        return
+                    left -= len(datagrams)
+                    for data in datagrams:
+                        if data and data[0] != MESSAGE_TRANSPORT_TYPE and is_handshake(data):
+                            # Before any crypto: queued (or dropped and counted when the queue is full).
+                            ep = endpoint.endpoint
+                            offer(data, addr, from_peer=ep is not None and addr[1] == ep[1] and addr[0] == ep[0])
+                            continue
+                        try:
+                            # the clock per datagram: a burst takes ms, and TCP's RTT samples
+                            # (min_rtt, RACK, BBR's BDP) must not see a stale arrival time
+                            inner = endpoint.receive_datagram(data, addr, now=(now := self.now()))
+                            if inner is not None:
+                                inner_packets.append((inner, now))
+                        except Exception:  # a bug in a core must not kill the gateway
+                            log.exception("internal error while handling a datagram from %s", addr)
+                if inner_packets:
+                    try:
+                        stack.receive_ips(inner_packets)
                     except Exception:  # a bug in a core must not kill the gateway
-                        log.exception("internal error while handling a datagram from %s", addr)
-            if inner_packets:
-                try:
-                    stack.receive_ips(inner_packets)
-                except Exception:  # a bug in a core must not kill the gateway
-                    log.exception("internal error while handling %d packets from the tunnel", len(inner_packets))
-            self._handshake_turn(now)
-            self._after_turn()
+                        log.exception("internal error while handling %d packets from the tunnel", len(inner_packets))
+                self._handshake_turn(now)
+                self._after_turn()
+        finally:
+            watcher.close()
 
     def _handshake_turn(self, now: float) -> None:
         """Process this turn's budget of queued handshake messages (after the transport data)."""
