@@ -524,10 +524,14 @@ class WireGuardEndpoint:
     # --- send -----------------------------------------------------------------------------------
 
     def _emit(self, messages: Sequence[bytes], addr: Address) -> None:
-        self._outbox.extend([(m, addr) for m in messages])
+        append = self._outbox.append
+        size = 0
+        for m in messages:  # a plain loop: the cheapest for the one message of most calls
+            append((m, addr))
+            size += len(m)
         stats = self.stats
         stats.tx_datagrams += len(messages)
-        stats.tx_bytes += sum(map(len, messages))
+        stats.tx_bytes += size
 
     def _send_now(self, kp: Keypair, endpoint: Address, packets: Sequence[bytes], now: float) -> None:
         """Encrypt and queue ``packets`` (``b""`` is a keepalive); ``kp.can_send`` holds for
