@@ -28,6 +28,7 @@ as wireguard-go counts them), which :meth:`expire` reports as GIVE_UP_HANDSHAKE.
 from __future__ import annotations
 
 import enum
+import random
 from collections.abc import Callable
 
 from ..constants import (
@@ -79,7 +80,7 @@ class PeerTimers:
         "need_another_keepalive",
         "sent_last_minute_handshake",
         "last_sent_handshake",
-        "_rng",
+        "_rng",  # random.Random, seeded from the endpoint's rng
     )
 
     def __init__(self, *, persistent_keepalive_interval: float | None = None, rng: Callable[[int], bytes]) -> None:
@@ -98,10 +99,13 @@ class PeerTimers:
         self.sent_last_minute_handshake = False
         #: monotonic time of the last initiation we sent (one per REKEY_TIMEOUT at most).
         self.last_sent_handshake: float | None = None
-        self._rng = rng
+        self._rng = random.Random(int.from_bytes(rng(8), "little"))
 
     def _jitter(self) -> float:
-        return int.from_bytes(self._rng(4), "little") / 2**32 * REKEY_TIMEOUT_JITTER_MAX
+        # Not secret (wireguard-go uses fastrandn): a PRNG seeded once from ``rng``, because
+        # a request/response exchange re-arms NEW_HANDSHAKE on nearly every send and
+        # os.urandom is a system call each time.
+        return self._rng.random() * REKEY_TIMEOUT_JITTER_MAX
 
     # --- hooks (wireguard-go timers*) ----------------------------------------------------
 
