@@ -25,6 +25,7 @@ from wgslirpy.net.packet import decode_ip
 from wgslirpy.net.segments import TcpFlags, TcpSegment
 
 from .test_server import LOOP, ME, TunnelClient, make_config
+from .wg_helpers import record_calls
 
 A, F, P = TcpFlags.ACK, TcpFlags.FIN, TcpFlags.PSH
 
@@ -49,14 +50,7 @@ def _wait(pred: object, timeout: float = 5.0) -> None:
 def test_short_connection_end_to_end(gateway: Gateway, client: TunnelClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """Connect, one request, one answer, close: the request and the peer's EOF reach the
     host without a writer greenlet, and our FIN carries the ACK of the peer's FIN."""
-    writers: list[TcpFlow] = []
-    real = TcpFlow._peer_to_host
-
-    def counting(self: TcpFlow) -> None:
-        writers.append(self)
-        real(self)
-
-    monkeypatch.setattr(TcpFlow, "_peer_to_host", counting)
+    writers = record_calls(monkeypatch, TcpFlow, "_peer_to_host")  # one per writer greenlet
 
     def echo_until_eof(sock: gsocket.socket, addr: object) -> None:
         while data := sock.recv(65536):
@@ -93,14 +87,7 @@ def test_request_the_host_cannot_take_at_once_goes_through_the_writer(
 ) -> None:
     """A host that does not read: what its socket does not take stays queued (in order)
     for the writer greenlet, and all of it arrives once the host reads."""
-    writers: list[TcpFlow] = []
-    real = TcpFlow._peer_to_host
-
-    def counting(self: TcpFlow) -> None:
-        writers.append(self)
-        real(self)
-
-    monkeypatch.setattr(TcpFlow, "_peer_to_host", counting)
+    writers = record_calls(monkeypatch, TcpFlow, "_peer_to_host")  # one per writer greenlet
     got: list[bytes] = []
     reading = gevent.event.Event()
 

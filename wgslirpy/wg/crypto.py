@@ -289,9 +289,9 @@ if _ffi is not None:
 
 # --- AEAD: OpenSSL through the optional ``cryptography`` package ---------------------------------
 #
-# Where it is installed (``pip install wgslirpy[fast]``) it is preferred: OpenSSL's ChaCha20 and
-# Poly1305 use the widest vector units the CPU has (AVX-512 where present), about twice as fast as
-# PyNaCl's libsodium for a 1420-byte packet. A cipher object is made once per key (its
+# Where it is importable (impacket installs it; it is not a dependency of ours) it is preferred:
+# OpenSSL's ChaCha20 and Poly1305 use the widest vector units the CPU has (AVX-512 where present),
+# about twice as fast as PyNaCl's libsodium for a 1420-byte packet. A cipher object is made once per key (its
 # constructor costs a third of a packet) and kept in a small cache keyed by the key bytes;
 # :func:`forget_keys` drops a keypair's entries when its keys are erased.
 
