@@ -24,7 +24,7 @@ from wgslirpy.net.build import build_tcp
 from wgslirpy.net.packet import decode_ip
 from wgslirpy.net.segments import TcpFlags, TcpSegment
 
-from .test_server import LOOP, ME, TunnelClient, make_config
+from .test_server import LOOP, ME, TunnelClient, make_config, serving
 from .wg_helpers import record_calls
 
 A, F, P = TcpFlags.ACK, TcpFlags.FIN, TcpFlags.PSH
@@ -57,10 +57,7 @@ def test_short_connection_end_to_end(gateway: Gateway, client: TunnelClient, mon
             sock.sendall(data[::-1])
         sock.close()
 
-    server = gevent.server.StreamServer(("127.0.0.1", 0), echo_until_eof)
-    server.start()
-    try:
-        port = server.server_port
+    with serving(gevent.server.StreamServer(("127.0.0.1", 0), echo_until_eof)) as port:
         for i, sport in enumerate((40100, 40101, 40102)):
             synack = client.open_tcp(sport, port)
             ack = (synack.seq + 1) & 0xFFFFFFFF
@@ -78,8 +75,6 @@ def test_short_connection_end_to_end(gateway: Gateway, client: TunnelClient, mon
             client.send(_seg(sport, port, seq + 1, (fin.seq + 1) & 0xFFFFFFFF, A))
         _wait(lambda: not gateway.tcp_flows and not gateway.stack.flows)
         assert writers == []
-    finally:
-        server.stop()
 
 
 def test_request_the_host_cannot_take_at_once_goes_through_the_writer(
@@ -101,10 +96,7 @@ def test_request_the_host_cannot_take_at_once_goes_through_the_writer(
     lst.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF, 4096)  # inherited by accepted sockets
     lst.bind(("127.0.0.1", 0))
     lst.listen(8)
-    server = gevent.server.StreamServer(lst, slow_reader)
-    server.start()
-    try:
-        port = server.server_port
+    with serving(gevent.server.StreamServer(lst, slow_reader)) as port:
         sport = 40110
         synack = client.open_tcp(sport, port)
         ack = (synack.seq + 1) & 0xFFFFFFFF
@@ -125,8 +117,6 @@ def test_request_the_host_cannot_take_at_once_goes_through_the_writer(
         reading.set()
         _wait(lambda: sum(map(len, got)) >= len(total), timeout=10)
         assert b"".join(got) == bytes(total)
-    finally:
-        server.stop()
 
 
 def test_forwarded_flow_dials_before_its_greenlet_runs() -> None:

@@ -26,7 +26,7 @@ from wgslirpy.net.checksum import checksum
 from wgslirpy.net.segments import IcmpError, TcpFlags, TcpSegment, UdpDatagram
 from wgslirpy.net.stack import HostIcmpError, relay_icmp_error
 
-from .test_server import LOOP, ME, TunnelClient, make_config
+from .test_server import LOOP, ME, TunnelClient, make_config, serving
 
 V4 = ipaddress.ip_address("192.0.2.7")
 ROUTER = ipaddress.ip_address("198.51.100.1")
@@ -166,9 +166,7 @@ def test_icmp_error_is_relayed_and_the_binding_survives(
         server.sendto(data, addr)
 
     server = gevent.server.DatagramServer(("127.0.0.1", 0), echo)
-    server.start()
-    try:
-        port = server.server_port
+    with serving(server) as port:
         client.send(build_udp(UdpDatagram(ME, LOOP, 4444, port, b"ping")))
         client.expect(lambda x: isinstance(x, UdpDatagram) and x.sport == port)
         (relay,) = gateway.udp_relays.values()
@@ -185,8 +183,6 @@ def test_icmp_error_is_relayed_and_the_binding_survives(
         assert sources[0] == sources[-1] and len(set(sources)) == 1  # the same binding, same port
         assert list(gateway.udp_relays.values()) == [relay]
         assert gateway.stats()["stack"]["udp_icmp_errors_relayed"] == 1
-    finally:
-        server.stop()
 
 
 def _forge_icmp6(type_: int, code: int, sport: int, dport: int) -> None:
@@ -216,9 +212,7 @@ def test_icmpv6_administratively_prohibited_is_relayed_and_the_binding_survives(
         server.sendto(data, addr)
 
     server = gevent.server.DatagramServer(("::1", 0), echo)
-    server.start()
-    try:
-        port = server.server_port
+    with serving(server) as port:
         client.send(build_udp(UdpDatagram(me6, loop6, 4447, port, b"ping")))
         client.expect(lambda x: isinstance(x, UdpDatagram) and x.sport == port)
         (relay,) = gateway.udp_relays.values()
@@ -231,8 +225,6 @@ def test_icmpv6_administratively_prohibited_is_relayed_and_the_binding_survives(
         reply = client.expect(lambda x: isinstance(x, UdpDatagram) and x.sport == port)
         assert isinstance(reply, UdpDatagram) and reply.payload == b"again"
         assert len(set(sources)) == 1 and list(gateway.udp_relays.values()) == [relay]
-    finally:
-        server.stop()
 
 
 def test_send_on_a_full_socket_drops_and_counts_instead_of_blocking() -> None:
@@ -281,10 +273,7 @@ def test_peer_reset_after_its_fin_resets_the_host_and_ends_the_flow(gateway: Gat
             gevent.sleep(0.02)
         outcome.put(f"still open (state {state})")
 
-    server = gevent.server.StreamServer(("127.0.0.1", 0), host)
-    server.start()
-    try:
-        port = server.server_port
+    with serving(gevent.server.StreamServer(("127.0.0.1", 0), host)) as port:
         synack = client.open_tcp(40020, port)
         ack = synack.seq + 1
         client.send(
@@ -305,5 +294,3 @@ def test_peer_reset_after_its_fin_resets_the_host_and_ends_the_flow(gateway: Gat
         assert not gateway.tcp_flows  # the greenlet ended and the socket is closed
         stats = gateway.stats()  # what SIGUSR1 prints: the stack's TCP totals outlive the flow
         assert isinstance(stats["tcp"], dict) and stats["tcp_flows_in_stack"] == 0
-    finally:
-        server.stop()

@@ -7,11 +7,12 @@ unit tests with sockets (see *Testing* in docs/ARCHITECTURE.md).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import dns.message
 import dns.rcode
@@ -103,6 +104,17 @@ class TunnelClient:
         self.sock.close()
 
 
+@contextlib.contextmanager
+def serving(server: gevent.server.BaseServer) -> Iterator[int]:
+    """Run a host-side test server for the with-block (stopped after it, whatever happens);
+    yields its port."""
+    server.start()
+    try:
+        yield server.server_port
+    finally:
+        server.stop()
+
+
 def make_config(**kw: object) -> Config:
     fields: dict[str, object] = {"allow_loopback": True, **kw}
     return Config(
@@ -155,15 +167,11 @@ def test_udp_echo_and_dns(gateway: Gateway, client: TunnelClient) -> None:
         server.sendto(data[::-1], addr)
 
     server = gevent.server.DatagramServer(("127.0.0.1", 0), reverse)
-    server.start()
-    try:
-        port = server.server_port
+    with serving(server) as port:
         payload = bytes(range(256)) * 16  # 4096 bytes: the reply is fragmented to the MTU
         client.send(build_udp(UdpDatagram(ME, LOOP, 4444, port, payload)))
         reply = client.expect(lambda x: isinstance(x, UdpDatagram) and x.sport == port, timeout=5)
         assert isinstance(reply, UdpDatagram) and reply.payload == payload[::-1] and reply.dport == 4444
-    finally:
-        server.stop()
     q = dns.message.make_query("localhost", "A")
     client.send(build_udp(UdpDatagram(ME, DNS, 5353, 53, q.to_wire())))
     r = client.expect(lambda x: isinstance(x, UdpDatagram) and x.sport == 53)
@@ -176,10 +184,7 @@ def test_tcp_echo_and_close(gateway: Gateway, client: TunnelClient) -> None:
         while data := sock.recv(65536):
             sock.sendall(data.upper())
 
-    server = gevent.server.StreamServer(("127.0.0.1", 0), echo)
-    server.start()
-    try:
-        port = server.server_port
+    with serving(gevent.server.StreamServer(("127.0.0.1", 0), echo)) as port:
         iss = 5000
         client.send(build_tcp(TcpSegment(ME, LOOP, 40001, port, iss, 0, TcpFlags.SYN, 65535, mss=1360)))
         synack = client.expect(lambda x: isinstance(x, TcpSegment))
@@ -208,8 +213,6 @@ def test_tcp_echo_and_close(gateway: Gateway, client: TunnelClient) -> None:
         while gateway.stats()["tcp_flows"] and time.monotonic() < deadline:
             gevent.sleep(0.05)
         assert gateway.stats()["tcp_flows"] == 0
-    finally:
-        server.stop()
 
 
 def test_refused_port_gets_rst(gateway: Gateway, client: TunnelClient) -> None:
@@ -327,10 +330,7 @@ def test_half_close_survives_idle_writer_exit(
         sock.sendall(b"got %d bytes" % len(got))
         sock.close()
 
-    server = gevent.server.StreamServer(("127.0.0.1", 0), late_reply)
-    server.start()
-    try:
-        port = server.server_port
+    with serving(gevent.server.StreamServer(("127.0.0.1", 0), late_reply)) as port:
         synack = client.open_tcp(40010, port)
         ack = synack.seq + 1
         client.send(
@@ -357,8 +357,6 @@ def test_half_close_survives_idle_writer_exit(
                 )
             )
         assert reply == b"got 1000 bytes"
-    finally:
-        server.stop()
 
 
 def test_idle_flow_has_no_writer_greenlet_until_the_peer_sends(
@@ -375,10 +373,7 @@ def test_idle_flow_has_no_writer_greenlet_until_the_peer_sends(
         while data := sock.recv(65536):
             got.append(data)
 
-    server = gevent.server.StreamServer(("127.0.0.1", 0), reader)
-    server.start()
-    try:
-        port = server.server_port
+    with serving(gevent.server.StreamServer(("127.0.0.1", 0), reader)) as port:
         synack = client.open_tcp(40011, port)
         ack = synack.seq + 1
         for _ in range(3):  # the handshake's ACK and two window updates: no work for a writer
@@ -395,8 +390,6 @@ def test_idle_flow_has_no_writer_greenlet_until_the_peer_sends(
             while flow._writer is not None:  # idle again: the writer goes after WRITER_IDLE
                 gevent.sleep(0.02)
         assert not flow._writer_finished.is_set()
-    finally:
-        server.stop()
 
 
 def test_dual_stack_bind_initiates_to_an_ipv4_peer() -> None:
