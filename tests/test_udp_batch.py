@@ -291,6 +291,16 @@ def _is_reply(x: object, *, seq: int) -> bool:
     return isinstance(x, IcmpEcho) and x.seq == seq
 
 
+def _echo_reply_seqs(client: TunnelClient, n: int) -> set[int]:
+    """The sequence numbers of the next ``n`` echo replies (seq > 0) the client receives."""
+    seen = set()
+    for _ in range(n):
+        item = client.expect(lambda x: isinstance(x, IcmpEcho) and x.seq > 0)
+        assert isinstance(item, IcmpEcho)
+        seen.add(item.seq)
+    return seen
+
+
 @pytest.mark.parametrize("batching", [True, False], ids=["batched", "fallback"])
 def test_gateway_answers_a_burst_through_both_paths(batching: bool) -> None:
     gw = Gateway(make_config())
@@ -307,12 +317,7 @@ def test_gateway_answers_a_burst_through_both_paths(batching: bool) -> None:
         for seq in range(1, 41):
             client.ep.send_ip(build_icmp_echo(IcmpEcho(ME, PING, True, 7, seq, b"p" * 1000)), now=time.monotonic())
         client.flush()
-        seen = set()
-        for _ in range(40):
-            item = client.expect(lambda x: isinstance(x, IcmpEcho) and x.seq > 0)
-            assert isinstance(item, IcmpEcho)
-            seen.add(item.seq)
-        assert seen == set(range(1, 41))
+        assert _echo_reply_seqs(client, 40) == set(range(1, 41))
         batch = gw.stats()["udp_batch"]
         assert batch["gso"] is gw._sender.gso and batch["gro"] is gw._receiver.gro
         assert batch["gso_datagrams"] == gw._sender.gso_datagrams
@@ -343,12 +348,7 @@ def test_a_coalesced_read_reaches_the_endpoint_and_the_handshake_intake_datagram
         data = client.ep.datagrams_to_send()
         assert len({len(d) for d, _ in data}) == 1
         assert BatchSender(client.sock, gso=True).send(data) == 30
-        seen = set()
-        for _ in range(30):
-            item = client.expect(lambda x: isinstance(x, IcmpEcho) and x.seq > 0)
-            assert isinstance(item, IcmpEcho)
-            seen.add(item.seq)
-        assert seen == set(range(1, 31))
+        assert _echo_reply_seqs(client, 30) == set(range(1, 31))
         # Handshake initiations (a flood's worth, from a stranger) in one GSO send: each one is
         # classified and queued on its own, then reaches the endpoint within the turn budgets.
         inits = [(m, gw.address) for m in flood_initiations(gw.endpoint.public_key, 40)]
